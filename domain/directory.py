@@ -1,0 +1,245 @@
+"""The directory of people: contact channels, roles, time zones, working hours, on-call rosters.
+
+`resolve_targets` turns playbook targets (a person, a role, a roster) into the people to reach
+*now*: someone outside their working hours is replaced by the on-call person of a roster, so a
+crisis on Saturday at 02:00 still reaches someone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from domain.durations import Duration
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Ident = str  # ids are validated by IDENT_PATTERN
+IDENT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class AccessRole(StrEnum):
+    """What a user may do through the API (roles work as scopes)."""
+
+    reporter = "reporter"
+    communicator = "communicator"
+    approver = "approver"
+    leader = "leader"
+    admin = "admin"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkingHours(_Strict):
+    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    start: time = time(9, 0)
+    end: time = time(18, 0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkingHours:
+        if self.start == self.end:
+            raise ValueError("working hours start and end must differ")
+        if not self.days:
+            raise ValueError("working hours need at least one day")
+        return self
+
+    def contains(self, local: datetime) -> bool:
+        """True if the local wall-clock time falls inside these hours (end exclusive).
+
+        Hours that cross midnight (22:00-06:00) belong to the day they start on.
+        """
+        now = local.time()
+        today = WEEKDAYS[local.weekday()]
+        if self.start < self.end:
+            return today in self.days and self.start <= now < self.end
+        yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
+        return (today in self.days and now >= self.start) or (
+            yesterday in self.days and now < self.end
+        )
+
+
+class Person(_Strict):
+    id: Ident = Field(pattern=IDENT_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
+    roles: list[Ident] = Field(default_factory=list)
+    access: list[AccessRole] = Field(default_factory=lambda: [AccessRole.reporter])
+    timezone: str = "UTC"
+    working_hours: WorkingHours | None = None  # None: reachable at any time
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    def available_at(self, at: datetime) -> bool:
+        if self.working_hours is None:
+            return True
+        return self.working_hours.contains(at.astimezone(ZoneInfo(self.timezone)))
+
+
+class Role(_Strict):
+    id: Ident = Field(pattern=IDENT_PATTERN)
+    description: str = ""
+    oncall: Ident | None = None  # roster that stands in for members outside their hours
+
+
+class Roster(_Strict):
+    """A rotation: `members[i]` is on call for `rotation` starting at `start + i * rotation`."""
+
+    id: Ident = Field(pattern=IDENT_PATTERN)
+    name: str = ""
+    members: list[Ident] = Field(min_length=1)
+    rotation: Duration = timedelta(weeks=1)
+    start: datetime = datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("UTC"))
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("roster start needs a UTC offset, e.g. 2026-01-05T09:00:00Z")
+        return value
+
+    def on_call(self, at: datetime) -> Ident:
+        shifts = int((at - self.start) // self.rotation)
+        return self.members[shifts % len(self.members)]
+
+
+class Directory(_Strict):
+    people: list[Person] = Field(min_length=1)
+    roles: list[Role] = Field(default_factory=list)
+    rosters: list[Roster] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Directory:
+        errors: list[str] = []
+        for kind, items in (("person", self.people), ("role", self.roles), ("roster", self.rosters)):
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    errors.append(f"duplicate {kind} id {item.id!r}")
+                seen.add(item.id)
+        people = {p.id for p in self.people}
+        rosters = {r.id for r in self.rosters}
+        roles = {r.id for r in self.roles}
+        for person in self.people:
+            errors += [f"person {person.id!r} has unknown role {r!r}" for r in person.roles
+                       if r not in roles]
+        for roster in self.rosters:
+            errors += [f"roster {roster.id!r} has unknown member {m!r}" for m in roster.members
+                       if m not in people]
+        for role in self.roles:
+            if role.oncall is not None and role.oncall not in rosters:
+                errors.append(f"role {role.id!r} names unknown on-call roster {role.oncall!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def person(self, person_id: str) -> Person:
+        for person in self.people:
+            if person.id == person_id:
+                return person
+        raise KeyError(person_id)
+
+    def has_person(self, person_id: str) -> bool:
+        return any(p.id == person_id for p in self.people)
+
+    def role(self, role_id: str) -> Role | None:
+        return next((r for r in self.roles if r.id == role_id), None)
+
+    def roster(self, roster_id: str) -> Roster:
+        return next(r for r in self.rosters if r.id == roster_id)
+
+    def members_of(self, role_id: str) -> list[Person]:
+        return [p for p in self.people if role_id in p.roles]
+
+
+class Target(_Strict):
+    """Who a notification or an approval goes to: exactly one of person, role or roster."""
+
+    person: Ident | None = None
+    role: Ident | None = None
+    roster: Ident | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [k for k in ("person", "role", "roster") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a target names exactly one of person, role or roster")
+        return self
+
+    def label(self) -> str:
+        for key in ("person", "role", "roster"):
+            value = getattr(self, key)
+            if value is not None:
+                return f"{key}:{value}"
+        return "?"
+
+
+class Assignment(_Strict):
+    """One person to reach, and why: `via` is direct, role, roster or on-call stand-in."""
+
+    person_id: Ident
+    role: Ident | None = None
+    via: Literal["direct", "role", "roster", "oncall"] = "direct"
+    replaces: Ident | None = None  # the off-hours person this on-call assignment stands in for
+
+
+def _stand_in(directory: Directory, person: Person, role_id: str | None, at: datetime) -> str | None:
+    """The on-call person who covers `person` (off-hours) for `role_id`, if any roster does."""
+    candidate_roles = [role_id] if role_id else list(person.roles)
+    for rid in candidate_roles:
+        role = directory.role(rid) if rid else None
+        if role is not None and role.oncall is not None:
+            return directory.roster(role.oncall).on_call(at)
+    return None
+
+
+def resolve_targets(
+    targets: list[Target], directory: Directory, at: datetime, *, respect_hours: bool = True
+) -> list[Assignment]:
+    """The people to reach for `targets` at `at`, one assignment per person, in target order.
+
+    People outside their working hours are replaced by their role's on-call person. If no
+    roster covers them they are kept: reaching someone off-hours beats reaching no one.
+    """
+    out: list[Assignment] = []
+    seen: set[str] = set()
+
+    def add(assignment: Assignment) -> None:
+        if assignment.person_id not in seen:
+            seen.add(assignment.person_id)
+            out.append(assignment)
+
+    for target in targets:
+        if target.roster is not None:
+            add(Assignment(person_id=directory.roster(target.roster).on_call(at), via="roster"))
+            continue
+        if target.person is not None:
+            people, role_id, via = [directory.person(target.person)], None, "direct"
+        else:
+            assert target.role is not None
+            people, role_id, via = directory.members_of(target.role), target.role, "role"
+        for person in people:
+            counted_role = role_id or (person.roles[0] if person.roles else None)
+            if not respect_hours or person.available_at(at):
+                add(Assignment(person_id=person.id, role=counted_role, via=via))  # type: ignore[arg-type]
+                continue
+            stand_in = _stand_in(directory, person, role_id, at)
+            if stand_in is None or stand_in == person.id:
+                add(Assignment(person_id=person.id, role=counted_role, via=via))  # type: ignore[arg-type]
+            else:
+                add(Assignment(person_id=stand_in, role=counted_role, via="oncall",
+                               replaces=person.id))
+    return out

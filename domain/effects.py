@@ -1,0 +1,63 @@
+"""Inputs and results of the activities: the workflow's only way to touch the world.
+
+Every request carries an `idempotency_key` of the form `workflow_id:step_id[:suffix]`; the
+activities record completed keys in Redis so a retried or replayed call never delivers twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from domain.incident import Incident, NodeState, Task, TimelineEntry
+from domain.playbook import Channel
+
+
+class Recipient(BaseModel):
+    person_id: str
+    name: str
+    email: str | None = None
+    webhook: str | None = None
+
+
+class NotifyRequest(BaseModel):
+    idempotency_key: str
+    incident_id: str
+    step_id: str
+    kind: Literal["notify", "task", "escalation", "reminder"] = "notify"
+    recipient: Recipient
+    channels: list[Channel]
+    subject: str
+    message: str
+
+
+class NotifyResult(BaseModel):
+    delivered: list[Channel] = Field(default_factory=list)
+    already_done: list[Channel] = Field(default_factory=list)  # done by an earlier attempt
+    skipped: dict[str, str] = Field(default_factory=dict)  # channel -> why (no address, ...)
+
+
+class ActionRequest(BaseModel):
+    idempotency_key: str
+    incident_id: str
+    step_id: str
+    url: str
+    method: Literal["POST", "PUT"] = "POST"
+    payload: dict[str, Any]
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ActionResult(BaseModel):
+    status_code: int
+    body_excerpt: str = ""
+    already_done: bool = False
+
+
+class ProjectionBatch(BaseModel):
+    """Changes to write to the Redis read models since the last batch."""
+
+    incident: Incident
+    tasks: list[Task] = Field(default_factory=list)
+    nodes: list[NodeState] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)

@@ -1,0 +1,233 @@
+"""Incident, task and timeline models, and the inputs and results of workflow calls.
+
+These are the payloads that cross the Temporal boundary (through the pydantic data
+converter) and the shapes the Redis projection stores and the API returns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.directory import Directory
+from domain.playbook import Playbook, Severity
+from domain.quorum import Outcome
+
+MAX_TEXT = 4000
+MAX_COMMENT = 2000
+
+
+class IncidentStatus(StrEnum):
+    open = "open"
+    resolved = "resolved"
+
+
+class TaskState(StrEnum):
+    open = "open"
+    approved = "approved"
+    rejected = "rejected"
+    delegated = "delegated"
+    cancelled = "cancelled"
+    expired = "expired"
+
+
+TimelineKind = Literal[
+    "opened", "report_added", "task_created", "notified", "notification_failed", "decision",
+    "delegation", "escalation", "node_outcome", "task_cancelled", "task_expired", "action_run",
+    "action_failed", "status_update", "reminder", "waited", "branch_taken", "resolved",
+]
+
+
+class PlaybookRef(BaseModel):
+    id: str
+    version: int
+    sha256: str
+
+
+class PlaybookSnapshot(BaseModel):
+    """A playbook frozen at incident start: editing the YAML never changes a running incident."""
+
+    id: str
+    version: int
+    sha256: str
+    definition: Playbook
+
+    def ref(self) -> PlaybookRef:
+        return PlaybookRef(id=self.id, version=self.version, sha256=self.sha256)
+
+
+class DirectorySnapshot(BaseModel):
+    sha256: str
+    definition: Directory
+
+
+class Report(BaseModel):
+    """A signal from anyone: attaches to the open incident with its dedup key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    summary: str = Field(min_length=1, max_length=MAX_TEXT)
+    source_url: str | None = Field(default=None, max_length=2000)
+    severity: Severity | None = None
+    reported_by: str = Field(min_length=1, max_length=64)
+
+
+class Incident(BaseModel):
+    id: str
+    title: str
+    summary: str
+    severity: Severity
+    source_url: str | None = None
+    dedup_key: str | None = None
+    opened_by: str
+    opened_at: datetime
+    status: IncidentStatus = IncidentStatus.open
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution_summary: str | None = None
+    playbook: PlaybookRef
+    reports: int = 1
+    rev: int = 0  # bumped on every change; the projection keeps the highest
+
+
+class Task(BaseModel):
+    id: str
+    incident_id: str
+    node_id: str
+    title: str
+    content: str
+    assignee: str
+    role: str | None = None
+    state: TaskState = TaskState.open
+    via: str = "direct"
+    replaces: str | None = None
+    created_at: datetime
+    deadline: datetime | None = None
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    comment: str | None = None
+    delegated_from: str | None = None
+    delegated_to: str | None = None
+    rev: int = 0
+
+
+class NodeState(BaseModel):
+    """One approval node: who votes, under which policy, and how it ended."""
+
+    step_id: str
+    title: str
+    policy: str  # human text, e.g. "1 of legal AND 2 of comms-lead; veto: legal"
+    outcome: Outcome = Outcome.pending
+    opened_at: datetime
+    ended_at: datetime | None = None
+    deadline: datetime | None = None
+    tiers_fired: list[int] = Field(default_factory=list)  # firings per escalation tier
+
+
+class TimelineEntry(BaseModel):
+    seq: int
+    at: datetime
+    kind: TimelineKind
+    actor: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentView(BaseModel):
+    """What the `state` query returns and the projection stores."""
+
+    incident: Incident
+    tasks: list[Task]
+    nodes: list[NodeState]
+
+
+# ---- workflow input -----------------------------------------------------------------
+
+
+class StartIncident(BaseModel):
+    incident_id: str
+    title: str = Field(min_length=1, max_length=200)
+    summary: str = Field(min_length=1, max_length=MAX_TEXT)
+    severity: Severity
+    source_url: str | None = None
+    dedup_key: str | None = None
+    opened_by: str
+    opening_report_id: str
+    playbook: PlaybookSnapshot
+    directory: DirectorySnapshot
+    public_url: str = "http://127.0.0.1:8000"
+    continue_as_new_after_events: int = 8000
+    state: IncidentWorkflowState | None = None  # carried over by continue-as-new
+
+
+class StepProgress(BaseModel):
+    status: Literal["running", "done"] = "running"
+    started_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    outcome: str | None = None
+
+
+class IncidentWorkflowState(BaseModel):
+    """All interpreter state, in one serializable object carried across continue-as-new."""
+
+    incident: Incident
+    tasks: dict[str, Task] = Field(default_factory=dict)
+    nodes: dict[str, NodeState] = Field(default_factory=dict)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    progress: dict[str, StepProgress] = Field(default_factory=dict)  # by step id
+    answered: dict[str, Any] = Field(default_factory=dict)  # request id -> first result
+    projected_seq: int = 0  # timeline entries already written to the projection
+    runs: int = 1
+
+
+# ---- update and signal payloads -----------------------------------------------------
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, max_length=100)
+    actor: str = Field(min_length=1, max_length=64)
+
+
+class DecideRequest(_Request):
+    task_id: str = Field(min_length=1, max_length=100)
+    decision: Literal["approve", "reject"]
+    comment: str = Field(default="", max_length=MAX_COMMENT)
+
+
+class DecideResult(BaseModel):
+    task: Task
+    node: NodeState
+
+
+class DelegateRequest(_Request):
+    task_id: str = Field(min_length=1, max_length=100)
+    to: str = Field(min_length=1, max_length=64)
+    comment: str = Field(default="", max_length=MAX_COMMENT)
+
+
+class DelegateResult(BaseModel):
+    task: Task  # the original, now delegated
+    new_task: Task
+
+
+class StatusUpdateRequest(_Request):
+    message: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class ResolveRequest(_Request):
+    summary: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class ReportResult(BaseModel):
+    created: bool
+    incident: Incident
+
+
+TaskTerminal = frozenset({TaskState.approved, TaskState.rejected, TaskState.cancelled,
+                          TaskState.expired, TaskState.delegated})
+
+StartIncident.model_rebuild()

@@ -1,0 +1,76 @@
+"""Reading playbooks and the directory from YAML, and freezing them into snapshots.
+
+The snapshot's sha256 is taken over the file's bytes, so the timeline can prove which
+exact text an incident ran, even if an admin edits a file without bumping `version`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from domain.directory import Directory
+from domain.incident import DirectorySnapshot, PlaybookSnapshot
+from domain.validation import (
+    PlaybookInvalid,
+    PlaybookIssue,
+    issues_from_validation_error,
+    validate_playbook,
+)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str | bytes, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(top)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlaybookInvalid([PlaybookIssue(where, f"invalid YAML: {problem}")], source) from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_directory(path: Path) -> DirectorySnapshot:
+    raw = path.read_bytes()
+    data = parse_yaml(raw, str(path))
+    try:
+        directory = Directory.model_validate(data)
+    except ValidationError as exc:
+        raise PlaybookInvalid(issues_from_validation_error(exc), str(path)) from None
+    return DirectorySnapshot(sha256=sha256(raw), definition=directory)
+
+
+def snapshot_playbook(raw: bytes, directory: Directory, source: str) -> PlaybookSnapshot:
+    playbook = validate_playbook(parse_yaml(raw, source), directory, source)
+    return PlaybookSnapshot(id=playbook.id, version=playbook.version, sha256=sha256(raw),
+                            definition=playbook)
+
+
+def load_playbook(path: Path, directory: Directory) -> PlaybookSnapshot:
+    return snapshot_playbook(path.read_bytes(), directory, str(path))

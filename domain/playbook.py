@@ -1,0 +1,237 @@
+"""The playbook format: a pydantic v2 schema for `playbooks/*.yaml`.
+
+A playbook is a list of steps. Each step has an `id` and exactly one kind key:
+
+    notify      tell targets something, on log / webhook / email
+    approval    a node of parallel approval tasks with a quorum policy, veto, deadline and
+                escalation tiers
+    wait        sleep for a duration
+    action      call a webhook with a templated payload (e.g. publish the statement)
+    branch      choose steps by an incident field or an earlier step's outcome
+    parallel    run several step lists at once
+    sequence    run a nested step list
+    reminder    notify every `every` until the incident is resolved
+    resolution  wait for the incident to be resolved (the gate that ends the playbook)
+
+Structural rules live here; references to the directory and across steps are checked in
+`domain.validation`, which also turns errors into paths such as
+`steps[2].approval.require[0].min`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.directory import IDENT_PATTERN, Target
+from domain.durations import Duration
+
+
+class Severity(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+Channel = Literal["log", "webhook", "email"]
+STEP_KINDS = (
+    "notify", "approval", "wait", "action", "branch", "parallel", "sequence", "reminder",
+    "resolution",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defaults(_Strict):
+    channels: list[Channel] = Field(default_factory=lambda: ["log"], min_length=1)
+    approval_deadline: Duration = timedelta(hours=4)
+    respect_working_hours: bool = True
+
+
+class Notify(_Strict):
+    to: list[Target] = Field(min_length=1, max_length=50)
+    message: str = Field(min_length=1, max_length=4000)
+    channels: list[Channel] | None = Field(default=None, min_length=1)
+
+
+class Requirement(_Strict):
+    role: str = Field(pattern=IDENT_PATTERN)
+    min: int = Field(ge=1, le=100)
+
+
+class EscalationTier(_Strict):
+    """Fires `after` the node opened if it has no outcome yet, then every `every` up to
+    `repeat` more times."""
+
+    name: str | None = Field(default=None, max_length=100)
+    after: Duration
+    notify: list[Target] = Field(default_factory=list, max_length=50)
+    add_approvers: list[Target] = Field(default_factory=list, max_length=50)
+    message: str | None = Field(default=None, max_length=4000)
+    repeat: int = Field(default=0, ge=0, le=20)
+    every: Duration | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> EscalationTier:
+        if not self.notify and not self.add_approvers:
+            raise ValueError("an escalation tier must notify someone or add approvers")
+        if self.repeat and self.every is None:
+            raise ValueError("a repeating tier needs `every`")
+        return self
+
+
+class Approval(_Strict):
+    """Parallel approval tasks. Quorum: `quorum: all|any`, `quorum: {k: N}`, or per-role
+    `require` rules combined with AND. Any reject by a `veto` role ends the node rejected."""
+
+    title: str = Field(default="Approve the draft", max_length=200)
+    content: str = Field(min_length=1, max_length=20000)
+    approvers: list[Target] = Field(min_length=1, max_length=50)
+    quorum: Literal["all", "any"] | QuorumK | None = None
+    require: list[Requirement] | None = Field(default=None, min_length=1, max_length=10)
+    veto: list[str] = Field(default_factory=list, max_length=10)
+    deadline: Duration | None = None
+    escalation: list[EscalationTier] = Field(default_factory=list, max_length=10)
+    on_approved: list[Step] = Field(default_factory=list)
+    on_rejected: list[Step] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> Approval:
+        if (self.quorum is None) == (self.require is None):
+            raise ValueError("give exactly one of `quorum` (all, any or {k: N}) or `require`")
+        return self
+
+
+class QuorumK(_Strict):
+    k: int = Field(ge=1, le=100)
+
+
+class Wait(_Strict):
+    duration: Duration
+
+
+class Action(_Strict):
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    method: Literal["POST", "PUT"] = "POST"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Branch(_Strict):
+    """`on` is `incident.<field>` or `steps.<id>.outcome`; `cases` maps values to steps."""
+
+    on: str = Field(min_length=1, max_length=100)
+    cases: dict[str, list[Step]] = Field(min_length=1)
+    default: list[Step] = Field(default_factory=list)
+
+
+class Parallel(_Strict):
+    branches: list[list[Step]] = Field(min_length=2, max_length=10)
+
+
+class Sequence(_Strict):
+    steps: list[Step] = Field(min_length=1)
+
+
+class Reminder(_Strict):
+    every: Duration
+    to: list[Target] = Field(min_length=1, max_length=50)
+    message: str = Field(min_length=1, max_length=4000)
+    channels: list[Channel] | None = Field(default=None, min_length=1)
+
+
+class Resolution(_Strict):
+    """Waits until the incident is resolved through the API."""
+
+    note: str | None = None
+
+
+class Step(_Strict):
+    id: str = Field(pattern=IDENT_PATTERN)
+    name: str | None = Field(default=None, max_length=200)
+    notify: Notify | None = None
+    approval: Approval | None = None
+    wait: Wait | None = None
+    action: Action | None = None
+    branch: Branch | None = None
+    parallel: Parallel | None = None
+    sequence: Sequence | None = None
+    reminder: Reminder | None = None
+    resolution: Resolution | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolution_shorthand(cls, data: Any) -> Any:
+        # `resolution: {}` and a bare `resolution:` (YAML null) both mean "the gate".
+        if isinstance(data, dict) and "resolution" in data and data["resolution"] is None:
+            data = {**data, "resolution": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a step needs exactly one of " + ", ".join(STEP_KINDS)
+                + (f" (found {', '.join(kinds)})" if kinds else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+    def children(self) -> list[tuple[str, list[Step]]]:
+        """Nested step lists with their path suffix, for walking the tree."""
+        if self.approval is not None:
+            return [("approval.on_approved", self.approval.on_approved),
+                    ("approval.on_rejected", self.approval.on_rejected)]
+        if self.branch is not None:
+            out = [(f"branch.cases.{key}", steps) for key, steps in self.branch.cases.items()]
+            return [*out, ("branch.default", self.branch.default)]
+        if self.parallel is not None:
+            return [(f"parallel.branches[{i}]", b) for i, b in enumerate(self.parallel.branches)]
+        if self.sequence is not None:
+            return [("sequence.steps", self.sequence.steps)]
+        return []
+
+
+class Playbook(_Strict):
+    id: str = Field(pattern=IDENT_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    version: int = Field(ge=1)
+    description: str = Field(default="", max_length=4000)
+    severities: list[Severity] = Field(default_factory=lambda: list(Severity), min_length=1)
+    defaults: Defaults = Field(default_factory=Defaults)
+    steps: list[Step] = Field(min_length=1, max_length=200)
+
+    def walk(self) -> list[tuple[str, Step]]:
+        """Every step with its path (`steps[1].approval.on_approved[0]`), depth first."""
+        out: list[tuple[str, Step]] = []
+
+        def visit(prefix: str, steps: list[Step]) -> None:
+            for index, step in enumerate(steps):
+                path = f"{prefix}[{index}]"
+                out.append((path, step))
+                for suffix, nested in step.children():
+                    visit(f"{path}.{suffix}", nested)
+
+        visit("steps", self.steps)
+        return out
+
+    def step(self, step_id: str) -> Step:
+        return next(step for _, step in self.walk() if step.id == step_id)
+
+
+Approval.model_rebuild()
+Branch.model_rebuild()
+Parallel.model_rebuild()
+Sequence.model_rebuild()
+Step.model_rebuild()
+Playbook.model_rebuild()
