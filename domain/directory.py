@@ -7,6 +7,7 @@ crisis on Saturday at 02:00 still reaches someone.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -37,9 +38,27 @@ class _Strict(BaseModel):
 
 
 class WorkingHours(_Strict):
-    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
     start: time = time(9, 0)
     end: time = time(18, 0)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock_text(cls, value: object) -> object:
+        # pydantic reads a number as seconds after midnight: 9 would silently mean 00:00:09.
+        if isinstance(value, int | float):
+            raise ValueError('write times as "HH:MM", e.g. "09:00"')
+        if isinstance(value, str) and re.fullmatch(r"\d:\d\d(:\d\d)?", value.strip()):
+            return "0" + value.strip()  # 8:30 -> 08:30
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _wall_clock(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("working hours are local wall-clock times: set the person's "
+                             "`timezone` instead of an offset")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> WorkingHours:
@@ -124,7 +143,8 @@ class Directory(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Directory:
         errors: list[str] = []
-        for kind, items in (("person", self.people), ("role", self.roles), ("roster", self.rosters)):
+        kinds = (("person", self.people), ("role", self.roles), ("roster", self.rosters))
+        for kind, items in kinds:
             seen: set[str] = set()
             for item in items:
                 if item.id in seen:
@@ -196,7 +216,9 @@ class Assignment(_Strict):
     replaces: Ident | None = None  # the off-hours person this on-call assignment stands in for
 
 
-def _stand_in(directory: Directory, person: Person, role_id: str | None, at: datetime) -> str | None:
+def _stand_in(
+    directory: Directory, person: Person, role_id: str | None, at: datetime
+) -> str | None:
     """The on-call person who covers `person` (off-hours) for `role_id`, if any roster does."""
     candidate_roles = [role_id] if role_id else list(person.roles)
     for rid in candidate_roles:
@@ -234,11 +256,11 @@ def resolve_targets(
         for person in people:
             counted_role = role_id or (person.roles[0] if person.roles else None)
             if not respect_hours or person.available_at(at):
-                add(Assignment(person_id=person.id, role=counted_role, via=via))  # type: ignore[arg-type]
+                add(Assignment(person_id=person.id, role=counted_role, via=via))
                 continue
             stand_in = _stand_in(directory, person, role_id, at)
             if stand_in is None or stand_in == person.id:
-                add(Assignment(person_id=person.id, role=counted_role, via=via))  # type: ignore[arg-type]
+                add(Assignment(person_id=person.id, role=counted_role, via=via))
             else:
                 add(Assignment(person_id=stand_in, role=counted_role, via="oncall",
                                replaces=person.id))

@@ -1,4 +1,5 @@
-"""Human durations for playbooks: ``30s``, ``15m``, ``2h``, ``1d``, ``1w`` and compounds like ``1h30m``."""
+"""Human durations for playbooks: ``30s``, ``15m``, ``2h``, ``1d``, ``1w``, and compounds
+such as ``1h30m``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
 DURATION_PATTERN = r"^(\d+[smhdw])+$"
 _FULL = re.compile(DURATION_PATTERN)
+MAX_SECONDS = 3650 * 86400  # far beyond any crisis, and well inside Temporal's timer range
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -29,6 +31,8 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"invalid duration {value!r}: expected text such as 15m, 2h or 1d")
     if seconds <= 0:
         raise ValueError(f"invalid duration {value!r}: must be greater than zero")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"invalid duration {value!r}: must be at most 3650d (10 years)")
     return timedelta(seconds=seconds)
 
 
@@ -48,5 +52,6 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["15m", "2h", "1d"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": DURATION_PATTERN, "examples": ["15m", "2h", "1d"]}),
 ]

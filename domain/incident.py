@@ -121,7 +121,7 @@ class NodeState(BaseModel):
     step_id: str
     title: str
     policy: str  # human text, e.g. "1 of legal AND 2 of comms-lead; veto: legal"
-    outcome: Outcome = Outcome.pending
+    outcome: Outcome | Literal["cancelled"] = Outcome.pending  # cancelled: resolved first
     opened_at: datetime
     ended_at: datetime | None = None
     deadline: datetime | None = None
@@ -142,6 +142,13 @@ class IncidentView(BaseModel):
     incident: Incident
     tasks: list[Task]
     nodes: list[NodeState]
+
+
+class IncidentFinal(BaseModel):
+    """The workflow's result once the incident is resolved: the last state and timeline."""
+
+    view: IncidentView
+    timeline: list[TimelineEntry]
 
 
 # ---- workflow input -----------------------------------------------------------------

@@ -24,7 +24,15 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from domain.directory import IDENT_PATTERN, Target
 from domain.durations import Duration
@@ -48,8 +56,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _log_only() -> list[Channel]:
+    return ["log"]
+
+
 class Defaults(_Strict):
-    channels: list[Channel] = Field(default_factory=lambda: ["log"], min_length=1)
+    channels: list[Channel] = Field(default_factory=_log_only, min_length=1)
     approval_deadline: Duration = timedelta(hours=4)
     respect_working_hours: bool = True
 
@@ -100,6 +112,14 @@ class Approval(_Strict):
     escalation: list[EscalationTier] = Field(default_factory=list, max_length=10)
     on_approved: list[Step] = Field(default_factory=list)
     on_rejected: list[Step] = Field(default_factory=list)
+
+    @field_validator("quorum", mode="before")
+    @classmethod
+    def _quorum_shape(cls, value: Any) -> Any:
+        # One clear message instead of one error per member of the union.
+        if value is None or isinstance(value, dict | QuorumK) or value in ("all", "any"):
+            return value
+        raise ValueError("quorum is `all`, `any` or `{k: N}` (at least N approvals)")
 
     @model_validator(mode="after")
     def _one_policy(self) -> Approval:
@@ -172,6 +192,13 @@ class Step(_Strict):
         if isinstance(data, dict) and "resolution" in data and data["resolution"] is None:
             data = {**data, "resolution": {}}
         return data
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_kinds(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without this a dump carries `resolution: null` on every step, which the shorthand
+        # above would read back as a resolution gate: snapshots must round-trip.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if not (k in STEP_KINDS and v is None)}
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:

@@ -123,7 +123,12 @@ class Tally:
         return self.outcome
 
     def remove_slot(self, slot_id: str) -> None:
-        """Drop an open slot (its task moved to a delegate, who gets a new slot)."""
+        """Drop an open slot (its task moved to a delegate, who gets a new slot).
+
+        Refused once the node is decided, like `add_slot`, so a delegation is never
+        half-applied (slot removed, delegate's slot refused)."""
+        if self.outcome is not Outcome.pending:
+            raise QuorumError("node already decided")
         if self.slots.get(slot_id, Slot(None, Vote.approved)).vote is not Vote.open:
             raise QuorumError(f"slot {slot_id} is not open")
         del self.slots[slot_id]

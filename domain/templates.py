@@ -7,11 +7,13 @@ playbook is validated.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][\w-]*(?:\.[a-zA-Z_][\w-]*)*)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][\w-]*(?:\.[\w-]+)*)\s*\}\}")
+_ANY_BRACES = re.compile(r"\{\{(.*?)\}\}", re.S)
 
 # The names a template may use. `steps.<id>.outcome` and `steps.<id>.content` are checked
 # separately against the playbook's step ids.
@@ -35,6 +37,27 @@ def placeholders(template: Any) -> Iterator[str]:
             yield from placeholders(value)
 
 
+def unsupported(template: Any) -> Iterator[str]:
+    """Every ``{{ ... }}`` that is not a plain placeholder (filters, expressions, typos such
+    as ``{{ incident title }}``): `render` would leave it in the text as is."""
+    if isinstance(template, str):
+        for match in _ANY_BRACES.finditer(template):
+            if not PLACEHOLDER.fullmatch(match.group(0)):
+                yield match.group(0)
+    elif isinstance(template, Mapping):
+        for value in template.values():
+            yield from unsupported(value)
+    elif isinstance(template, list):
+        for value in template:
+            yield from unsupported(value)
+
+
+def did_you_mean(value: str, known: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest known name, or "" if nothing is close."""
+    close = difflib.get_close_matches(value, sorted(known), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_placeholder(path: str, step_ids: set[str]) -> str | None:
     """Return an error message if `path` can't be resolved in a running incident."""
     parts = path.split(".")
@@ -48,7 +71,8 @@ def check_placeholder(path: str, step_ids: set[str]) -> str | None:
         if len(parts) != 3 or parts[2] not in STEP_FIELDS:
             return f"unknown placeholder {{{{{path}}}}}: use steps.<step id>.outcome or .content"
         if parts[1] not in step_ids:
-            return f"placeholder {{{{{path}}}}} names unknown step {parts[1]!r}"
+            return (f"placeholder {{{{{path}}}}} names unknown step {parts[1]!r}"
+                    + did_you_mean(parts[1], step_ids))
         return None
     return f"unknown placeholder {{{{{path}}}}}: it must start with incident. or steps."
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from domain.directory import Directory, Target
-from domain.playbook import Approval, Playbook, Step
-from domain.templates import check_placeholder, placeholders
+from domain.durations import format_duration
+from domain.playbook import Approval, Defaults, Playbook, Severity, Step
+from domain.quorum import Outcome
+from domain.templates import check_placeholder, did_you_mean, placeholders, unsupported
 
 
 @dataclass(frozen=True)
@@ -37,28 +40,57 @@ class PlaybookInvalid(ValueError):
         super().__init__(f"{source}: " + "; ".join(str(i) for i in issues))
 
 
+_UNION_TAGS = ("function-", "tagged-union", "literal[", "QuorumK")
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part.startswith(_UNION_TAGS)
+
+
 def format_loc(loc: Iterable[Any]) -> str:
     """('steps', 2, 'approval', 'require', 0, 'min') -> steps[2].approval.require[0].min"""
+    parts = list(loc)
     out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("function-", "tagged-union", "literal[", "QuorumK")):
+    for index, part in enumerate(parts):
+        is_key = index + 1 < len(parts) and parts[index + 1] == "[key]"
+        if part == "[key]" or _is_union_tag(part):
             continue  # pydantic's internal validator names are noise to an admin
+        if isinstance(part, int) and not isinstance(part, bool) and not is_key:
+            out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
     return out or "(top)"
 
 
+def _union_base(loc: tuple[Any, ...]) -> str | None:
+    """The path of the field a union error belongs to (None if not from a union member)."""
+    for index, part in enumerate(loc):
+        if _is_union_tag(part):
+            return format_loc(loc[:index])
+    return None
+
+
 def issues_from_validation_error(error: ValidationError) -> list[PlaybookIssue]:
+    items = error.errors(include_url=False)
+    # A union field (e.g. `quorum: all|any|{k: N}`) reports one error per member. When a
+    # member got further (an error inside `{k: N}`), the admin chose that member: keep only
+    # its errors, not "Input should be 'all' or 'any'".
+    deeper = {base for item in items
+              if (base := _union_base(item["loc"])) is not None
+              and format_loc(item["loc"]) != base}
     issues: list[PlaybookIssue] = []
-    for item in error.errors(include_url=False):
+    for item in items:
+        path = format_loc(item["loc"])
+        base = _union_base(item["loc"])
+        if base is not None and base in deeper and path == base:
+            continue
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        elif item["loc"] and item["loc"][-1] == "[key]":
+            message = f"keys must be text: quote {item['input']!r} as \"{item['input']}\""
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
-        path = format_loc(item["loc"])
         issue = PlaybookIssue(path, message)
         if issue not in issues:
             issues.append(issue)
@@ -73,21 +105,28 @@ def _check_targets(
     for index, target in enumerate(targets):
         here = f"{path}[{index}]"
         if target.person is not None and not directory.has_person(target.person):
-            issues.append(PlaybookIssue(f"{here}.person", f"unknown person {target.person!r}"))
+            issues.append(PlaybookIssue(
+                f"{here}.person", f"unknown person {target.person!r}"
+                + did_you_mean(target.person, (p.id for p in directory.people))))
         if target.role is not None:
             if target.role not in role_ids:
-                issues.append(PlaybookIssue(f"{here}.role", f"unknown role {target.role!r}"))
+                issues.append(PlaybookIssue(
+                    f"{here}.role", f"unknown role {target.role!r}"
+                    + did_you_mean(target.role, role_ids)))
             elif not directory.members_of(target.role):
                 issues.append(PlaybookIssue(f"{here}.role", f"role {target.role!r} has no members"))
         if target.roster is not None and target.roster not in roster_ids:
-            issues.append(PlaybookIssue(f"{here}.roster", f"unknown roster {target.roster!r}"))
+            issues.append(PlaybookIssue(
+                f"{here}.roster", f"unknown roster {target.roster!r}"
+                + did_you_mean(target.roster, roster_ids)))
 
 
 def possible_voters(approval: Approval, directory: Directory) -> dict[str | None, set[str]]:
     """People who could vote per counted role (None: all of them), counting approvers and
     every escalation tier's added approvers."""
     voters: dict[str | None, set[str]] = {None: set()}
-    targets = list(approval.approvers) + [t for tier in approval.escalation for t in tier.add_approvers]
+    added = [t for tier in approval.escalation for t in tier.add_approvers]
+    targets = list(approval.approvers) + added
     for target in targets:
         if target.person is not None and directory.has_person(target.person):
             person = directory.person(target.person)
@@ -104,7 +143,7 @@ def possible_voters(approval: Approval, directory: Directory) -> dict[str | None
 
 
 def _check_approval(path: str, approval: Approval, directory: Directory,
-                    issues: list[PlaybookIssue]) -> None:
+                    default_deadline: timedelta, issues: list[PlaybookIssue]) -> None:
     _check_targets(f"{path}.approvers", approval.approvers, directory, issues)
     for t_index, tier in enumerate(approval.escalation):
         _check_targets(f"{path}.escalation[{t_index}].notify", tier.notify, directory, issues)
@@ -113,11 +152,14 @@ def _check_approval(path: str, approval: Approval, directory: Directory,
     afters = [tier.after for tier in approval.escalation]
     if afters != sorted(afters):
         issues.append(PlaybookIssue(f"{path}.escalation", "tiers must be in order of `after`"))
-    if approval.deadline is not None:
-        for t_index, tier in enumerate(approval.escalation):
-            if tier.after >= approval.deadline:
-                issues.append(PlaybookIssue(f"{path}.escalation[{t_index}].after",
-                                            "fires after the node's deadline"))
+    deadline = approval.deadline or default_deadline
+    where = "deadline" if approval.deadline else "default approval_deadline"
+    for t_index, tier in enumerate(approval.escalation):
+        if tier.after >= deadline:
+            issues.append(PlaybookIssue(
+                f"{path}.escalation[{t_index}].after",
+                f"fires after the node's deadline ({format_duration(tier.after)} >= "
+                f"{where} {format_duration(deadline)})"))
     voters = possible_voters(approval, directory)
     everyone = len(voters[None])
     if approval.quorum is not None and not isinstance(approval.quorum, str):
@@ -133,58 +175,147 @@ def _check_approval(path: str, approval: Approval, directory: Directory,
         elif rule.min > could:
             issues.append(PlaybookIssue(
                 f"{path}.require[{r_index}].min",
-                f"impossible quorum: needs {rule.min} of {rule.role!r} but only {could} could vote"))
+                f"impossible quorum: needs {rule.min} of {rule.role!r} "
+                f"but only {could} could vote"))
     known_roles = {r.id for r in directory.roles} | {r for p in directory.people for r in p.roles}
     for v_index, role in enumerate(approval.veto):
         if role not in known_roles:
-            issues.append(PlaybookIssue(f"{path}.veto[{v_index}]", f"unknown role {role!r}"))
+            issues.append(PlaybookIssue(f"{path}.veto[{v_index}]", f"unknown role {role!r}"
+                                        + did_you_mean(role, known_roles)))
 
 
-def _check_step(path: str, step: Step, directory: Directory, step_ids: set[str],
-                issues: list[PlaybookIssue]) -> None:
-    kind = step.kind
-    body = getattr(step, kind)
+@dataclass(frozen=True)
+class _StepIndex:
+    """Where every step sits in execution (walk) order, and what kind it is."""
+
+    order: dict[str, int]
+    kinds: dict[str, str]
+
+    @property
+    def ids(self) -> set[str]:
+        return set(self.order)
+
+
+def _check_reference(placeholder: str, here: str, index: _StepIndex) -> str | None:
+    """Errors a well-formed placeholder can still have: a step that runs later, or
+    `.content` of a step that has no content."""
+    error = check_placeholder(placeholder, index.ids)
+    if error is not None:
+        return error
+    parts = placeholder.split(".")
+    if parts[0] != "steps":
+        return None
+    target, field_name = parts[1], parts[2]
+    if field_name == "content" and index.kinds[target] != "approval":
+        return (f"placeholder {{{{{placeholder}}}}}: step {target!r} is a "
+                f"{index.kinds[target]} step; only approval steps have content")
+    later = index.order[target] > index.order[here]
+    own_outcome = target == here and field_name == "outcome"
+    if later or own_outcome:
+        return (f"placeholder {{{{{placeholder}}}}} names step {target!r}, which has no "
+                f"{field_name} yet when step {here!r} runs")
+    return None
+
+
+def _templates(step: Step) -> list[tuple[str, Any]]:
+    """(path suffix, template) for every templated field of a step."""
+    out: list[tuple[str, Any]] = []
+    if step.notify is not None:
+        out.append(("notify.message", step.notify.message))
+    if step.reminder is not None:
+        out.append(("reminder.message", step.reminder.message))
+    if step.action is not None:
+        out += [("action.url", step.action.url), ("action.payload", step.action.payload),
+                ("action.headers", step.action.headers)]
+    if step.approval is not None:
+        out += [("approval.title", step.approval.title),
+                ("approval.content", step.approval.content)]
+        out += [(f"approval.escalation[{t_index}].message", tier.message or "")
+                for t_index, tier in enumerate(step.approval.escalation)]
+    return out
+
+
+def _check_branch(path: str, step: Step, index: _StepIndex,
+                  issues: list[PlaybookIssue]) -> None:
+    assert step.branch is not None
+    on = step.branch.on
+    error = _check_reference(on, step.id, index)
+    if error is None and on.endswith(".content"):
+        error = "branch on incident.<field> or steps.<id>.outcome"
+    if error is not None:
+        issues.append(PlaybookIssue(f"{path}.branch.on", error))
+        return
+    allowed: list[str] | None = None
+    if on == "incident.severity":
+        allowed = [s.value for s in Severity]
+    elif on.startswith("steps.") and index.kinds[on.split(".")[1]] == "approval":
+        allowed = [o.value for o in Outcome if o is not Outcome.pending]
+    for key in step.branch.cases:
+        if allowed is not None and key not in allowed:
+            issues.append(PlaybookIssue(
+                f"{path}.branch.cases.{key}",
+                f"{on} is never {key!r}: use one of {', '.join(allowed)}"))
+
+
+def _check_step(path: str, step: Step, directory: Directory, index: _StepIndex,
+                defaults: Defaults, issues: list[PlaybookIssue]) -> None:
     if step.notify is not None:
         _check_targets(f"{path}.notify.to", step.notify.to, directory, issues)
     if step.reminder is not None:
         _check_targets(f"{path}.reminder.to", step.reminder.to, directory, issues)
     if step.approval is not None:
-        _check_approval(f"{path}.approval", step.approval, directory, issues)
+        _check_approval(f"{path}.approval", step.approval, directory,
+                        defaults.approval_deadline, issues)
     if step.branch is not None:
-        on = step.branch.on
-        error = check_placeholder(on, step_ids)
-        if error is not None or on.endswith(".content"):
+        _check_branch(path, step, index, issues)
+    for suffix, template in _templates(step):
+        for expression in unsupported(template):
             issues.append(PlaybookIssue(
-                f"{path}.branch.on",
-                error or "branch on incident.<field> or steps.<id>.outcome"))
-    for field_name, template in body.model_dump(mode="json").items():
-        if field_name in ("content", "message", "payload", "url", "title"):
-            for placeholder in placeholders(template):
-                error = check_placeholder(placeholder, step_ids)
-                if error is not None:
-                    issues.append(PlaybookIssue(f"{path}.{kind}.{field_name}", error))
-    if step.approval is not None:
-        for t_index, tier in enumerate(step.approval.escalation):
-            for placeholder in placeholders(tier.message or ""):
-                error = check_placeholder(placeholder, step_ids)
-                if error is not None:
-                    issues.append(PlaybookIssue(
-                        f"{path}.approval.escalation[{t_index}].message", error))
+                f"{path}.{suffix}",
+                f"unsupported template {expression}: use {{{{ incident.<field> }}}} or "
+                "{{ steps.<id>.outcome }} / {{ steps.<id>.content }}"))
+        for placeholder in placeholders(template):
+            error = _check_reference(placeholder, step.id, index)
+            if error is not None:
+                issue = PlaybookIssue(f"{path}.{suffix}", error)
+                if issue not in issues:
+                    issues.append(issue)
+
+
+def _check_gates(prefix: str, steps: list[Step], issues: list[PlaybookIssue]) -> None:
+    """A reminder after the resolution gate would start only once the incident is resolved,
+    and so never fire."""
+    gate: int | None = None
+    for s_index, step in enumerate(steps):
+        if step.resolution is not None and gate is None:
+            gate = s_index
+        elif step.reminder is not None and gate is not None:
+            issues.append(PlaybookIssue(
+                f"{prefix}[{s_index}].reminder",
+                f"never fires: it comes after the resolution gate {steps[gate].id!r}; "
+                "move it before the gate"))
+        for suffix, nested in step.children():
+            _check_gates(f"{prefix}[{s_index}].{suffix}", nested, issues)
 
 
 def check_references(playbook: Playbook, directory: Directory) -> list[PlaybookIssue]:
     issues: list[PlaybookIssue] = []
     walked = playbook.walk()
     seen: dict[str, str] = {}
-    for path, step in walked:
+    order: dict[str, int] = {}
+    kinds: dict[str, str] = {}
+    for position, (path, step) in enumerate(walked):
         if step.id in seen:
-            issues.append(PlaybookIssue(f"{path}.id",
-                                        f"duplicate step id {step.id!r} (first at {seen[step.id]})"))
+            issues.append(PlaybookIssue(
+                f"{path}.id", f"duplicate step id {step.id!r} (first at {seen[step.id]})"))
         else:
             seen[step.id] = path
-    step_ids = set(seen)
+            order[step.id] = position
+            kinds[step.id] = step.kind
+    index = _StepIndex(order=order, kinds=kinds)
     for path, step in walked:
-        _check_step(path, step, directory, step_ids, issues)
+        _check_step(path, step, directory, index, playbook.defaults, issues)
+    _check_gates("steps", playbook.steps, issues)
     return issues
 
 

@@ -1,0 +1,1 @@
+"""The Redis read model: `writer` projects workflow state, `reader` serves queries."""

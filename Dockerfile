@@ -1,0 +1,53 @@
+# crisis-engine image: one image for both processes.
+#   API (default):  crisis api --host 0.0.0.0 --port 8000
+#   worker:         crisis worker            (docker-compose.yml overrides the command)
+# Configuration comes from CRISIS_* environment variables (core/config.py).
+
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system --gid 10001 crisis \
+ && useradd --system --uid 10001 --gid crisis --home-dir /app --shell /usr/sbin/nologin crisis
+
+# Dependencies first, in their own layer, so a code change does not reinstall them.
+COPY pyproject.toml README.md /src/
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+
+# The packages that pyproject.toml installs ([tool.setuptools.packages.find]).
+COPY domain/ /src/domain/
+COPY workflows/ /src/workflows/
+COPY activities/ /src/activities/
+COPY api/ /src/api/
+COPY core/ /src/core/
+COPY cli/ /src/cli/
+COPY readmodel/ /src/readmodel/
+COPY worker/ /src/worker/
+RUN pip install --no-deps /src && rm -rf /src
+
+# Data the processes read at run time: playbooks, the directory and the routing table.
+# Installed code can't find them next to itself, so their paths are set explicitly.
+WORKDIR /app
+COPY playbooks/ /app/playbooks/
+COPY config/ /app/config/
+COPY deploy/worker_healthcheck.py /app/deploy/worker_healthcheck.py
+RUN mkdir -p /data && chown crisis:crisis /data
+ENV CRISIS_PLAYBOOKS_DIR=/app/playbooks \
+    CRISIS_DIRECTORY_FILE=/app/config/directory.yaml \
+    CRISIS_TOKENS_FILE=/data/tokens.json
+
+USER crisis
+# Hashed API tokens (written by `crisis users issue-tokens`) persist here.
+VOLUME ["/data"]
+EXPOSE 8000
+
+# Liveness of the API process; the worker's compose service replaces it with its own check.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+
+CMD ["crisis", "api", "--host", "0.0.0.0", "--port", "8000"]

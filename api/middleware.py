@@ -1,0 +1,158 @@
+"""Pure ASGI middleware: request ids and access logs, and the request body size limit.
+
+`RequestLogMiddleware` (outermost) gives each request an id (the client's `X-Request-ID`
+when it is sane, else a new one), binds `request_id` and the `incident_id` found in the
+path with `structlog.contextvars` so every log line of the request carries them, answers
+unhandled errors with a JSON 500, and writes one JSON line per request: method, path,
+status, duration, user.
+
+`BodyLimitMiddleware` reads the whole body before the app sees it and answers 413 as soon
+as it passes the limit: at once when `Content-Length` says so, and while reading for a
+chunked body that never declared its size. The buffered body is left in the scope for the
+idempotency middleware and replayed to the app.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.ids import incident_of_task
+
+from .errors import error_body
+from .idempotency import BODY_SCOPE_KEY
+
+LOG_SCOPE_KEY = "crisis.log"  # a dict routes may add fields to (e.g. the user id)
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_INCIDENT_IN_PATH = re.compile(r"^/incidents/(inc-[a-z0-9-]{4,80})(?:/|$)")
+_TASK_IN_PATH = re.compile(r"^/tasks/(inc-[a-z0-9-]{4,80}\.[^/]+)(?:/|$)")
+
+
+def incident_id_of_path(path: str) -> str | None:
+    if match := _INCIDENT_IN_PATH.match(path):
+        return match.group(1)
+    if match := _TASK_IN_PATH.match(path):
+        return incident_of_task(match.group(1))
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_error(send: Send, status: int, code: str, detail: str,
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(error_body(status, code, detail)).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, REQUEST_ID_HEADER)
+        request_id = given if given and _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        fields: dict[str, Any] = {}
+        scope[LOG_SCOPE_KEY] = fields
+        context: dict[str, Any] = {"request_id": request_id}
+        incident_id = incident_id_of_path(scope["path"])
+        if incident_id is not None:
+            context["incident_id"] = incident_id
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                message["headers"] = [*message.get("headers", []),
+                                      (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        log = structlog.get_logger("crisis.api")  # per request: honours reconfiguration
+        began = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(**context):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+                if not started:
+                    await _send_error(send_with_id, 500, "InternalError",
+                                      "unexpected error; the request id is in the logs")
+            finally:
+                log.info("request", method=scope["method"], path=scope["path"], status=status,
+                         duration_ms=round((time.perf_counter() - began) * 1000, 2), **fields)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        try:
+            body = await self._read(receive)
+        except _BodyTooLarge:
+            await self._too_large(send)
+            return
+        scope[BODY_SCOPE_KEY] = body
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_error(send, 413, "PayloadTooLarge",
+                          f"request body is larger than {self.max_bytes} bytes",
+                          extra=[(b"connection", b"close")])

@@ -1,0 +1,199 @@
+"""Incidents: open (deduplicated), list, read, timeline, status updates, resolve."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from domain.directory import AccessRole
+from domain.ids import INCIDENT_ID
+from domain.incident import (
+    Incident,
+    IncidentStatus,
+    IncidentView,
+    Report,
+    ResolveRequest,
+    StartIncident,
+    StatusUpdateRequest,
+    TaskState,
+    TimelineEntry,
+)
+from domain.playbook import Severity
+from workflows.incident import IncidentWorkflow
+
+from .. import auth, lookup
+from ..deps import (
+    CurrentUser,
+    IncidentReader,
+    IncidentWriter,
+    IntakeDep,
+    ReadModelDep,
+    RegistryDep,
+    SettingsDep,
+    TemporalDep,
+)
+from ..errors import ApiError, responses
+from ..intake import new_report_id
+from ..schemas import (
+    IncidentDetail,
+    IncidentOut,
+    IncidentPage,
+    Links,
+    OpenIncidentRequest,
+    OpenIncidentResponse,
+    ResolveBody,
+    StatusUpdateBody,
+    StatusUpdateOut,
+    Timeline,
+)
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+IncidentId = Annotated[str, Path(pattern=INCIDENT_ID.pattern, description="incident id",
+                                 examples=["inc-5f1c0e3b9a7d2c4e8f60-0"])]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255,
+    description="Retry-safe key: the same key and body return the stored response")]
+
+
+def links(incident_id: str) -> Links:
+    return Links(self=f"/incidents/{incident_id}", timeline=f"/incidents/{incident_id}/timeline",
+                 tasks=f"/tasks?incident_id={incident_id}")
+
+
+@router.post(
+    "", status_code=201, response_model=OpenIncidentResponse,
+    summary="Open an incident (or add a report to the open one with this dedup_key)",
+    responses={200: {"model": OpenIncidentResponse,
+                     "description": "An open incident had this dedup_key: a report was added"},
+               **responses(401, 403, 409, 413, 422)},
+)
+async def open_incident(
+    body: OpenIncidentRequest, user: IncidentWriter, registry: RegistryDep, intake: IntakeDep,
+    settings: SettingsDep, response: Response, idempotency_key: IdempotencyKey = None,
+) -> OpenIncidentResponse:
+    snapshot = registry.get(body.playbook)
+    if snapshot is None:
+        raise ApiError(422, f"unknown playbook {body.playbook!r}", "UnknownPlaybook")
+    if body.severity not in snapshot.definition.severities:
+        allowed = ", ".join(s.value for s in snapshot.definition.severities)
+        raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
+                            f"{body.severity.value}", "SeverityNotSupported")
+    directory = registry.directory_snapshot()
+    report = Report(id=new_report_id(user.id, idempotency_key), summary=body.summary,
+                    source_url=body.source_url, severity=body.severity, reported_by=user.id)
+
+    def build_start(incident_id: str) -> StartIncident:
+        return StartIncident(
+            incident_id=incident_id, title=body.title, summary=body.summary,
+            severity=body.severity, source_url=body.source_url, dedup_key=body.dedup_key,
+            opened_by=user.id, opening_report_id=report.id, playbook=snapshot,
+            directory=directory, public_url=settings.public_url,
+            continue_as_new_after_events=settings.continue_as_new_after_events)
+
+    dedup_key = body.dedup_key if body.dedup_key is not None else f"uuid:{uuid.uuid4()}"
+    result = await intake.submit(dedup_key, report, build_start)
+    if not result.created:
+        response.status_code = 200
+    incident = result.incident
+    return OpenIncidentResponse(id=incident.id, status=incident.status, created=result.created,
+                                report_id=result.report_id, playbook=incident.playbook,
+                                links=links(incident.id))
+
+
+@router.get(
+    "", response_model=IncidentPage, summary="List incidents, newest first",
+    responses=responses(401, 403, 422),
+)
+async def list_incidents(
+    user: IncidentReader, read_model: ReadModelDep,
+    status: IncidentStatus | None = None, severity: Severity | None = None,
+    playbook: Annotated[str | None, Query(max_length=64)] = None,
+    opened_after: Annotated[datetime | None, Query(
+        description="ISO 8601; inclusive", examples=["2026-03-02T00:00:00Z"])] = None,
+    opened_before: Annotated[datetime | None, Query(
+        description="ISO 8601; exclusive", examples=["2026-03-09T00:00:00Z"])] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> IncidentPage:
+    try:
+        items, next_cursor = await read_model.list_incidents(
+            status=status, severity=severity, playbook=playbook, opened_after=opened_after,
+            opened_before=opened_before, cursor=cursor, limit=limit)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    return IncidentPage(items=items, next_cursor=next_cursor)
+
+
+async def readable_view(user: auth.Principal, read_model: ReadModelDep, client: TemporalDep,
+                        incident_id: str) -> IncidentView:
+    """The incident's view if the caller may read it: 403 for the wrong role, 404 if
+    unknown, 403 for an approver without a task in it."""
+    if not user.has_any(auth.INCIDENT_READERS | {AccessRole.approver}):
+        raise ApiError(403, "reading incidents needs the communicator, leader or admin role "
+                            "(or a task in the incident)")
+    view = await lookup.incident_view(read_model, client, incident_id)
+    if view is None:
+        raise ApiError(404, f"no incident {incident_id}")
+    if not auth.can_read_incident(user, view):
+        raise ApiError(403, f"you hold no task in incident {incident_id}")
+    return view
+
+
+@router.get(
+    "/{incident_id}", response_model=IncidentDetail,
+    summary="An incident: state, approval nodes, open tasks and its playbook version",
+    responses=responses(401, 403, 404, 422),
+)
+async def get_incident(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
+                       client: TemporalDep) -> IncidentDetail:
+    view = await readable_view(user, read_model, client, incident_id)
+    return IncidentDetail(
+        incident=view.incident, playbook=view.incident.playbook, nodes=view.nodes,
+        open_tasks=[t for t in view.tasks if t.state == TaskState.open], tasks=view.tasks)
+
+
+@router.get(
+    "/{incident_id}/timeline", response_model=Timeline,
+    summary="The incident's timeline, oldest first",
+    responses=responses(401, 403, 404, 422),
+)
+async def get_timeline(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
+                       client: TemporalDep) -> Timeline:
+    await readable_view(user, read_model, client, incident_id)
+    entries = await lookup.timeline(read_model, client, incident_id)
+    return Timeline(incident_id=incident_id, entries=sorted(entries, key=lambda e: e.seq))
+
+
+@router.post(
+    "/{incident_id}/status-updates", status_code=201, response_model=StatusUpdateOut,
+    summary="Post a status update to the incident's timeline",
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def post_status_update(
+    incident_id: IncidentId, body: StatusUpdateBody, user: IncidentWriter, client: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> StatusUpdateOut:
+    request = StatusUpdateRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                                  actor=user.id, message=body.message)
+    entry: TimelineEntry = await lookup.execute_update(
+        client, incident_id, IncidentWorkflow.post_status_update, request)
+    return StatusUpdateOut(entry=entry)
+
+
+@router.post(
+    "/{incident_id}/resolve", response_model=IncidentOut, summary="Resolve the incident",
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def resolve_incident(
+    incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> IncidentOut:
+    request = ResolveRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                             actor=user.id, summary=body.summary)
+    incident: Incident = await lookup.execute_update(
+        client, incident_id, IncidentWorkflow.resolve, request)
+    return IncidentOut(incident=incident)

@@ -1,0 +1,125 @@
+"""Tasks: the caller's inbox, one task, and the approve/reject/delegate actions.
+
+Decisions and delegations go to the incident workflow as updates; its validator checks
+again that the caller holds the task, so the rule holds even if this API is bypassed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from domain.ids import INCIDENT_ID, incident_of_task
+from domain.incident import (
+    DecideRequest,
+    DecideResult,
+    DelegateRequest,
+    DelegateResult,
+    Task,
+    TaskState,
+)
+from workflows.incident import IncidentWorkflow
+
+from .. import auth, lookup
+from ..deps import InboxUser, ReadModelDep, TemporalDep
+from ..errors import ApiError, responses
+from ..schemas import DecisionBody, DecisionOut, DelegateBody, DelegateOut, TaskOut, TaskPage
+from .incidents import IdempotencyKey
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TASK_ID_PATTERN = r"^inc-[a-z0-9-]{4,80}\.[a-z0-9][a-z0-9_-]{0,63}\.[0-9]{1,6}$"
+TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="task id",
+                             examples=["inc-5f1c0e3b9a7d2c4e8f60-0.holding-statement.1"])]
+
+
+@router.get(
+    "", response_model=TaskPage, summary="The caller's tasks (inbox), newest first",
+    description=(
+        "Without `assignee` this is the caller's inbox. Leaders and admins may pass any "
+        "`assignee`; others only themselves. With `incident_id`, communicators, leaders "
+        "and admins see every task of that incident."),
+    responses=responses(401, 403, 422),
+)
+async def list_tasks(
+    user: InboxUser, read_model: ReadModelDep,
+    state: TaskState | None = None,
+    assignee: Annotated[str | None, Query(max_length=64)] = None,
+    incident_id: Annotated[str | None, Query(pattern=INCIDENT_ID.pattern)] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> TaskPage:
+    if assignee is not None and assignee != user.id and not user.has_any(auth.TASK_SUPERVISORS):
+        raise ApiError(403, "only leaders and admins may list someone else's tasks")
+    if assignee is None and not (incident_id is not None and user.has_any(auth.TASK_READERS)):
+        assignee = user.id
+    try:
+        items, next_cursor = await read_model.list_tasks(
+            assignee=assignee, state=state, incident_id=incident_id, cursor=cursor, limit=limit)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    return TaskPage(items=items, next_cursor=next_cursor)
+
+
+async def _load(read_model: ReadModelDep, client: TemporalDep, task_id: str) -> Task:
+    found = await lookup.task(read_model, client, task_id)
+    if found is None:
+        raise ApiError(404, f"no task {task_id}", "TaskNotFound")
+    return found
+
+
+@router.get(
+    "/{task_id}", response_model=TaskOut, summary="One task",
+    responses=responses(401, 403, 404, 422),
+)
+async def get_task(task_id: TaskId, user: InboxUser, read_model: ReadModelDep,
+                   client: TemporalDep) -> TaskOut:
+    found = await _load(read_model, client, task_id)
+    if not auth.can_read_task(user, found):
+        raise ApiError(403, f"task {task_id} is assigned to someone else", "NotYourTask")
+    return TaskOut(task=found)
+
+
+async def _require_holder(user: auth.Principal, read_model: ReadModelDep, client: TemporalDep,
+                          task_id: str) -> None:
+    """403 unless the caller holds the task (directly, or as the delegate it moved to)."""
+    found = await _load(read_model, client, task_id)
+    chain = await lookup.delegation_chain(read_model, client, found)
+    if not any(t.assignee == user.id for t in chain):
+        raise ApiError(403, f"task {task_id} is assigned to someone else", "NotYourTask")
+
+
+@router.post(
+    "/{task_id}/decision", response_model=DecisionOut,
+    summary="Approve or reject your task; answers the node's outcome so far",
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def decide(
+    task_id: TaskId, body: DecisionBody, user: InboxUser, read_model: ReadModelDep,
+    client: TemporalDep, idempotency_key: IdempotencyKey = None,
+) -> DecisionOut:
+    await _require_holder(user, read_model, client, task_id)
+    request = DecideRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                            actor=user.id, task_id=task_id, decision=body.decision,
+                            comment=body.comment)
+    result: DecideResult = await lookup.execute_update(
+        client, incident_of_task(task_id), IncidentWorkflow.decide, request)
+    return DecisionOut(task=result.task, node=result.node)
+
+
+@router.post(
+    "/{task_id}/delegate", response_model=DelegateOut,
+    summary="Hand your task to someone else (e.g. a deputy while you travel)",
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def delegate(
+    task_id: TaskId, body: DelegateBody, user: InboxUser, read_model: ReadModelDep,
+    client: TemporalDep, idempotency_key: IdempotencyKey = None,
+) -> DelegateOut:
+    await _require_holder(user, read_model, client, task_id)
+    request = DelegateRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                              actor=user.id, task_id=task_id, to=body.to, comment=body.comment)
+    result: DelegateResult = await lookup.execute_update(
+        client, incident_of_task(task_id), IncidentWorkflow.delegate, request)
+    return DelegateOut(task=result.task, new_task=result.new_task)

@@ -1,0 +1,47 @@
+"""`crisis projection rebuild`: rebuild every Redis read model from Temporal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import asdict
+from typing import Any
+
+from core.config import Settings, get_settings
+from core.logging import configure_logging
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "projection", help="manage the Redis read models")
+    actions = parser.add_subparsers(dest="action", required=True)
+    rebuild = actions.add_parser("rebuild", help="rebuild every read model from Temporal")
+    rebuild.add_argument("--clear", action="store_true",
+                         help="delete the read-model keys first (never idempotency records)")
+    rebuild.set_defaults(handler=_rebuild)
+
+
+async def run_rebuild(settings: Settings, *, clear: bool) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from readmodel.rebuild import rebuild
+
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                  data_converter=pydantic_data_converter)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        report = await rebuild(client, redis, task_queue=settings.task_queue, clear=clear)
+    finally:
+        await redis.aclose()
+    return asdict(report)
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    report = asyncio.run(run_rebuild(settings, clear=args.clear))
+    print(json.dumps(report, indent=2))
+    return 1 if report["failed"] else 0

@@ -1,0 +1,36 @@
+"""Business errors that cross the workflow boundary, and the HTTP status each maps to.
+
+The workflow raises `temporalio.exceptions.ApplicationError(message, type=<code>)` with one of
+these codes (from update validators, so a rejected update leaves no trace in history); the API
+maps the code to a status and answers `{"error": code, "detail": message}`.
+
+    TaskNotFound       404  no such task in this incident
+    NotYourTask        403  the caller is not the task's assignee or its delegate
+    Forbidden          403  the caller's access roles don't allow this
+    TaskClosed         409  the task is already decided, delegated, cancelled or expired
+    IncidentClosed     409  the incident is resolved
+    InvalidDelegate    422  unknown person, or delegating to yourself / to the current holder
+    RequestConflict    422  a request id reused with a different payload
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+TASK_NOT_FOUND: Final = "TaskNotFound"
+NOT_YOUR_TASK: Final = "NotYourTask"
+FORBIDDEN: Final = "Forbidden"
+TASK_CLOSED: Final = "TaskClosed"
+INCIDENT_CLOSED: Final = "IncidentClosed"
+INVALID_DELEGATE: Final = "InvalidDelegate"
+REQUEST_CONFLICT: Final = "RequestConflict"
+
+HTTP_STATUS: Final[dict[str, int]] = {
+    TASK_NOT_FOUND: 404,
+    NOT_YOUR_TASK: 403,
+    FORBIDDEN: 403,
+    TASK_CLOSED: 409,
+    INCIDENT_CLOSED: 409,
+    INVALID_DELEGATE: 422,
+    REQUEST_CONFLICT: 422,
+}

@@ -1,0 +1,153 @@
+"""Writes `ProjectionBatch`es from the incident workflow into the Redis read model.
+
+Temporal is the source of truth; this projection can be replayed, reordered or rebuilt:
+- the incident and each task are replaced only when the batch's `rev` is >= the stored one,
+  and their indexes move with them, in one Lua script per document (atomic compare-and-set);
+- a node is replaced only by a batch whose incident rev is >= the one that last wrote it;
+- timeline entries are keyed by `seq`; an entry already stored under a seq is never duplicated;
+- everything for one batch runs in one MULTI/EXEC, then a small event is published on
+  `ce:events` and `ce:events:{incident_id}` for live views.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from domain.effects import ProjectionBatch
+from domain.incident import Incident, IncidentStatus, Task, TaskState
+from domain.playbook import Severity
+from readmodel import keys
+
+# KEYS[1]: the document; KEYS[2 .. n_add+1]: index zsets that must hold the member;
+# remaining KEYS: index zsets that must not. ARGV: rev, json, score, member, n_add.
+_PUT_VERSIONED = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local ok, old = pcall(cjson.decode, stored)
+  if ok and type(old) == 'table' then
+    local old_rev = tonumber(old['rev'])
+    if old_rev and old_rev > tonumber(ARGV[1]) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+local n_add = tonumber(ARGV[5])
+for i = 2, #KEYS do
+  if i <= n_add + 1 then
+    redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4])
+  else
+    redis.call('ZREM', KEYS[i], ARGV[4])
+  end
+end
+return 1
+"""
+
+# KEYS[1]: nodes hash; KEYS[2]: node revs hash. ARGV: rev, then step_id, json pairs.
+_PUT_NODES = """
+local rev = tonumber(ARGV[1])
+local written = 0
+for i = 2, #ARGV, 2 do
+  local old = tonumber(redis.call('HGET', KEYS[2], ARGV[i]))
+  if not old or old <= rev then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+    written = written + 1
+  end
+end
+return written
+"""
+
+# KEYS[1]: timeline zset. ARGV: seq, json pairs. The first entry stored under a seq stays.
+_ADD_TIMELINE = """
+local added = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZCOUNT', KEYS[1], ARGV[i], ARGV[i]) == 0 then
+    redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+    added = added + 1
+  end
+end
+return added
+"""
+
+
+def _incident_indexes(incident: Incident) -> tuple[list[str], list[str]]:
+    """(indexes that must list the incident, indexes that must not)."""
+    holds = [keys.INCIDENTS, keys.incidents_by_playbook(incident.playbook.id),
+             keys.incidents_by_status(incident.status),
+             keys.incidents_by_severity(incident.severity)]
+    lacks = [keys.incidents_by_status(s) for s in IncidentStatus if s != incident.status]
+    lacks += [keys.incidents_by_severity(s) for s in Severity if s != incident.severity]
+    return holds, lacks
+
+
+def _task_indexes(task: Task) -> tuple[list[str], list[str]]:
+    holds = [keys.TASKS, keys.incident_tasks(task.incident_id), keys.inbox(task.assignee),
+             keys.tasks_by_state(task.state)]
+    lacks = [keys.tasks_by_state(s) for s in TaskState if s != task.state]
+    return holds, lacks
+
+
+class ProjectionWriter:
+    """Applies projection batches; safe to call twice, late, or out of order."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._put_versioned = redis.register_script(_PUT_VERSIONED)
+        self._put_nodes = redis.register_script(_PUT_NODES)
+        self._add_timeline = redis.register_script(_ADD_TIMELINE)
+
+    async def apply(self, batch: ProjectionBatch) -> None:
+        incident = batch.incident
+        async with self._redis.pipeline(transaction=True) as pipe:
+            holds, lacks = _incident_indexes(incident)
+            await self._put_versioned(
+                keys=[keys.incident(incident.id), *holds, *lacks],
+                args=[incident.rev, incident.model_dump_json(), keys.epoch(incident.opened_at),
+                      incident.id, len(holds)],
+                client=pipe)
+            for task in batch.tasks:
+                holds, lacks = _task_indexes(task)
+                await self._put_versioned(
+                    keys=[keys.task(task.id), *holds, *lacks],
+                    args=[task.rev, task.model_dump_json(), keys.epoch(task.created_at), task.id,
+                          len(holds)],
+                    client=pipe)
+            if batch.nodes:
+                node_args: list[str | int] = [incident.rev]
+                for node in batch.nodes:
+                    node_args += [node.step_id, node.model_dump_json()]
+                await self._put_nodes(
+                    keys=[keys.incident_nodes(incident.id), keys.incident_node_revs(incident.id)],
+                    args=node_args, client=pipe)
+            if batch.timeline:
+                entry_args: list[str | int] = []
+                for entry in batch.timeline:
+                    entry_args += [entry.seq, entry.model_dump_json()]
+                await self._add_timeline(
+                    keys=[keys.incident_timeline(incident.id)], args=entry_args, client=pipe)
+            event = json.dumps({
+                "incident_id": incident.id,
+                "rev": incident.rev,
+                "kinds": list(dict.fromkeys(entry.kind for entry in batch.timeline)),
+            })
+            pipe.publish(keys.EVENTS, event)
+            pipe.publish(keys.incident_events(incident.id), event)
+            await pipe.execute()
+
+    async def clear(self) -> int:
+        """Delete every read-model key; return how many were deleted.
+
+        Idempotency records, auth, intake dedup and notification feeds are kept.
+        """
+        deleted = 0
+        for pattern in keys.READ_MODEL_PATTERNS:
+            batch: list[str] = []
+            async for key in self._redis.scan_iter(match=pattern, count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(await self._redis.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(await self._redis.unlink(*batch))
+        return deleted

@@ -1,0 +1,113 @@
+"""Directories and playbooks built in code for workflow tests (independent of the demo YAML)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from domain.directory import Directory
+from domain.incident import DirectorySnapshot, PlaybookSnapshot, StartIncident
+from domain.loader import sha256
+from domain.playbook import Playbook, Severity
+from domain.validation import validate_playbook
+
+OFFICE = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "18:00"}
+
+
+def person(pid: str, roles: list[str], tz: str = "Europe/London", *, hours: Any = OFFICE,
+           access: list[str] | None = None) -> dict[str, Any]:
+    return {"id": pid, "name": pid.replace("-", " ").title(), "roles": roles, "timezone": tz,
+            "working_hours": hours, "email": f"{pid}@example.com",
+            "access": access or ["reporter", "approver"]}
+
+
+def directory() -> Directory:
+    return Directory.model_validate({
+        "people": [
+            person("lena-legal", ["legal"], "Europe/London"),
+            person("leo-legal", ["legal"], "America/New_York"),
+            person("cara-comms", ["comms-lead"], "Europe/London"),
+            person("colin-comms", ["comms-lead"], "America/New_York"),
+            person("chen-comms", ["comms-lead"], "Asia/Singapore"),
+            person("chloe-comms", ["comms-lead"], "Europe/London"),
+            person("vera-vp", ["exec"], "America/New_York", access=["approver", "leader"]),
+            person("gabe-counsel", ["legal"], "America/New_York"),
+            person("sam-social", ["social"], "Europe/London", access=["communicator"]),
+            person("eve-exec", ["exec"], "Asia/Singapore", hours=None,
+                   access=["approver", "leader"]),
+            person("olga-oncall", ["legal", "comms-lead"], "UTC", hours=None),
+            person("otto-oncall", ["comms-lead"], "UTC", hours=None),
+        ],
+        "roles": [
+            {"id": "legal", "oncall": "legal-oncall"},
+            {"id": "comms-lead", "oncall": "comms-oncall"},
+            {"id": "social"},
+            {"id": "exec", "oncall": "exec-oncall"},
+        ],
+        "rosters": [
+            {"id": "legal-oncall", "members": ["olga-oncall"]},
+            {"id": "comms-oncall", "members": ["otto-oncall"]},
+            {"id": "exec-oncall", "members": ["eve-exec"]},
+        ],
+    })
+
+
+def viral_playbook(publish_url: str, *, version: int = 1, content: str | None = None,
+                   extra_steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """BRIEF scenario 1: 1 of legal AND 2 of comms, legal vetoes, tiers at 15m and 30m."""
+    return {
+        "id": "viral-complaint", "name": "Viral complaint", "version": version,
+        "severities": ["medium", "high", "critical"],
+        "steps": [
+            {"id": "notify-social", "notify": {"to": [{"role": "social"}],
+                                               "message": "New incident: {{incident.title}}"}},
+            {"id": "holding-statement", "approval": {
+                "title": "Holding statement",
+                "content": content or "We are aware of posts about {{incident.title}}.",
+                "approvers": [{"role": "legal"}, {"role": "comms-lead"}],
+                "require": [{"role": "legal", "min": 1}, {"role": "comms-lead", "min": 2}],
+                "veto": ["legal"],
+                "deadline": "4h",
+                "escalation": [
+                    {"name": "tier 2", "after": "15m",
+                     "notify": [{"person": "vera-vp"}, {"person": "gabe-counsel"}]},
+                    {"name": "tier 3", "after": "30m", "notify": [{"roster": "exec-oncall"}]},
+                ],
+                "on_approved": [{"id": "publish-statement", "action": {
+                    "url": publish_url,
+                    "payload": {"text": "{{steps.holding-statement.content}}",
+                                "incident": "{{incident.id}}"}}}],
+                "on_rejected": [{"id": "tell-comms", "notify": {
+                    "to": [{"role": "comms-lead"}],
+                    "message": "Statement for {{incident.title}}: "
+                               "{{steps.holding-statement.outcome}}"}}],
+            }},
+            *(extra_steps or []),
+            {"id": "status-reminder", "reminder": {"every": "2h", "to": [{"role": "social"}],
+                                                   "message": "Post a status update"}},
+            {"id": "resolved", "resolution": {}},
+        ],
+    }
+
+
+def snapshot(data: dict[str, Any], dir_: Directory | None = None) -> PlaybookSnapshot:
+    playbook: Playbook = validate_playbook(data, dir_ or directory())
+    raw = playbook.model_dump_json().encode()
+    return PlaybookSnapshot(id=playbook.id, version=playbook.version, sha256=sha256(raw),
+                            definition=playbook)
+
+
+def start_input(playbook: PlaybookSnapshot, *, severity: Severity = Severity.high,
+                incident_id: str | None = None, **overrides: Any) -> StartIncident:
+    dir_ = directory()
+    values: dict[str, Any] = {
+        "incident_id": incident_id or f"inc-test-{uuid.uuid4().hex[:12]}",
+        "title": "Viral complaint about cold pizza", "summary": "A post is spreading",
+        "severity": severity, "source_url": "https://social.example/post/1",
+        "opened_by": "sam-social", "opening_report_id": uuid.uuid4().hex,
+        "playbook": playbook,
+        "directory": DirectorySnapshot(sha256=sha256(dir_.model_dump_json().encode()),
+                                       definition=dir_),
+    }
+    values.update(overrides)
+    return StartIncident(**values)

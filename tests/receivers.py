@@ -1,0 +1,169 @@
+"""Real loopback receivers for delivery tests: a counting HTTP server and an SMTP server.
+
+Both run in background threads, so the code under test talks to them over real sockets
+from the test's event loop. Use them as context managers.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+from aiosmtpd.controller import Controller
+
+from tests.servers import free_port
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class HttpReceiver:
+    """Records every request and answers with a status sequence whose last value repeats:
+    (500,) fails forever, (500, 500, 200) succeeds on the third request."""
+
+    def __init__(self, statuses: Sequence[int] = (200,), *,
+                 response_headers: dict[str, str] | None = None,
+                 response_body: str = '{"ok": true}') -> None:
+        self._lock = threading.Lock()
+        self._requests: list[ReceivedRequest] = []
+        self._statuses = list(statuses) or [200]
+        self._answered = 0  # requests answered since the sequence was last set
+        self._response_headers = dict(response_headers or {})
+        self._response_body = response_body.encode()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    def answer(self, *statuses: int) -> None:
+        """Answer the next requests with this sequence (the last value repeats)."""
+        with self._lock:
+            self._statuses = list(statuses) or [200]
+            self._answered = 0
+
+    def _record(self, request: ReceivedRequest) -> int:
+        with self._lock:
+            self._requests.append(request)
+            index = self._answered
+            self._answered += 1
+            return self._statuses[min(index, len(self._statuses) - 1)]
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status = receiver._record(ReceivedRequest(
+                    method=self.command, path=self.path,
+                    headers={name.lower(): value for name, value in self.headers.items()},
+                    body=body))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(receiver._response_body)))
+                for name, value in receiver._response_headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(receiver._response_body)
+
+            do_POST = do_PUT = do_GET = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output quiet
+
+        return Handler
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class _StoringHandler:
+    def __init__(self, receiver: SmtpReceiver) -> None:
+        self._receiver = receiver
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return self._receiver._receive(envelope.mail_from, list(envelope.rcpt_tos),
+                                       bytes(envelope.original_content or envelope.content))
+
+
+class SmtpReceiver:
+    """An aiosmtpd server that stores accepted messages; `reply` sets its answer to DATA
+    (e.g. "451 try later" or "550 no such user") to exercise failures."""
+
+    def __init__(self, reply: str = "250 Message accepted for delivery") -> None:
+        self._lock = threading.Lock()
+        self._reply = reply
+        self.attempts = 0
+        self._messages: list[EmailMessage] = []
+        self.port = free_port()
+        self._controller = Controller(_StoringHandler(self), hostname="127.0.0.1",
+                                      port=self.port)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self._lock:
+            return list(self._messages)
+
+    def reply_with(self, reply: str) -> None:
+        with self._lock:
+            self._reply = reply
+
+    def _receive(self, mail_from: str, rcpt_tos: list[str], content: bytes) -> str:
+        with self._lock:
+            self.attempts += 1
+            if self._reply.startswith("250"):
+                message = email.message_from_bytes(content, policy=email.policy.default)
+                assert isinstance(message, EmailMessage)
+                message["X-Envelope-From"] = mail_from
+                message["X-Envelope-To"] = ", ".join(rcpt_tos)
+                self._messages.append(message)
+            return self._reply
+
+    def __enter__(self) -> Self:
+        self._controller.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._controller.stop()

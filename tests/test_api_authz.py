@@ -1,0 +1,277 @@
+"""The authorization matrix: every endpoint x every role x own/other object.
+
+On the matrix directory each person has exactly one API role (rita reporter, cora
+communicator, alex approver, liam leader, adam admin) and each holds one task in the
+`matrix` playbook's approval, so "own" exists for every role:
+- own task: the caller's task; other task: abby's task in the same incident;
+- own incident: one where the caller holds a task; other incident: a `matrix-quiet`
+  incident, where nobody does.
+Every cell states the exact status; cells expected to succeed get fresh objects, so the
+order of cells never matters. The summary counts unexpected successes, which must be 0.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+
+from domain.incident import DecideRequest
+from tests.api_fixtures import ApiStack, matrix_stack
+from workflows.incident import IncidentWorkflow
+
+__all__ = ["matrix_stack"]
+
+ROLES = {"anonymous": None, "reporter": "rita", "communicator": "cora", "approver": "alex",
+         "leader": "liam", "admin": "adam"}
+SMALL_PLAYBOOK = ("id: drafted\nname: Drafted\nversion: 1\nsteps:\n"
+                  "  - id: tell\n    notify: {to: [{person: liam}], message: hi}\n")
+
+
+@dataclass
+class World:
+    """Objects the cells act on."""
+
+    stack: ApiStack
+    shared: dict[str, Any]  # incident "a" (matrix), incident "b" (matrix-quiet)
+
+    async def incident_with_tasks(self) -> dict[str, Any]:
+        return await self.stack.matrix_incident()
+
+
+# (world, caller, own object?, fresh object?) -> path. Cells expected to succeed at a
+# mutating endpoint get fresh objects, so no cell changes what another cell sees.
+Target = Callable[[World, str | None, bool, bool], Awaitable[str]]
+
+
+def fixed(path: str) -> Target:
+    async def target(world: World, person: str | None, own: bool, fresh: bool) -> str:
+        return path
+    return target
+
+
+def incident_path(suffix: str = "", mutates: bool = False) -> Target:
+    """Own: an incident where the caller holds a task; other: one where nobody does."""
+    async def target(world: World, person: str | None, own: bool, fresh: bool) -> str:
+        if mutates and fresh:
+            incident = (await world.incident_with_tasks() if own
+                        else await world.stack.open_incident("cora", "matrix-quiet"))
+            return f"/incidents/{incident['id']}{suffix}"
+        return f"/incidents/{world.shared['a' if own else 'b']['id']}{suffix}"
+    return target
+
+
+def task_path(suffix: str = "", mutates: bool = False) -> Target:
+    """Own: the caller's task; other: abby's task in the same incident."""
+    async def target(world: World, person: str | None, own: bool, fresh: bool) -> str:
+        incident = await world.incident_with_tasks() if mutates and fresh else world.shared["a"]
+        holder = person if own and person in incident["tasks"] else "abby"
+        return f"/tasks/{incident['tasks'][holder]}{suffix}"
+    return target
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    name: str
+    target: Target
+    expected: dict[str, int | tuple[int, int]]  # role -> status, or (own, other)
+    body: Callable[[], Any] | None = None
+    has_owner: bool = False
+    content_type: str | None = None
+
+
+def new_incident() -> dict[str, Any]:
+    return {"title": "Matrix", "summary": "cell", "severity": "high", "playbook": "matrix-quiet"}
+
+
+def new_report() -> dict[str, Any]:
+    return {"summary": "seen it", "dedup_key": f"matrix-{uuid.uuid4().hex}", "severity": "low"}
+
+
+READERS = {"reporter": 403, "communicator": 200, "approver": 403, "leader": 200, "admin": 200}
+ENDPOINTS = [
+    Endpoint("GET", "healthz", fixed("/healthz"), {r: 200 for r in ROLES}),
+    Endpoint("GET", "readyz", fixed("/readyz"), {r: 200 for r in ROLES}),
+    Endpoint("POST", "open incident", fixed("/incidents"), {
+        "anonymous": 401, "reporter": 403, "communicator": 201, "approver": 403, "leader": 403,
+        "admin": 201}, body=new_incident),
+    Endpoint("POST", "report", fixed("/reports"), {
+        "anonymous": 401, "reporter": 201, "communicator": 201, "approver": 201, "leader": 201,
+        "admin": 201}, body=new_report),
+    Endpoint("GET", "list incidents", fixed("/incidents"), {"anonymous": 401, **READERS}),
+    Endpoint("GET", "incident", incident_path(), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (200, 200),
+        "approver": (200, 403), "leader": (200, 200), "admin": (200, 200)}, has_owner=True),
+    Endpoint("GET", "timeline", incident_path("/timeline"), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (200, 200),
+        "approver": (200, 403), "leader": (200, 200), "admin": (200, 200)}, has_owner=True),
+    Endpoint("POST", "status update", incident_path("/status-updates", mutates=True), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (201, 201),
+        "approver": (403, 403), "leader": (403, 403), "admin": (201, 201)},
+        body=lambda: {"message": "update"}, has_owner=True),
+    Endpoint("POST", "resolve", incident_path("/resolve", mutates=True), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (200, 200),
+        "approver": (403, 403), "leader": (403, 403), "admin": (200, 200)},
+        body=lambda: {"summary": "over"}, has_owner=True),
+    Endpoint("GET", "inbox", fixed("/tasks"), {
+        "anonymous": 401, "reporter": 403, "communicator": 200, "approver": 200, "leader": 200,
+        "admin": 200}),
+    Endpoint("GET", "someone's inbox", fixed("/tasks?assignee=abby"), {
+        "anonymous": 401, "reporter": 403, "communicator": 403, "approver": 403, "leader": 200,
+        "admin": 200}),
+    Endpoint("GET", "task", task_path(), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (200, 200),
+        "approver": (200, 403), "leader": (200, 200), "admin": (200, 200)}, has_owner=True),
+    Endpoint("POST", "decision", task_path("/decision", mutates=True), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (200, 403),
+        "approver": (200, 403), "leader": (200, 403), "admin": (200, 403)},
+        body=lambda: {"decision": "approve", "comment": "fine"}, has_owner=True),
+    Endpoint("POST", "delegate", task_path("/delegate", mutates=True), {
+        "anonymous": 401, "reporter": (403, 403), "communicator": (200, 403),
+        "approver": (200, 403), "leader": (200, 403), "admin": (200, 403)},
+        body=lambda: {"to": "dora"}, has_owner=True),
+    Endpoint("GET", "playbooks", fixed("/playbooks"), {
+        "anonymous": 401, "reporter": 403, "communicator": 200, "approver": 200, "leader": 200,
+        "admin": 200}),
+    Endpoint("GET", "playbook", fixed("/playbooks/matrix"), {
+        "anonymous": 401, "reporter": 403, "communicator": 200, "approver": 200, "leader": 200,
+        "admin": 200}),
+    Endpoint("POST", "validate playbook", fixed("/playbooks/validate"), {
+        "anonymous": 401, "reporter": 403, "communicator": 403, "approver": 403, "leader": 403,
+        "admin": 200}, body=lambda: SMALL_PLAYBOOK, content_type="application/yaml"),
+    # loopback callers need no token: the worker posts webhooks here under `make run`
+    Endpoint("POST", "demo sink", fixed("/demo/sink/matrix"), {r: 200 for r in ROLES},
+             body=lambda: {"text": "hello"}),
+    Endpoint("GET", "demo sink list", fixed("/demo/sink/matrix"), {r: 200 for r in ROLES}),
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    endpoint: Endpoint
+    role: str
+    own: bool | None
+    expected: int
+
+    @property
+    def label(self) -> str:
+        owner = "" if self.own is None else (" own" if self.own else " other")
+        return f"{self.endpoint.method} {self.endpoint.name} as {self.role}{owner}"
+
+
+def cells() -> list[Cell]:
+    out: list[Cell] = []
+    for endpoint in ENDPOINTS:
+        for role in ROLES:
+            expected = endpoint.expected[role]
+            if isinstance(expected, tuple):
+                out += [Cell(endpoint, role, True, expected[0]),
+                        Cell(endpoint, role, False, expected[1])]
+            else:
+                out.append(Cell(endpoint, role, True if endpoint.has_owner else None, expected))
+    return out
+
+
+async def run_cell(world: World, cell: Cell) -> int:
+    person = ROLES[cell.role]
+    path = await cell.endpoint.target(world, person, cell.own is not False, cell.expected < 300)
+    kwargs: dict[str, Any] = {}
+    if cell.endpoint.body is not None:
+        body = cell.endpoint.body()
+        if cell.endpoint.content_type:
+            kwargs = {"content": body, "headers": {"Content-Type": cell.endpoint.content_type}}
+        else:
+            kwargs = {"json": body}
+    response = await world.stack.call(cell.endpoint.method, path, person, **kwargs)
+    if response.status_code >= 400:
+        assert response.json()["error"], cell.label  # every refusal is a JSON error
+    return response.status_code
+
+
+async def test_authorization_matrix(matrix_stack: ApiStack) -> None:
+    world = World(matrix_stack, {})
+    world.shared["a"] = await world.incident_with_tasks()
+    quiet = await matrix_stack.open_incident("cora", "matrix-quiet")
+    world.shared["b"] = {"id": quiet["id"], "tasks": {}}
+
+    results = [(cell, await run_cell(world, cell)) for cell in cells()]
+    wrong = [f"{cell.label}: expected {cell.expected}, got {status}"
+             for cell, status in results if status != cell.expected]
+    unexpected_successes = [cell.label for cell, status in results
+                            if status < 300 <= cell.expected]
+    assert unexpected_successes == []
+    assert wrong == []
+    assert len(results) == 149
+
+
+async def test_inbox_and_incident_task_listing_show_only_what_the_caller_may_see(
+        matrix_stack: ApiStack) -> None:
+    incident = await World(matrix_stack, {}).incident_with_tasks()
+    mine = await matrix_stack.call("GET", f"/tasks?incident_id={incident['id']}", "alex")
+    assert [t["assignee"] for t in mine.json()["items"]] == ["alex"]
+    everyone = await matrix_stack.call("GET", f"/tasks?incident_id={incident['id']}", "cora")
+    assert sorted(t["assignee"] for t in everyone.json()["items"]) == sorted(incident["tasks"])
+    receipt = await matrix_stack.call("POST", "/reports", "rita", json=new_report())
+    assert set(receipt.json()) == {"incident_id", "created", "report_id"}
+
+
+async def test_decided_and_delegated_tasks_answer_409(matrix_stack: ApiStack) -> None:
+    incident = await World(matrix_stack, {}).incident_with_tasks()
+    task = incident["tasks"]["alex"]
+    first = await matrix_stack.call("POST", f"/tasks/{task}/decision", "alex",
+                                    json={"decision": "approve", "comment": ""})
+    assert first.status_code == 200
+    again = await matrix_stack.call("POST", f"/tasks/{task}/decision", "alex",
+                                    json={"decision": "reject", "comment": ""})
+    assert (again.status_code, again.json()["error"]) == (409, "TaskClosed")
+
+    moved = incident["tasks"]["abby"]
+    delegated = await matrix_stack.call("POST", f"/tasks/{moved}/delegate", "abby",
+                                        json={"to": "dora", "comment": "on a plane"})
+    assert delegated.status_code == 200, delegated.text
+    new_task = delegated.json()["new_task"]
+    assert (new_task["assignee"], new_task["delegated_from"]) == ("dora", moved)
+    late = await matrix_stack.call("POST", f"/tasks/{moved}/decision", "abby",
+                                   json={"decision": "approve"})
+    assert (late.status_code, late.json()["error"]) == (409, "TaskClosed")
+    # the deputy decides, with the new task or the original id
+    by_deputy = await matrix_stack.call("POST", f"/tasks/{moved}/decision", "dora",
+                                        json={"decision": "approve"})
+    assert by_deputy.status_code == 200, by_deputy.text
+    assert by_deputy.json()["task"]["id"] == new_task["id"]
+    entries = (await matrix_stack.call("GET", f"/incidents/{incident['id']}/timeline",
+                                       "liam")).json()["entries"]
+    delegation = next(e for e in entries if e["kind"] == "delegation")
+    assert (delegation["details"]["from"], delegation["details"]["to"]) == ("abby", "dora")
+
+    to_nobody = await matrix_stack.call("POST", f"/tasks/{incident['tasks']['cora']}/delegate",
+                                        "cora", json={"to": "ghost"})
+    assert (to_nobody.status_code, to_nobody.json()["error"]) == (422, "InvalidDelegate")
+    unknown = await matrix_stack.call("POST", f"/tasks/{incident['id']}.sign-off.99/decision",
+                                      "cora", json={"decision": "approve"})
+    assert unknown.status_code == 404
+
+    resolved = await matrix_stack.call("POST", f"/incidents/{incident['id']}/resolve", "cora",
+                                       json={"summary": "done"})
+    assert resolved.status_code == 200
+    closed = await matrix_stack.call("POST", f"/incidents/{incident['id']}/status-updates",
+                                     "cora", json={"message": "late"})
+    assert closed.status_code == 409
+
+
+async def test_workflow_refuses_a_non_holder_even_when_the_api_is_bypassed(
+        matrix_stack: ApiStack) -> None:
+    incident = await World(matrix_stack, {}).incident_with_tasks()
+    handle = matrix_stack.env.client.get_workflow_handle(incident["id"])
+    with pytest.raises(WorkflowUpdateFailedError) as raised:
+        await handle.execute_update(IncidentWorkflow.decide, DecideRequest(
+            request_id="bypass-1", actor="liam", task_id=incident["tasks"]["abby"],
+            decision="approve"))
+    assert isinstance(raised.value.cause, ApplicationError)
+    assert raised.value.cause.type == "NotYourTask"

@@ -1,0 +1,153 @@
+"""BRIEF scenarios 1 and 3 over HTTP, on the demo directory and playbooks.
+
+Who holds the approval tasks depends on the wall clock (working hours and on-call
+stand-ins), so the test reads the tasks and acts as whoever holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from tests.api_fixtures import ApiStack, demo_stack, eventually
+
+__all__ = ["demo_stack"]
+
+COMMUNICATOR = "cara-comms"
+
+
+async def inbox(stack: ApiStack, person: str) -> list[dict[str, Any]]:
+    response = await stack.call("GET", "/tasks?state=open", person)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def timeline(stack: ApiStack, incident_id: str) -> list[dict[str, Any]]:
+    response = await stack.call("GET", f"/incidents/{incident_id}/timeline", COMMUNICATOR)
+    assert response.status_code == 200, response.text
+    entries: list[dict[str, Any]] = response.json()["entries"]
+    return entries
+
+
+async def test_scenario_1_viral_complaint_end_to_end(demo_stack: ApiStack) -> None:
+    stack = demo_stack
+    opened = await stack.call("POST", "/incidents", COMMUNICATOR, json={
+        "title": "Holiday ad backlash", "summary": "A parent's post has 40k shares",
+        "severity": "high", "playbook": "viral-complaint",
+        "source_url": "https://social.example/post/1"})
+    assert opened.status_code == 201, opened.text
+    incident_id = opened.json()["id"]
+    assert opened.json()["playbook"]["id"] == "viral-complaint"
+    assert opened.json()["links"]["timeline"] == f"/incidents/{incident_id}/timeline"
+
+    async def approval_open() -> dict[str, Any] | None:
+        view = await stack.view(incident_id, COMMUNICATOR)
+        return view if view["nodes"] and view["open_tasks"] else None
+    view = await eventually(approval_open, what="the holding-statement approval")
+    assert view["incident"]["status"] == "open"
+    assert [n["step_id"] for n in view["nodes"]] == ["holding-statement"]
+    assert view["nodes"][0]["outcome"] == "pending"
+    open_tasks = view["open_tasks"]
+    assert open_tasks, "the holding statement node created no tasks"
+
+    # every holder sees their task in their own inbox
+    for task in open_tasks:
+        assert task["id"] in [t["id"] for t in await inbox(stack, task["assignee"])]
+
+    # 1 legal AND 2 comms leads approve
+    legal = next(t for t in open_tasks if t["role"] == "legal")
+    comms = [t for t in open_tasks if t["role"] == "comms-lead"][:2]
+    assert len(comms) == 2, open_tasks
+    outcomes = []
+    for task in [legal, *comms]:
+        decided = await stack.call("POST", f"/tasks/{task['id']}/decision", task["assignee"],
+                                   json={"decision": "approve", "comment": "ok"})
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["task"]["state"] == "approved"
+        outcomes.append(decided.json()["node"]["outcome"])
+    assert outcomes == ["pending", "pending", "approved"]
+
+    # the node outcome shows on the incident; the other open tasks were cancelled
+    view = await stack.view(incident_id, COMMUNICATOR)
+    assert view["nodes"][0]["outcome"] == "approved"
+    assert view["open_tasks"] == []
+    others = {t["id"] for t in open_tasks} - {legal["id"], *(t["id"] for t in comms)}
+    states = {t["id"]: t["state"] for t in view["tasks"]}
+    assert all(states[t] == "cancelled" for t in others)
+
+    # the statement is published through the action webhook
+    async def published() -> list[dict[str, Any]]:
+        sink = await stack.call("GET", "/demo/sink/publish")
+        return [i for i in sink.json()["items"] if i["body"].get("incident") == incident_id]
+    statement = (await eventually(published, what="the published statement"))[0]["body"]
+    assert "looking into it" in statement["text"]
+
+    posted = await stack.call("POST", f"/incidents/{incident_id}/status-updates", COMMUNICATOR,
+                              json={"message": "Holding statement is out."})
+    assert posted.status_code == 201, posted.text
+    resolved = await stack.call("POST", f"/incidents/{incident_id}/resolve", COMMUNICATOR,
+                                json={"summary": "Apology posted, ad withdrawn."})
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["incident"]["status"] == "resolved"
+
+    entries = await timeline(stack, incident_id)
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    kinds = [e["kind"] for e in entries]
+    assert kinds[0] == "opened"
+    assert kinds[-1] == "resolved"
+    for earlier, later in [("task_created", "decision"), ("decision", "node_outcome"),
+                           ("node_outcome", "action_run"), ("action_run", "status_update"),
+                           ("status_update", "resolved")]:
+        assert kinds.index(earlier) < kinds.index(later), (earlier, later, kinds)
+    assert kinds.count("decision") == 3
+    assert kinds.count("task_cancelled") == len(others)
+    assert "notified" in kinds  # the social team heard at once
+    assert entries[0]["details"]["playbook_version"] == opened.json()["playbook"]["version"]
+
+    listed = await stack.call("GET", "/incidents?status=resolved&limit=200", "vera-vp")
+    assert incident_id in [i["id"] for i in listed.json()["items"]]
+
+
+async def test_scenario_3_forty_reports_make_one_incident(demo_stack: ApiStack) -> None:
+    stack = demo_stack
+    key = f"social:post:{uuid.uuid4().hex}"
+    reporters = ["ray-reporter", "sam-social", "lena-legal", "vera-vp", "ada-admin"]
+
+    async def report(n: int) -> Any:
+        return await stack.call("POST", "/reports", reporters[n % len(reporters)], json={
+            "summary": f"Report {n}: this post is everywhere", "dedup_key": key,
+            "severity": "high", "source_url": "https://social.example/post/2"})
+
+    responses = await asyncio.gather(*(report(n) for n in range(40)))
+    assert sorted(r.status_code for r in responses) == [200] * 39 + [201]
+    ids = {r.json()["incident_id"] for r in responses}
+    assert len(ids) == 1
+    incident_id = ids.pop()
+    assert sum(r.json()["created"] for r in responses) == 1
+
+    view = await stack.view(incident_id, COMMUNICATOR)
+    assert view["incident"]["reports"] == 40
+    assert view["incident"]["dedup_key"] == key
+    kinds = [e["kind"] for e in await timeline(stack, incident_id)]
+    assert kinds.count("opened") == 1
+    assert kinds.count("report_added") == 39
+    listed = await stack.call("GET", "/incidents?limit=200", COMMUNICATOR)
+    assert [i["id"] for i in listed.json()["items"]].count(incident_id) == 1
+
+    resolved = await stack.call("POST", f"/incidents/{incident_id}/resolve", COMMUNICATOR,
+                                json={"summary": "Done"})
+    assert resolved.status_code == 200, resolved.text
+
+    again = await report(41)
+    assert again.status_code == 201, again.text
+    assert again.json()["created"] is True
+    second = again.json()["incident_id"]
+    assert second != incident_id
+
+    # the Redis epoch hint is only an optimisation: without it the same incident is found
+    await stack.redis.flushall()
+    attached = await report(42)
+    assert attached.status_code == 200, attached.text
+    assert attached.json()["incident_id"] == second

@@ -1,0 +1,69 @@
+"""The worker process: runs `IncidentWorkflow` and the activities on one task queue.
+
+Clients are created here and injected into the activities; the workflow sandbox gets the
+pure `domain` package passed through (it is deterministic and import-heavy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+import redis.asyncio as aioredis
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.incident_activities import IncidentActivities
+from activities.mail import SmtpSettings
+from core.config import Settings
+from workflows.incident import IncidentWorkflow
+
+PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+
+
+def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
+                 http: httpx.AsyncClient, *, task_queue: str | None = None) -> Worker:
+    activities = IncidentActivities(
+        redis=redis, http=http,
+        smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
+                          sender=settings.smtp_sender))
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[IncidentWorkflow],
+        activities=[activities.notify, activities.run_action, activities.project],
+        workflow_runner=workflow_runner(),
+        max_concurrent_activities=64,
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=pydantic_data_converter)
+
+
+async def run_worker(settings: Settings) -> None:
+    log = structlog.get_logger("worker")
+    client = await connect(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    async with httpx.AsyncClient(timeout=settings.http_timeout_seconds) as http:
+        worker = build_worker(client, settings, redis, http)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker started", task_queue=settings.task_queue,
+                 temporal=settings.temporal_address)
+        async with worker:
+            await stop.wait()
+        log.info("worker stopped")
+    await redis.aclose()
