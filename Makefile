@@ -38,8 +38,8 @@ help:
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-	  echo "error: crisis-engine needs Python >= 3.11 as '$(PYTHON)', found:" \
-	       "$$($(PYTHON) --version 2>&1 || echo 'no such command')." >&2; \
+	  found=$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo "no such command"); \
+	  echo "error: crisis-engine needs Python >= 3.11 as '$(PYTHON)', found: $$found." >&2; \
 	  echo "       Install Python 3.11+ or point at it: make PYTHON=/path/to/python3.11 ..." >&2; \
 	  exit 1; }
 	@echo "creating $(VENV) with $$($(PYTHON) --version)"

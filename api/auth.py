@@ -12,9 +12,11 @@ holds their API roles, and everyone is implicitly a `reporter`. The rules, in on
 |                                          | (or held) a task in that incident                    |
 | GET /tasks (own inbox)                   | approver, communicator, leader, admin                |
 | GET /tasks?assignee=<someone else>       | leader, admin                                        |
+| GET /tasks?incident_id=<id> (all tasks)  | communicator, leader, admin (others: their own only) |
 | GET /tasks/{id}                          | its assignee; or communicator, leader, admin         |
-| POST /tasks/{id}/decision, /delegate     | the task's current holder only (also checked by the  |
-|                                          | workflow's update validator)                         |
+| POST /tasks/{id}/decision, /delegate     | the task's current holder (or the delegate it moved  |
+|                                          | to), with any role but reporter alone; the workflow's |
+|                                          | update validator checks the holder again             |
 | GET /playbooks, /playbooks/{id}          | approver, communicator, leader, admin                |
 | POST /playbooks/validate                 | admin                                                |
 | /demo/sink/{name}                        | loopback clients without a token; others need admin  |

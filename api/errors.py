@@ -13,9 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from domain import errors as codes
 from domain.validation import format_loc
@@ -117,10 +120,30 @@ async def _update_failed(_: Request, exc: Exception) -> JSONResponse:
                         status_code=error.status_code)
 
 
+_UNAVAILABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED,
+                RPCStatusCode.RESOURCE_EXHAUSTED)
+
+
+async def _temporal_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RPCError)
+    if exc.status in _UNAVAILABLE:
+        return JSONResponse(error_body(503, "Unavailable", f"Temporal: {exc.message}"),
+                            status_code=503, headers={"Retry-After": "2"})
+    return JSONResponse(error_body(500, "TemporalError", exc.message), status_code=500)
+
+
+async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body(503, "Unavailable", f"Redis: {exc}"), status_code=503,
+                        headers={"Retry-After": "2"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(WorkflowUpdateFailedError, _update_failed)
+    app.add_exception_handler(RPCError, _temporal_error)
+    app.add_exception_handler(RedisConnectionError, _redis_error)
+    app.add_exception_handler(RedisTimeoutError, _redis_error)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -23,7 +24,7 @@ from workflows.incident import IncidentWorkflow
 
 from .errors import ApiError
 
-R = TypeVar("R")
+QUERY_TIMEOUT = timedelta(seconds=10)  # a running incident's query needs a live worker
 
 
 def request_id(person_id: str, idempotency_key: str | None) -> str:
@@ -39,7 +40,7 @@ async def _query_view(client: Client, incident_id: str) -> IncidentView | None:
         return None
     handle = client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
     try:
-        return await handle.query(IncidentWorkflow.state)
+        return await handle.query(IncidentWorkflow.state, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
@@ -57,7 +58,7 @@ async def timeline(read_model: ReadModel, client: Client, incident_id: str) -> l
     if entries:
         return entries
     handle = client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
-    return await handle.query(IncidentWorkflow.timeline)
+    return await handle.query(IncidentWorkflow.timeline, rpc_timeout=QUERY_TIMEOUT)
 
 
 async def task(read_model: ReadModel, client: Client, task_id: str) -> Task | None:

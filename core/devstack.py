@@ -303,12 +303,16 @@ def _has_exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
-def _proc_cmdline(pid: int) -> list[str] | None:
+def _start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, from /proc); None if it is gone or a zombie.
+
+    A pid together with its start time names one process: pids get reused, start times don't.
+    """
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    return raw.decode(errors="replace").split("\0")[:-1] or None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 class Stack:
@@ -319,6 +323,7 @@ class Stack:
         self.out = out or sys.stdout
         self.children: list[ChildProcess] = []
         self.signals_received = 0
+        self._signal_name = ""
         self._lock: IO[str] | None = None
 
     # -- entry point -------------------------------------------------------------------------
@@ -333,6 +338,8 @@ class Stack:
             on_ready(self)
             self._watch()
         except StopRequested:
+            self._say(f"\n{self._signal_name} received: stopping (send it again to skip the "
+                      "graceful wait)")
             code = 0
         except StackError as exc:
             print(f"crisis stack: error: {exc}", file=sys.stderr, flush=True)
@@ -361,10 +368,9 @@ class Stack:
     # -- signals -----------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # No printing here: the handler may interrupt a print to the same stream.
         self.signals_received += 1
-        if self.signals_received == 1:
-            self._say(f"\n{signal.Signals(signum).name} received: stopping "
-                      "(send it again to skip the graceful wait)")
+        self._signal_name = signal.Signals(signum).name
 
     def _check_stop(self) -> None:
         if self.signals_received:
@@ -379,7 +385,8 @@ class Stack:
         self.config.logs_dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         self._stop_leftovers()
-        check_ports_free(self.config.ports())
+        check_ports_free([port for port in self.config.ports()
+                          if port[1] != "--smtp-port" or smtp_sink_available()])
 
     def _start_all(self) -> None:
         cfg = self.config
@@ -518,7 +525,7 @@ class Stack:
             self._lock = None
 
     def _record_pids(self) -> None:
-        entries = [{"name": c.name, "pid": c.pid, "argv": c.argv}
+        entries = [{"name": c.name, "pid": c.pid, "started": _start_time(c.pid)}
                    for c in self.children if c.running()]
         (self.config.data_dir / "stack.pids").write_text(json.dumps(entries))
 
@@ -530,15 +537,15 @@ class Stack:
         except (OSError, ValueError):
             return
         for entry in reversed(entries):
-            pid = int(entry["pid"])
-            if _proc_cmdline(pid) != entry["argv"]:
+            pid, started = int(entry["pid"]), entry.get("started")
+            if started is None or _start_time(pid) != started:
                 continue
             self._say(f"crisis stack: stopping {entry['name']} (pid {pid}), left running by a "
                       "previous stack that did not shut down")
             _signal_group(pid, signal.SIGTERM)
             deadline = time.monotonic() + self.config.stop_timeout
-            while _proc_cmdline(pid) == entry["argv"] and time.monotonic() < deadline:
+            while _start_time(pid) == started and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _proc_cmdline(pid) == entry["argv"]:
+            if _start_time(pid) == started:
                 _signal_group(pid, signal.SIGKILL)
         path.unlink()

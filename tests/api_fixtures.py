@@ -81,6 +81,11 @@ class ApiStack:
     redis: aioredis.Redis
     env: WorkflowEnvironment
 
+    @staticmethod
+    async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = 20.0,
+                         what: str = "condition") -> T:
+        return await eventually(probe, within, what)
+
     def auth(self, person_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[person_id]}"}
 

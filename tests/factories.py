@@ -61,6 +61,8 @@ def viral_playbook(publish_url: str, *, version: int = 1, content: str | None = 
         "steps": [
             {"id": "notify-social", "notify": {"to": [{"role": "social"}],
                                                "message": "New incident: {{incident.title}}"}},
+            {"id": "status-reminder", "reminder": {"every": "2h", "to": [{"role": "social"}],
+                                                   "message": "Post a status update"}},
             {"id": "holding-statement", "approval": {
                 "title": "Holding statement",
                 "content": content or "We are aware of posts about {{incident.title}}.",
@@ -83,8 +85,6 @@ def viral_playbook(publish_url: str, *, version: int = 1, content: str | None = 
                                "{{steps.holding-statement.outcome}}"}}],
             }},
             *(extra_steps or []),
-            {"id": "status-reminder", "reminder": {"every": "2h", "to": [{"role": "social"}],
-                                                   "message": "Post a status update"}},
             {"id": "resolved", "resolution": {}},
         ],
     }

@@ -8,14 +8,16 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 
-from tests.api_fixtures import ApiStack, matrix_stack
+if TYPE_CHECKING:
+    from tests.api_fixtures import ApiStack
 
-__all__ = ["matrix_stack"]
+# registered once as a plugin, so each stack is shared by every module of the session
+pytest_plugins = ["tests.api_fixtures"]
 
 SMALL_PLAYBOOK = """\
 id: tiny

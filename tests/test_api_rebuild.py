@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from readmodel.rebuild import incident_ids, rebuild
-from tests.api_fixtures import ApiStack, eventually, matrix_stack
 
-__all__ = ["matrix_stack"]
+if TYPE_CHECKING:
+    from tests.api_fixtures import ApiStack
+
+# registered once as a plugin, so each stack is shared by every module of the session
+pytest_plugins = ["tests.api_fixtures"]
 
 PEOPLE = ("rita", "cora", "alex", "abby", "liam", "adam", "dora")
 
@@ -47,7 +50,7 @@ async def settled_snapshot(stack: ApiStack) -> dict[str, Any]:
         same = current == previous
         previous = current
         return current if same else None
-    return await eventually(stable, what="the incidents to settle")
+    return await stack.eventually(stable, what="the incidents to settle")
 
 
 async def crisis_projection_rebuild(stack: ApiStack) -> str:
@@ -79,7 +82,7 @@ async def test_flushall_then_rebuild_lists_the_same(matrix_stack: ApiStack) -> N
 
     async def visible() -> bool:
         return mine <= set(await incident_ids(stack.env.client, stack.settings.task_queue))
-    await eventually(visible, what="the incidents in Temporal visibility")
+    await stack.eventually(visible, what="the incidents in Temporal visibility")
     # other tests flush Redis too: start from a complete read model
     healed = await rebuild(stack.env.client, stack.redis, task_queue=stack.settings.task_queue)
     assert healed.failed == {}

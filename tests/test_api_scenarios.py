@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.api_fixtures import ApiStack, demo_stack, eventually
+if TYPE_CHECKING:
+    from tests.api_fixtures import ApiStack
 
-__all__ = ["demo_stack"]
+# registered once as a plugin, so each stack is shared by every module of the session
+pytest_plugins = ["tests.api_fixtures"]
 
 COMMUNICATOR = "cara-comms"
 
@@ -45,7 +47,7 @@ async def test_scenario_1_viral_complaint_end_to_end(demo_stack: ApiStack) -> No
     async def approval_open() -> dict[str, Any] | None:
         view = await stack.view(incident_id, COMMUNICATOR)
         return view if view["nodes"] and view["open_tasks"] else None
-    view = await eventually(approval_open, what="the holding-statement approval")
+    view = await stack.eventually(approval_open, what="the holding-statement approval")
     assert view["incident"]["status"] == "open"
     assert [n["step_id"] for n in view["nodes"]] == ["holding-statement"]
     assert view["nodes"][0]["outcome"] == "pending"
@@ -81,7 +83,7 @@ async def test_scenario_1_viral_complaint_end_to_end(demo_stack: ApiStack) -> No
     async def published() -> list[dict[str, Any]]:
         sink = await stack.call("GET", "/demo/sink/publish")
         return [i for i in sink.json()["items"] if i["body"].get("incident") == incident_id]
-    statement = (await eventually(published, what="the published statement"))[0]["body"]
+    statement = (await stack.eventually(published, what="the published statement"))[0]["body"]
     assert "looking into it" in statement["text"]
 
     posted = await stack.call("POST", f"/incidents/{incident_id}/status-updates", COMMUNICATOR,
@@ -151,3 +153,36 @@ async def test_scenario_3_forty_reports_make_one_incident(demo_stack: ApiStack) 
     attached = await report(42)
     assert attached.status_code == 200, attached.text
     assert attached.json()["incident_id"] == second
+
+
+async def test_reports_route_by_severity_and_share_a_source_url(demo_stack: ApiStack) -> None:
+    stack = demo_stack
+    url = f"https://social.example/post/{uuid.uuid4().hex}"
+    low = await stack.call("POST", "/reports", "ray-reporter",
+                           json={"summary": "Odd post about us", "source_url": url,
+                                 "severity": "low"})
+    assert low.status_code == 201, low.text
+    same_link = await stack.call("POST", "/reports", "sam-social",
+                                 json={"summary": "Seen it too", "source_url": url})
+    assert same_link.status_code == 200
+    assert same_link.json()["incident_id"] == low.json()["incident_id"]
+    view = await stack.view(low.json()["incident_id"], COMMUNICATOR)
+    # no playbook handles `low`: the routing table opens it as a medium viral complaint
+    assert view["incident"]["severity"] == "medium"
+    assert view["playbook"]["id"] == "viral-complaint"
+    assert view["incident"]["title"].startswith("Report: Odd post")
+
+    critical = await stack.call("POST", "/reports", "ray-reporter",
+                                json={"summary": "Claims our customer data leaked",
+                                      "severity": "critical"})
+    assert critical.status_code == 201
+    breach = await stack.view(critical.json()["incident_id"], COMMUNICATOR)
+    assert breach["playbook"]["id"] == "data-breach-rumour"
+    # the reporter sees only the receipt
+    peek = await stack.call("GET", f"/incidents/{critical.json()['incident_id']}",
+                            "ray-reporter")
+    assert peek.status_code == 403
+    for incident_id in (low.json()["incident_id"], critical.json()["incident_id"]):
+        done = await stack.call("POST", f"/incidents/{incident_id}/resolve", COMMUNICATOR,
+                                json={"summary": "false alarm"})
+        assert done.status_code == 200

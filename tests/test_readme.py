@@ -51,7 +51,7 @@ def test_ci_entry_point_runs_make_test() -> None:
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in text
-    assert re.search(r"^make test$", text, re.M)
+    assert re.search(r"^(timeout .*)?\bmake test$", text, re.M)
 
 
 def test_configuration_lists_every_setting() -> None:

@@ -98,7 +98,7 @@ class IncidentWorkflow:
                                playbook_version=start.playbook.version,
                                playbook_sha256=start.playbook.sha256)
         self._sync_lock = asyncio.Lock()
-        self._inflight = 0
+        self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
         self._opened_synced = False
 
@@ -113,9 +113,11 @@ class IncidentWorkflow:
             lambda: not self.ledger.is_open or interpreter.done() or self._should_continue())
         if interpreter.done() and self.ledger.is_open:
             interpreter.result()  # an interpreter bug: fail the workflow task, don't hang
-        interpreter.cancel()
-        for task in self._background:
-            task.cancel()
+        # Never cancel the interpreter: in-flight activities finish, every wait returns early.
+        self._draining = self.ledger.is_open
+        await workflow.wait([interpreter, *self._background])
+        for task in [interpreter, *self._background]:
+            task.result()
         if self.ledger.is_open:  # continue-as-new, carrying the whole state
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self._sync()
@@ -128,21 +130,36 @@ class IncidentWorkflow:
 
     def _should_continue(self) -> bool:
         info = workflow.info()
-        return self._inflight == 0 and (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() >= self.start.continue_as_new_after_events)
+        return (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self.start.continue_as_new_after_events)
+
+    def _halted(self) -> bool:
+        """Resolved, or draining for continue-as-new: stop starting work, stop waiting."""
+        return self._draining or not self.ledger.is_open
 
     async def _interpret(self) -> None:
         await self._run_steps(self.playbook.steps)
-        await workflow.wait_condition(lambda: not self.ledger.is_open)
+        await workflow.wait_condition(self._halted)
+
+    async def _wait(self, until: datetime) -> bool:
+        """Wait until `until`; False if the incident halted first."""
+        remaining = until - workflow.now()
+        if remaining <= timedelta(0):
+            return not self._halted()
+        try:
+            await workflow.wait_condition(self._halted, timeout=remaining)
+            return False
+        except TimeoutError:
+            return not self._halted()
 
     # ---- steps ---------------------------------------------------------------------
 
-    async def _run_steps(self, steps: list[Step]) -> None:
+    async def _run_steps(self, steps: list[Step]) -> bool:
+        """Run steps in order; False if the incident halted before they all completed."""
         for step in steps:
-            if not self.ledger.is_open:
-                return
-            await self._run_step(step)
+            if self._halted() or not await self._run_step(step):
+                return False
+        return True
 
     def _progress(self, step: Step) -> StepProgress:
         progress = self.ledger.state.progress.get(step.id)
@@ -151,25 +168,29 @@ class IncidentWorkflow:
             self.ledger.state.progress[step.id] = progress
         return progress
 
-    async def _run_step(self, step: Step) -> None:
+    async def _run_step(self, step: Step) -> bool:
+        """Run one step (resuming from its progress); True once it has completed."""
         progress = self._progress(step)
         if progress.status == "done":
-            return
+            return True
+        completed = True
         if step.notify is not None:
             await self._notify(step.id, step.notify.to, step.notify.message, kind="notify",
                                channels=step.notify.channels)
         elif step.approval is not None:
             outcome = await self._run_approval(step.id, step.approval)
+            if outcome == Outcome.pending:
+                return False
             progress.outcome = str(outcome)
             branch = step.approval.on_approved if outcome == Outcome.approved \
                 else step.approval.on_rejected
-            await self._run_steps(branch)
+            completed = await self._run_steps(branch)
         elif step.wait is not None:
             assert progress.started_at is not None
-            until = progress.started_at + step.wait.duration
-            await self._sleep_until(until)
-            self.ledger.record(workflow.now(), "waited", "playbook", step=step.id,
-                               duration=str(step.wait.duration))
+            completed = await self._wait(progress.started_at + step.wait.duration)
+            if completed:
+                self.ledger.record(workflow.now(), "waited", "playbook", step=step.id,
+                                   duration=str(step.wait.duration))
         elif step.action is not None:
             await self._run_action(step)
         elif step.branch is not None:
@@ -179,48 +200,46 @@ class IncidentWorkflow:
                 self.ledger.record(workflow.now(), "branch_taken", "playbook", step=step.id,
                                    on=step.branch.on, value=value, case=progress.outcome)
             chosen = step.branch.cases.get(progress.outcome, step.branch.default)
-            await self._run_steps(chosen)
+            completed = await self._run_steps(chosen)
         elif step.parallel is not None:
             branches = [asyncio.create_task(self._run_steps(b)) for b in step.parallel.branches]
             await workflow.wait(branches)
-            for branch_task in branches:
-                branch_task.result()
+            completed = all(branch_task.result() for branch_task in branches)
         elif step.sequence is not None:
-            await self._run_steps(step.sequence.steps)
+            completed = await self._run_steps(step.sequence.steps)
         elif step.reminder is not None:
             self._background.append(asyncio.create_task(self._reminder_loop(step)))
-            return  # runs until the incident is resolved; the playbook moves on
+            return True  # runs until the incident is resolved; the playbook moves on
         elif step.resolution is not None:
-            await workflow.wait_condition(lambda: not self.ledger.is_open)
-        progress.status = "done"
+            await workflow.wait_condition(self._halted)
+            completed = False
+        if completed:
+            progress.status = "done"
         await self._sync()
-
-    async def _sleep_until(self, until: datetime) -> None:
-        remaining = until - workflow.now()
-        if remaining > timedelta(0):
-            await workflow.sleep(remaining)
+        return completed
 
     # ---- approval nodes ------------------------------------------------------------
 
-    async def _run_approval(self, step_id: str, approval: Approval) -> str:
+    async def _run_approval(self, step_id: str, approval: Approval) -> Outcome:
         ledger = self.ledger
         node = ledger.state.nodes.get(step_id)
         content = self._render(approval.content)
+        title = self._render(approval.title)
         if node is None:
             now = workflow.now()
             deadline = now + (approval.deadline or self.playbook.defaults.approval_deadline)
             node = ledger.open_node(step_id, approval, now, deadline)
             assignments = self._resolve(approval.approvers)
-            tasks = ledger.add_tasks(step_id, assignments, title=approval.title,
+            tasks = ledger.add_tasks(step_id, assignments, title=title,
                                      content=content, at=now, deadline=deadline)
-            tasks += self._top_up(step_id, approval, content, now, deadline)
+            tasks += self._top_up(step_id, approval, title, content, now, deadline)
             outcome = ledger.evaluate(step_id, approval)
             if outcome != Outcome.pending:
                 ledger.close_node(step_id, outcome, now, reason="not enough approvers")
             await self._sync()
             if node.outcome == Outcome.pending:
                 await self._notify_tasks(step_id, [t.assignee for t in tasks], approval, content)
-        while node.outcome == Outcome.pending and ledger.is_open:
+        while node.outcome == Outcome.pending and not self._halted():
             tier_index, fire_at = self._next_tier(approval, node.opened_at, node.tiers_fired)
             assert node.deadline is not None
             wake = min(fire_at, node.deadline) if fire_at is not None else node.deadline
@@ -228,21 +247,23 @@ class IncidentWorkflow:
             if timeout > timedelta(0):
                 try:
                     await workflow.wait_condition(
-                        lambda: node.outcome != Outcome.pending or not ledger.is_open,
+                        lambda: node.outcome != Outcome.pending or self._halted(),
                         timeout=timeout)
                     continue
                 except TimeoutError:
                     pass
+            if self._halted():
+                break
             if workflow.now() >= node.deadline:
                 ledger.close_node(step_id, Outcome.expired, workflow.now(),
                                   reason="deadline passed without quorum")
                 await self._sync()
             elif tier_index is not None:
-                await self._fire_tier(step_id, approval, tier_index, content)
-        return str(node.outcome)
+                await self._fire_tier(step_id, approval, tier_index, title, content)
+        return Outcome.pending if node.outcome == "cancelled" else Outcome(node.outcome)
 
-    def _top_up(self, step_id: str, approval: Approval, content: str, now: datetime,
-                deadline: datetime) -> list[Any]:
+    def _top_up(self, step_id: str, approval: Approval, title: str, content: str,
+                now: datetime, deadline: datetime) -> list[Any]:
         """If off-hours substitution left a role too few voters, add off-hours members back:
         a vote they might give beats a node that can never be decided."""
         created = []
@@ -252,7 +273,7 @@ class IncidentWorkflow:
                     for target in approval.approvers
                     for p in self._people_of(target, role) if p.id not in holders]
             created += self.ledger.add_tasks(
-                step_id, pool[:missing], title=approval.title, content=content, at=now,
+                step_id, pool[:missing], title=title, content=content, at=now,
                 deadline=deadline, reason="needed for quorum although outside working hours")
         return created
 
@@ -277,7 +298,8 @@ class IncidentWorkflow:
                 best = (index, at)
         return best
 
-    async def _fire_tier(self, step_id: str, approval: Approval, index: int, content: str) -> None:
+    async def _fire_tier(self, step_id: str, approval: Approval, index: int, title: str,
+                         content: str) -> None:
         tier = approval.escalation[index]
         node = self.ledger.state.nodes[step_id]
         while len(node.tiers_fired) <= index:
@@ -294,12 +316,12 @@ class IncidentWorkflow:
         added = []
         if tier.add_approvers:
             added = self.ledger.add_tasks(step_id, self._resolve(tier.add_approvers),
-                                          title=approval.title, content=content, at=now,
+                                          title=title, content=content, at=now,
                                           deadline=node.deadline,
                                           reason=f"escalation tier {index + 1}")
         await self._sync()
         message = tier.message or (
-            f"ESCALATION (tier {index + 1}): '{approval.title}' for incident "
+            f"ESCALATION (tier {index + 1}): '{title}' for incident "
             f"'{{{{incident.title}}}}' has no quorum after "
             f"{int((now - node.opened_at).total_seconds() // 60)} min. "
             f"Needs {node.policy}. Waiting on: {', '.join(waiting) or 'nobody'}. "
@@ -313,7 +335,7 @@ class IncidentWorkflow:
 
     async def _notify_tasks(self, step_id: str, people: list[str], approval: Approval,
                             content: str, suffix: str = "tasks") -> None:
-        message = (f"Your approval is needed: {approval.title} (incident "
+        message = (f"Your approval is needed: {self._render(approval.title)} (incident "
                    "'{{incident.title}}', severity {{incident.severity}}). Policy: "
                    f"{self.ledger.state.nodes[step_id].policy}.\n\n{content}\n\n{{{{incident.url}}}}")
         await self._notify(step_id, [Target(person=p) for p in people], message, kind="task",
@@ -329,14 +351,10 @@ class IncidentWorkflow:
 
     async def _activity(self, name: str, arg: Any, result_type: type[T],
                         retry: RetryPolicy) -> T:
-        self._inflight += 1
-        try:
-            result: T = await workflow.execute_activity(
-                name, arg, result_type=result_type, start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=retry)
-            return result
-        finally:
-            self._inflight -= 1
+        result: T = await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=retry)
+        return result
 
     async def _notify(self, step_id: str, targets: list[Target], template: str, *, kind: str,
                       channels: list[Channel] | None = None, suffix: str | None = None,
@@ -403,17 +421,12 @@ class IncidentWorkflow:
     async def _reminder_loop(self, step: Step) -> None:
         assert step.reminder is not None
         progress = self._progress(step)
-        while self.ledger.is_open:
+        while not self._halted():
             last = progress.last_fired_at or progress.started_at
             assert last is not None
             due = last + step.reminder.every
-            timeout = due - workflow.now()
-            if timeout > timedelta(0):
-                try:
-                    await workflow.wait_condition(lambda: not self.ledger.is_open, timeout=timeout)
-                    return
-                except TimeoutError:
-                    pass
+            if not await self._wait(due):
+                return
             progress.last_fired_at = due
             count = int((due - (progress.started_at or due)) / step.reminder.every)
             await self._notify(step.id, step.reminder.to, step.reminder.message, kind="reminder",

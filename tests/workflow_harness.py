@@ -1,0 +1,157 @@
+"""A worker on the time-skipping server with the real activities, and helpers to drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+import redis.asyncio as aioredis
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from core.config import Settings
+from domain.incident import (
+    DecideRequest,
+    DecideResult,
+    IncidentView,
+    PlaybookSnapshot,
+    StartIncident,
+    Task,
+    TimelineEntry,
+)
+from tests.factories import start_input
+from tests.receivers import HttpReceiver
+from worker.main import build_worker
+from workflows.incident import IncidentWorkflow
+
+T = TypeVar("T")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool],
+                     timeout: float = 15.0) -> T:
+    """Poll `probe` (real time) until `check` holds; fail with the last value seen."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Harness:
+    env: WorkflowEnvironment
+    task_queue: str
+    publish: HttpReceiver
+    redis: aioredis.Redis
+    handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+
+    async def now(self) -> datetime:
+        return await self.env.get_current_time()
+
+    async def advance(self, delta: timedelta) -> None:
+        await self.env.sleep(delta)
+
+    async def advance_to(self, weekday: str, hh: int, mm: int, tz: str = "UTC") -> datetime:
+        """Skip virtual time to the next `weekday hh:mm` in `tz` (at least a minute ahead)."""
+        now = (await self.now()).astimezone(ZoneInfo(tz))
+        target = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        target += timedelta(days=(WEEKDAYS.index(weekday) - now.weekday()) % 7)
+        if target <= now + timedelta(minutes=1):
+            target += timedelta(days=7)
+        await self.env.sleep(target - now)
+        return target
+
+    async def start(self, snapshot: PlaybookSnapshot, **overrides: Any
+                    ) -> WorkflowHandle[IncidentWorkflow, Any]:
+        start: StartIncident = start_input(snapshot, **overrides)
+        handle = await self.env.client.start_workflow(
+            IncidentWorkflow.run, start, id=start.incident_id, task_queue=self.task_queue)
+        self.handles.append(handle)
+        return handle
+
+    async def state(self, handle: WorkflowHandle[Any, Any]) -> IncidentView:
+        view: IncidentView = await handle.query(IncidentWorkflow.state)
+        return view
+
+    async def timeline(self, handle: WorkflowHandle[Any, Any]) -> list[TimelineEntry]:
+        entries: list[TimelineEntry] = await handle.query(IncidentWorkflow.timeline)
+        return entries
+
+    async def tasks_when(self, handle: WorkflowHandle[Any, Any],
+                         check: Callable[[list[Task]], bool]) -> list[Task]:
+        view = await eventually(lambda: self.state(handle), lambda v: check(v.tasks))
+        return view.tasks
+
+    async def open_tasks(self, handle: WorkflowHandle[Any, Any]) -> list[Task]:
+        return await self.tasks_when(handle, lambda ts: any(t.state == "open" for t in ts))
+
+    async def decide(self, handle: WorkflowHandle[Any, Any], task: Task, decision: str,
+                     *, actor: str | None = None, request_id: str | None = None,
+                     comment: str = "") -> DecideResult:
+        req = DecideRequest(request_id=request_id or uuid.uuid4().hex,
+                            actor=actor or task.assignee, task_id=task.id,
+                            decision=decision, comment=comment)  # type: ignore[arg-type]
+        result: DecideResult = await handle.execute_update(IncidentWorkflow.decide, req)
+        return result
+
+    async def entries(self, handle: WorkflowHandle[Any, Any], kind: str,
+                      at_least: int = 1) -> list[TimelineEntry]:
+        timeline = await eventually(
+            lambda: self.timeline(handle),
+            lambda tl: sum(e.kind == kind for e in tl) >= at_least)
+        return [e for e in timeline if e.kind == kind]
+
+
+async def _settle_and_terminate(handle: WorkflowHandle[Any, Any]) -> None:
+    """Terminate once no activity is running: the time-skipping server stays locked by an
+    activity whose workflow was terminated under it, and later `sleep` calls time out."""
+    description = await handle.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        return
+    await eventually(handle.describe,
+                     lambda d: not d.raw_description.pending_activities, timeout=10)
+    await handle.terminate("test finished")
+
+
+@asynccontextmanager
+async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    path = shutil.which("temporal-test-server")
+    assert path, "temporal-test-server not on PATH: install the project's [test] extra"
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=pydantic_data_converter)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@asynccontextmanager
+async def harness(env: WorkflowEnvironment, redis_url: str) -> AsyncIterator[Harness]:
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    await redis.flushall()
+    queue = f"wf-test-{uuid.uuid4().hex[:8]}"
+    with HttpReceiver() as publish:
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+            worker = build_worker(env.client, Settings(redis_url=redis_url), redis, http,
+                                  task_queue=queue)
+            async with worker:
+                h = Harness(env=env, task_queue=queue, publish=publish, redis=redis)
+                try:
+                    yield h
+                finally:
+                    for handle in h.handles:  # leave no timers running for the next test
+                        await _settle_and_terminate(handle)
+    await redis.aclose()
