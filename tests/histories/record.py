@@ -1,0 +1,109 @@
+"""Record event histories of real playbooks for the replay test.
+
+    python -m tests.histories.record        # rewrites tests/histories/*.json
+
+Each playbook in `playbooks/` runs on the time-skipping server with the real activities and
+loopback receivers: approve every open task in turn, let virtual time pass, then resolve.
+Commit the JSON files: `test_replay.py` replays them against the current interpreter and
+fails if a change would break incidents that are already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+from temporalio.client import WorkflowHandle
+
+from core.config import ROOT, Settings
+from domain.directory import Directory
+from domain.incident import (
+    DecideRequest,
+    IncidentView,
+    ResolveRequest,
+    StatusUpdateRequest,
+)
+from domain.loader import load_directory, snapshot_playbook
+from domain.playbook import Severity
+from tests.factories import start_input
+from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.servers import redis_server
+from tests.workflow_harness import fresh_time_env
+from worker.main import build_worker
+from workflows.incident import IncidentWorkflow
+
+HERE = Path(__file__).parent
+SINK = "http://127.0.0.1:8000/demo/sink"
+STORIES = {"viral-complaint": Severity.high, "data-breach-rumour": Severity.critical,
+           "product-safety": Severity.high}
+
+
+def localised(text: str, sink: str) -> bytes:
+    return text.replace(SINK, sink).encode()
+
+
+async def drive(handle: WorkflowHandle[IncidentWorkflow, object], communicator: str) -> None:
+    """Approve open tasks one at a time; let time pass when nothing is open."""
+    for _ in range(40):
+        view: IncidentView = await handle.query(IncidentWorkflow.state)
+        open_tasks = [t for t in view.tasks if t.state == "open"]
+        if open_tasks:
+            task = open_tasks[0]
+            await handle.execute_update(IncidentWorkflow.decide, DecideRequest(
+                request_id=uuid.uuid4().hex, actor=task.assignee, task_id=task.id,
+                decision="approve", comment="recorded story"))
+            continue
+        if all(n.outcome != "pending" for n in view.nodes) and len(view.nodes) > 0:
+            break
+        await asyncio.sleep(0.3)
+    await handle.execute_update(IncidentWorkflow.post_status_update, StatusUpdateRequest(
+        request_id=uuid.uuid4().hex, actor=communicator, message="Statement is out"))
+
+
+async def record(playbook_id: str, severity: Severity, directory: Directory,
+                 out: Path) -> None:
+    with HttpReceiver() as sink, SmtpReceiver() as smtp, redis_server() as redis_url:
+        base = sink.url("")
+        dir_raw = localised((ROOT / "config" / "directory.yaml").read_text(), base)
+        tmp = out.with_suffix(".directory.yaml")
+        tmp.write_bytes(dir_raw)
+        try:
+            dir_snapshot = load_directory(tmp)
+        finally:
+            tmp.unlink()
+        raw = localised((ROOT / "playbooks" / f"{playbook_id}.yaml").read_text(), base)
+        snap = snapshot_playbook(raw, dir_snapshot.definition, playbook_id)
+        settings = Settings(redis_url=redis_url, smtp_port=smtp.port)
+        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        async with fresh_time_env() as env, httpx.AsyncClient(trust_env=False) as http:
+            await env.sleep(timedelta(days=(3 - (await env.get_current_time()).weekday()) % 7))
+            worker = build_worker(env.client, settings, redis, http, task_queue="record")
+            async with worker:
+                start = start_input(snap, severity=severity, directory=dir_snapshot,
+                                    incident_id=f"inc-recorded-{playbook_id}",
+                                    opened_by="ada-admin")
+                handle = await env.client.start_workflow(
+                    IncidentWorkflow.run, start, id=start.incident_id, task_queue="record")
+                await drive(handle, "ada-admin")
+                await env.sleep(timedelta(hours=2, minutes=5))
+                await handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
+                    request_id=uuid.uuid4().hex, actor="ada-admin", summary="Recorded"))
+                await handle.result()
+                history = await handle.fetch_history()
+                out.write_text(history.to_json())
+        await redis.aclose()
+    print(f"recorded {out.name}: {len(history.events)} events")
+
+
+async def main() -> None:
+    directory = load_directory(ROOT / "config" / "directory.yaml").definition
+    for playbook_id, severity in STORIES.items():
+        await record(playbook_id, severity, directory, HERE / f"{playbook_id}.json")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

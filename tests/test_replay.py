@@ -1,0 +1,58 @@
+"""Replay committed histories of real playbooks against the current interpreter.
+
+If a change to `IncidentWorkflow` (or the domain logic it runs) would make running
+incidents take a different path, replay raises a non-determinism error here. Gate such
+changes with `workflow.patched(...)`, then re-record with `python -m tests.histories.record`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+from worker.main import workflow_runner
+from workflows.incident import IncidentWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_cover_at_least_two_playbooks() -> None:
+    assert len(HISTORIES) >= 2
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_history_replays_without_nondeterminism(path: Path) -> None:
+    data = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", data)
+    kinds = {e.get("eventType") for e in data["events"]}
+    assert "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" in kinds  # the whole story is there
+    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
+
+
+async def test_replay_detects_an_interpreter_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guard the guard: an interpreter that skips the first notify step must fail replay."""
+    path = next(p for p in HISTORIES if p.stem == "viral-complaint")
+    history = WorkflowHistory.from_json("replay-changed", json.loads(path.read_text()))
+
+    original = IncidentWorkflow._notify
+
+    async def skip_social(self: IncidentWorkflow, step_id: str, *args: object,
+                          **kwargs: object) -> None:
+        if step_id == "notify-social":
+            return
+        await original(self, step_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(IncidentWorkflow, "_notify", skip_social)
+    # unsandboxed, so the patched class is the one that runs
+    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter,
+                        workflow_runner=UnsandboxedWorkflowRunner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
