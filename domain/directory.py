@@ -87,7 +87,8 @@ class Person(_Strict):
     id: Ident = Field(pattern=IDENT_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
+    # an absolute URL, or "/path" relative to CRISIS_PUBLIC_URL (the demo sink)
+    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^(https?://|/)")
     roles: list[Ident] = Field(default_factory=list)
     access: list[AccessRole] = Field(default_factory=lambda: [AccessRole.reporter])
     timezone: str = "UTC"

@@ -137,7 +137,7 @@ class Wait(_Strict):
 
 
 class Action(_Strict):
-    url: str = Field(pattern=r"^https?://", max_length=2000)
+    url: str = Field(pattern=r"^(https?://|/)", max_length=2000)  # "/x": under CRISIS_PUBLIC_URL
     method: Literal["POST", "PUT"] = "POST"
     payload: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)

@@ -6,7 +6,7 @@ and nobody has working hours, so authorization cells never depend on the clock.
 
 Each stack has its own task queue and worker. The worker's HTTP client is routed into the
 app itself (`httpx.ASGITransport`), so the playbooks' webhooks and actions, which point at
-`http://127.0.0.1:8000/demo/sink/...`, land in the app's demo sink like under `make run`.
+`/demo/sink/...` (relative to the public URL), land in the app's demo sink like under `make run`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ DEMO_FILE = ROOT / "config" / "directory.yaml"
 NEW_YORK, LONDON, SINGAPORE = (ZoneInfo(z) for z in
                                ("America/New_York", "Europe/London", "Asia/Singapore"))
 UTC = ZoneInfo("UTC")
-SINK = "http://127.0.0.1:8000/demo/sink/slack"
+SINK = "/demo/sink/slack"
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_shipped_playbooks_use_every_control_step_kind(demo: Directory) -> None:
 def test_viral_complaint_is_scenario_one(demo: Directory) -> None:
     playbook = load_playbook(ROOT / "playbooks" / "viral-complaint.yaml", demo).definition
     assert [s.id for s in playbook.steps] == [
-        "notify-social", "holding-statement", "status-reminder", "resolved"]
+        "notify-social", "status-reminder", "holding-statement", "resolved"]
     notify = playbook.step("notify-social").notify
     assert notify is not None and [t.role for t in notify.to] == ["social"]
 
@@ -75,7 +75,7 @@ def test_viral_complaint_is_scenario_one(demo: Directory) -> None:
     publish = approval.on_approved[0]
     assert publish.id == "publish-statement" and publish.action is not None
     assert publish.action.method == "POST"
-    assert publish.action.url == "http://127.0.0.1:8000/demo/sink/publish"
+    assert publish.action.url == "/demo/sink/publish"
     payload = str(publish.action.payload)
     assert "{{ steps.holding-statement.content }}" in payload
     assert "{{ incident.title }}" in payload
@@ -179,16 +179,16 @@ def test_every_issue_is_reported_at_once(demo: Directory) -> None:
     data = parse_yaml((ROOT / "playbooks" / "viral-complaint.yaml").read_bytes(), "viral")
     broken = copy.deepcopy(data)
     broken["steps"][0]["notify"]["to"] = [{"role": "socail"}]
-    approval: dict[str, Any] = broken["steps"][1]["approval"]
+    approval: dict[str, Any] = broken["steps"][2]["approval"]
     approval["require"][1]["min"] = 7
     approval["escalation"][0]["notify"][0] = {"person": "vera"}
     with pytest.raises(PlaybookInvalid) as caught:
         validate_playbook(broken, demo, "viral")
     assert [(i.path, i.message) for i in caught.value.issues] == [
         ("steps[0].notify.to[0].role", "unknown role 'socail' (did you mean 'social'?)"),
-        ("steps[1].approval.escalation[0].notify[0].person",
+        ("steps[2].approval.escalation[0].notify[0].person",
          "unknown person 'vera' (did you mean 'vera-vp'?)"),
-        ("steps[1].approval.require[1].min",
+        ("steps[2].approval.require[1].min",
          "impossible quorum: needs 7 of 'comms-lead' but only 4 could vote"),
     ]
     assert str(caught.value).startswith("viral: steps[0].notify.to[0].role: unknown role")

@@ -27,7 +27,7 @@ def test_histories_cover_at_least_two_playbooks() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays_without_nondeterminism(path: Path) -> None:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text())  # noqa: ASYNC240 - a small fixture file
     history = WorkflowHistory.from_json(f"replay-{path.stem}", data)
     kinds = {e.get("eventType") for e in data["events"]}
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" in kinds  # the whole story is there

