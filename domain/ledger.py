@@ -180,8 +180,8 @@ class Ledger:
     # ---- approval nodes ------------------------------------------------------------
 
     def open_node(self, step_id: str, approval: Approval, at: datetime,
-                  deadline: datetime | None) -> NodeState:
-        node = NodeState(step_id=step_id, title=approval.title,
+                  deadline: datetime | None, title: str) -> NodeState:
+        node = NodeState(step_id=step_id, title=title,
                          policy=describe_policy(policy_for(approval)), opened_at=at,
                          deadline=deadline, tiers_fired=[0] * len(approval.escalation))
         self.state.nodes[step_id] = node

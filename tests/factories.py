@@ -64,7 +64,7 @@ def viral_playbook(publish_url: str, *, version: int = 1, content: str | None = 
             {"id": "status-reminder", "reminder": {"every": "2h", "to": [{"role": "social"}],
                                                    "message": "Post a status update"}},
             {"id": "holding-statement", "approval": {
-                "title": "Holding statement",
+                "title": "Holding statement: {{incident.title}}",
                 "content": content or "We are aware of posts about {{incident.title}}.",
                 "approvers": [{"role": "legal"}, {"role": "comms-lead"}],
                 "require": [{"role": "legal", "min": 1}, {"role": "comms-lead", "min": 2}],

@@ -64,7 +64,9 @@ async def test_quorum_met_early_publishes_and_cancels_the_other_tasks(h: Harness
     result = await h.decide(handle, comms[1], "approve")
 
     assert result.node.outcome == "approved"
+    assert result.node.title == "Holding statement: Viral complaint about cold pizza"
     view = await h.state(handle)
+    assert {t.title for t in view.tasks} == {result.node.title}
     others = [t for t in view.tasks if t.id not in {legal[0].id, comms[0].id, comms[1].id}]
     assert others and all(t.state == "cancelled" for t in others)
     published = await eventually(lambda: _count(h), lambda n: n >= 1)

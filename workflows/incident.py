@@ -228,7 +228,7 @@ class IncidentWorkflow:
         if node is None:
             now = workflow.now()
             deadline = now + (approval.deadline or self.playbook.defaults.approval_deadline)
-            node = ledger.open_node(step_id, approval, now, deadline)
+            node = ledger.open_node(step_id, approval, now, deadline, title)
             assignments = self._resolve(approval.approvers)
             tasks = ledger.add_tasks(step_id, assignments, title=title,
                                      content=content, at=now, deadline=deadline)
