@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -43,6 +45,16 @@ log = structlog.get_logger(__name__)
 
 MAX_EPOCHS = 10_000
 RACE_RETRIES = 5
+# Temporal allows 10 updates in flight per workflow; a burst of reports for one key gets
+# RESOURCE_EXHAUSTED (or an aborted update) beyond that. Reports are idempotent by id, so
+# the burst is retried with jittered backoff.
+BUSY_RETRIES = 12
+BUSY_CODES = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
+                        RPCStatusCode.DEADLINE_EXCEEDED})
+
+
+async def _backoff(attempt: int) -> None:
+    await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0) * (0.5 + random.random()))
 
 # Raise the hint to ARGV[1] unless it is already higher.
 _RAISE_HINT = """
@@ -101,7 +113,7 @@ class Intake:
         `build_start(incident_id)` makes the workflow input for the case this call opens it.
         """
         epoch = await self._hint(dedup_key)
-        races = 0
+        races = busy = 0
         while epoch < MAX_EPOCHS:
             incident_id = dedup_incident_id(dedup_key, epoch)
             start = build_start(incident_id)
@@ -122,7 +134,14 @@ class Intake:
                     epoch += 1  # resolved, its run still finishing
                     continue
                 raise
-            except RPCError as exc:
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+                status = exc.status if isinstance(exc, RPCError) else RPCStatusCode.UNAVAILABLE
+                if status in BUSY_CODES and busy < BUSY_RETRIES:
+                    await _backoff(busy)
+                    busy += 1
+                    continue
+                if not isinstance(exc, RPCError):
+                    raise
                 # the run closed between the server's id check and the update: look again
                 if exc.status != RPCStatusCode.NOT_FOUND or races >= RACE_RETRIES:
                     raise

@@ -48,12 +48,13 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
+from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from bench.bare_workflow import BARE_ACTIVITIES, BareWorkflow
+from bench.bare_workflow import BARE_ACTIVITIES, BARE_NOTIFICATIONS, BARE_QUORUM, BareWorkflow
 from core.config import Settings
 from domain.incident import (
     DecideRequest,
@@ -156,7 +157,11 @@ class Flow(Protocol):
 
     async def open(self, client: Client, task_queue: str, incident_id: str) -> Opened: ...
 
-    async def finish(self, handle: WorkflowHandle[Any, Any]) -> Counts: ...
+    async def close(self, handle: WorkflowHandle[Any, Any]) -> None:
+        """Whatever ends the incident once its quorum is met."""
+
+    def counts(self, incident_id: str, result: Any) -> Counts:
+        """Check the workflow's result; raise `BenchError` if it ended wrong."""
 
 
 async def _poll(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
@@ -211,13 +216,14 @@ class CrisisFlow:
                                 task_id=task.id, decision="approve")
         return lambda: handle.execute_update(IncidentWorkflow.decide, request)
 
-    async def finish(self, handle: WorkflowHandle[Any, Any]) -> Counts:
+    async def close(self, handle: WorkflowHandle[Any, Any]) -> None:
         _ = await handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
             request_id=uuid.uuid4().hex, actor="sam-social", summary="Handled"))
-        async with asyncio.timeout(RESULT_TIMEOUT):
-            final: IncidentFinal = await handle.result()
+
+    def counts(self, incident_id: str, result: Any) -> Counts:
+        final = IncidentFinal.model_validate(result)
         if final.view.incident.status != "resolved" or final.view.nodes[0].outcome != "approved":
-            raise BenchError(f"{handle.id}: ended {final.view.incident.status}, "
+            raise BenchError(f"{incident_id}: ended {final.view.incident.status}, "
                              f"node {final.view.nodes[0].outcome}")
         kinds = [entry.kind for entry in final.timeline]
         return Counts(tasks=len(final.view.tasks),
@@ -252,12 +258,13 @@ class BareFlow:
     def _approve(handle: WorkflowHandle[Any, Any], approver: str) -> Vote:
         return lambda: handle.execute_update(BareWorkflow.approve, approver)
 
-    async def finish(self, handle: WorkflowHandle[Any, Any]) -> Counts:
-        async with asyncio.timeout(RESULT_TIMEOUT):
-            approvals: int = await handle.result()
-        if approvals != 2:
-            raise BenchError(f"{handle.id}: ended with {approvals} approvals")
-        return Counts(notifications=3)
+    async def close(self, handle: WorkflowHandle[Any, Any]) -> None:
+        return None  # the second approval ends it
+
+    def counts(self, incident_id: str, result: Any) -> Counts:
+        if result != BARE_QUORUM:
+            raise BenchError(f"{incident_id}: ended with {result} approvals")
+        return Counts(notifications=BARE_NOTIFICATIONS)
 
 
 # ---- servers -----------------------------------------------------------------------------
@@ -340,14 +347,50 @@ def _timer() -> Iterator[Callable[[], float]]:
 # ---- measurements ------------------------------------------------------------------------
 
 
-async def _incident(flow: Flow, client: Client, task_queue: str,
-                    incident_id: str) -> IncidentSample:
+class ResultWaits:
+    """Lets the time-skipping server skip time while at least one result is awaited.
+
+    The SDK's own unlock-per-`result()` is unbalanced when results are awaited
+    concurrently (the server rejects the second unlock), so, like the Java SDK's
+    IdempotentTimeLocker, unlock on the first waiter and lock again after the last.
+    On a server without time skipping this does nothing.
+    """
+
+    def __init__(self, env: WorkflowEnvironment) -> None:
+        self._client = env.client if env.supports_time_skipping_v1 else None
+        self._waiting = 0
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def waiting(self) -> AsyncIterator[None]:
+        await self._change(+1)
+        try:
+            yield
+        finally:
+            await self._change(-1)
+
+    async def _change(self, delta: int) -> None:
+        if self._client is None:
+            return
+        async with self._lock:
+            self._waiting += delta
+            if delta > 0 and self._waiting == 1:
+                await self._client.test_service.unlock_time_skipping(
+                    UnlockTimeSkippingRequest())
+            elif delta < 0 and self._waiting == 0:
+                await self._client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+
+
+async def _incident(flow: Flow, client: Client, task_queue: str, incident_id: str,
+                    results: ResultWaits) -> IncidentSample:
     with _timer() as elapsed:
         opened = await flow.open(client, task_queue, incident_id)
         for vote in opened.votes:
             await vote()
-        counts = await flow.finish(opened.handle)
-        return IncidentSample(elapsed(), counts)
+        await flow.close(opened.handle)
+        async with results.waiting(), asyncio.timeout(RESULT_TIMEOUT):
+            result = await opened.handle.result()
+        return IncidentSample(elapsed(), flow.counts(incident_id, result))
 
 
 async def _bounded(count: int, concurrency: int,
@@ -368,17 +411,20 @@ async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, 
     await flow.reset()
     run_id = uuid.uuid4().hex[:8]
     task_queue = f"bench-{flow.name}-{run_id}"
+    results = ResultWaits(env)
 
     def run(tag: str) -> Callable[[int], Awaitable[IncidentSample]]:
-        return lambda n: _incident(flow, env.client, task_queue, f"bench-{run_id}-{tag}{n}")
+        return lambda n: _incident(flow, env.client, task_queue, f"bench-{run_id}-{tag}{n}",
+                                   results)
 
-    async with flow.worker(env.client, task_queue):
-        await _bounded(warmup, concurrency, run("warmup-"))
-        virtual_start = await env.get_current_time()
-        with _timer() as elapsed:
-            samples = await _bounded(incidents, concurrency, run(""))
-            seconds = elapsed()
-        virtual = await env.get_current_time() - virtual_start
+    with env.auto_time_skipping_disabled():  # `ResultWaits` unlocks instead
+        async with flow.worker(env.client, task_queue):
+            await _bounded(warmup, concurrency, run("warmup-"))
+            virtual_start = await env.get_current_time()
+            with _timer() as elapsed:
+                samples = await _bounded(incidents, concurrency, run(""))
+                seconds = elapsed()
+            virtual = await env.get_current_time() - virtual_start
     return Throughput(flow=flow.name, server=server, concurrency=concurrency, elapsed=seconds,
                       samples=samples,
                       virtual_advance=virtual if env.supports_time_skipping else None)

@@ -13,6 +13,7 @@ worker does. Exit status 0 = healthy, 1 = unhealthy (the reason goes to stderr).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -65,4 +66,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: a Temporal connect abandoned by the timeout can abort the interpreter's
+    # shutdown (SIGABRT from the core runtime), which would turn "unhealthy" into a crash.
+    os._exit(code)
