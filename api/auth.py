@@ -8,8 +8,8 @@ holds their API roles, and everyone is implicitly a `reporter`. The rules, in on
 | POST /reports                            | anyone authenticated                                 |
 | POST /incidents, status-updates, resolve | communicator, admin                                  |
 | GET /incidents (list)                    | communicator, leader, admin                          |
-| GET /incidents/{id}, its timeline        | communicator, leader, admin; or an approver who holds |
-|                                          | (or held) a task in that incident                    |
+| GET /incidents/{id}, its timeline,       | communicator, leader, admin; or an approver who holds |
+| metrics and report                       | (or held) a task in that incident                    |
 | GET /tasks (own inbox)                   | approver, communicator, leader, admin                |
 | GET /tasks?assignee=<someone else>       | leader, admin                                        |
 | GET /tasks?incident_id=<id> (all tasks)  | communicator, leader, admin (others: their own only) |

@@ -22,6 +22,7 @@ from domain.incident import (
     Task,
     TimelineEntry,
 )
+from domain.metrics import IncidentMetrics
 from domain.playbook import Playbook, Severity
 
 MAX_DEDUP_KEY = 200
@@ -338,3 +339,31 @@ class SinkAck(BaseModel):
 
     name: str
     stored: int
+
+
+_LAGGARD_EXAMPLE: dict[str, Any] = {
+    "name": "legal", "task_id": f"{INCIDENT_ID_EXAMPLE}.approve-holding.1",
+    "node": "approve-holding", "seconds": 10800.0, "pending": True, "answered": False,
+}
+
+
+class IncidentMetricsOut(IncidentMetrics):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "incident_id": INCIDENT_ID_EXAMPLE, "as_of": "2026-03-09T09:00:00Z",
+        "opened_at": "2026-03-06T17:40:00Z", "first_ack_at": "2026-03-06T17:52:10Z",
+        "time_to_first_ack": 730.0, "resolved_at": None, "time_to_resolution": None,
+        "nodes": [{"node": "approve-holding", "title": "Approve the holding statement",
+                   "policy": "1 of legal AND 2 of comms-lead; veto: legal",
+                   "outcome": "pending", "opened_at": "2026-03-06T17:40:01Z", "ended_at": None,
+                   "time_to_outcome": None, "escalations": 2,
+                   "slowest_person": {**_LAGGARD_EXAMPLE, "name": "lena"},
+                   "slowest_role": _LAGGARD_EXAMPLE}],
+        "decisions": [{"task_id": f"{INCIDENT_ID_EXAMPLE}.approve-holding.2",
+                       "node": "approve-holding", "person": "cara", "role": "comms-lead",
+                       "decision": "approve", "decided_at": "2026-03-06T17:52:10Z",
+                       "latency": 729.0}],
+        "slowest_person": {**_LAGGARD_EXAMPLE, "name": "lena"},
+        "slowest_role": _LAGGARD_EXAMPLE,
+        "counts": {"reports": 3, "status_updates": 1,
+                   "tasks_by_state": {"open": 3, "approved": 1, "rejected": 0, "delegated": 0,
+                                      "cancelled": 0, "expired": 0}}}]})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="sequential update round trips per flow (default 200)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="uncounted incidents before each throughput run (default 5)")
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds after which a throughput run starts no more incidents "
+                             "(default 30; 0 = no limit), to keep the bench near 3 minutes")
     parser.add_argument("--only", action="append", choices=SUITES,
                         help="run only this suite (repeatable; default: all)")
     return parser.parse_args(argv)
@@ -67,6 +71,8 @@ def throughput_rows(pair: list[Throughput]) -> list[Row]:
         return crisis.mean(count), bare.mean(count)
 
     rows = [
+        Row(f"{label}: incidents measured", len(crisis.samples), len(bare.samples),
+            decimals=0, ratio=False),
         Row(f"{label}: incidents/s", crisis.rate, bare.rate),
         Row(f"{label}: per-incident wall p50 (ms)", crisis.latency(0.5) * 1000,
             bare.latency(0.5) * 1000, decimals=0),
@@ -95,8 +101,9 @@ def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
     width = max([len(row.measure) for row in rows] + [len("measure")])
     header = f"{'measure':<{width}}  {'crisis-engine':>13}  {'bare':>9}  {'ratio':>6}"
     lines = [
-        f"crisis-engine vs bare baseline: {args.incidents} incidents per run, concurrency "
-        f"{args.concurrency}, ratio = crisis-engine / bare",
+        f"crisis-engine vs bare baseline: up to {args.incidents} incidents per run "
+        f"(budget {args.budget:.0f} s), concurrency {args.concurrency}, "
+        "ratio = crisis-engine / bare",
         header, "-" * len(header)]
     for row in rows:
         ratio = f"{row.crisis / row.bare:6.2f}" if row.ratio and row.bare else f"{'':6}"
@@ -108,16 +115,17 @@ def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
 
 async def run(args: argparse.Namespace) -> list[Row]:
     chosen = args.only or list(SUITES)
+    budget = args.budget if args.budget > 0 else math.inf
     rows: list[Row] = []
     async with flows() as both:
         if "interpreter" in chosen:
             rows += throughput_rows(await interpreter_suite(
                 both, incidents=args.incidents, concurrency=args.concurrency,
-                warmup=args.warmup))
+                warmup=args.warmup, budget=budget))
         if "dev-server" in chosen:
             rows += throughput_rows(await dev_server_suite(
                 both, incidents=args.incidents, concurrency=args.concurrency,
-                warmup=args.warmup))
+                warmup=args.warmup, budget=budget))
         if "update-rtt" in chosen:
             rows += round_trip_rows(await round_trip_suite(
                 both, samples=args.round_trips, concurrency=args.concurrency))

@@ -14,21 +14,31 @@ One harness drives two flows the same way, so their ratio is what crisis-engine 
 Per-incident wall time runs from `start_workflow` to the result. Incidents run behind a
 semaphore of `concurrency`; throughput is measured incidents / wall time of the measured
 batch, after a few warm-up incidents (sandbox imports, connections) that are not counted.
+Readiness queries back off from 10 ms to 80 ms: each query is a worker activation, and
+polling every 10 ms cost the bare flow about 10% of its throughput. Client, worker,
+activities and receivers share one process, as the notes' baseline did.
 
 Servers, each fresh for every flow so neither inherits the other's history:
 - time-skipping test server (`temporal-test-server`, as in the tests), virtual time pinned
   to the next Wednesday 15:00 UTC (London and New York in working hours, Singapore not);
   awaiting a result lets the server skip time, so the virtual time that passed during the
-  run and the escalations that fired are reported rather than assumed away;
+  run and the escalations that fired are reported rather than assumed away. Results are
+  awaited through `ResultWaits`, because the SDK's per-call unlock fails when 2 results are
+  awaited at once ("Application error processing RPC" from `unlock_time_skipping`);
 - the real dev server (`temporal server start-dev`) with a SQLite file, the deployment-like
-  figure comparable with TEMPORAL-NOTES.md. Its clock is the wall clock, so which
+  figure comparable with TEMPORAL-NOTES.md (the file lives in the system temp directory;
+  on these VMs its fsyncs show up as I/O wait). Its clock is the wall clock, so which
   approvers are in working hours (hence tasks and notifications per incident) depends on
   when the bench runs: the table reports both.
 
+A throughput run stops starting incidents after `budget` seconds (the ones in flight
+finish), so a slow machine measures fewer incidents instead of overrunning; the table
+shows how many were measured.
+
 Update round trip: on a fresh dev server, incidents are opened first (concurrently), then
-the first two quorum updates of each are sent one at a time and timed from the client. For
-crisis-engine these are `decide` updates that leave the node pending (1 legal + 1 comms);
-for the bare flow the second update also completes the workflow.
+their quorum updates are sent one at a time, incident after incident, and timed from the
+client: crisis-engine's 3 `decide` updates (the third meets the quorum), the bare flow's
+2 updates (the second completes the workflow).
 """
 
 from __future__ import annotations
@@ -70,7 +80,8 @@ from tests.servers import free_port, redis_server
 from worker.main import build_worker
 from workflows.incident import IncidentWorkflow
 
-POLL_SECONDS = 0.01  # both flows poll their readiness query at this interval
+POLL_FIRST_SECONDS = 0.01  # both flows poll their readiness query, backing off
+POLL_MAX_SECONDS = 0.08  # queries cost a worker activation each: don't flood the worker
 READY_TIMEOUT = 60.0
 RESULT_TIMEOUT = 120.0
 PINNED_WEEKDAY = 2  # Wednesday
@@ -150,6 +161,7 @@ class RoundTrips:
 
 class Flow(Protocol):
     name: str
+    votes_per_incident: int
 
     def worker(self, client: Client, task_queue: str) -> Worker: ...
 
@@ -166,19 +178,22 @@ class Flow(Protocol):
 
 async def _poll(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
     deadline = time.monotonic() + READY_TIMEOUT
+    delay = POLL_FIRST_SECONDS
     while True:
         value = await probe()
         if done(value):
             return value
         if time.monotonic() > deadline:
             raise BenchError(f"{what} not reached within {READY_TIMEOUT}s")
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, POLL_MAX_SECONDS)
 
 
 class CrisisFlow:
     """`IncidentWorkflow` with the real activities, Redis and an HTTP publish receiver."""
 
     name = "crisis-engine"
+    votes_per_incident = 3
 
     def __init__(self, redis: aioredis.Redis, redis_url: str, http: httpx.AsyncClient,
                  publish_url: str) -> None:
@@ -235,6 +250,7 @@ class BareFlow:
     """`BareWorkflow` with its no-op activities."""
 
     name = "bare"
+    votes_per_incident = BARE_QUORUM
 
     def worker(self, client: Client, task_queue: str) -> Worker:
         return Worker(client, task_queue=task_queue, workflows=[BareWorkflow],
@@ -393,21 +409,24 @@ async def _incident(flow: Flow, client: Client, task_queue: str, incident_id: st
         return IncidentSample(elapsed(), flow.counts(incident_id, result))
 
 
-async def _bounded(count: int, concurrency: int,
-                   run: Callable[[int], Awaitable[IncidentSample]]) -> list[IncidentSample]:
+async def _bounded(count: int, concurrency: int, run: Callable[[int], Awaitable[IncidentSample]],
+                   stop_at: float = math.inf) -> list[IncidentSample]:
+    """Run `count` incidents, `concurrency` at a time; start none after `stop_at`."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(n: int) -> IncidentSample:
+    async def one(n: int) -> IncidentSample | None:
         async with gate:
-            return await run(n)
+            return await run(n) if time.monotonic() < stop_at else None
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(one(n)) for n in range(count)]
-    return [task.result() for task in tasks]
+    return [sample for task in tasks if (sample := task.result()) is not None]
 
 
 async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, *,
-                             incidents: int, concurrency: int, warmup: int) -> Throughput:
+                             incidents: int, concurrency: int, warmup: int,
+                             budget: float = math.inf) -> Throughput:
+    """Run `incidents` (fewer if starting them all would take over `budget` seconds)."""
     await flow.reset()
     run_id = uuid.uuid4().hex[:8]
     task_queue = f"bench-{flow.name}-{run_id}"
@@ -422,7 +441,8 @@ async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, 
             await _bounded(warmup, concurrency, run("warmup-"))
             virtual_start = await env.get_current_time()
             with _timer() as elapsed:
-                samples = await _bounded(incidents, concurrency, run(""))
+                samples = await _bounded(incidents, concurrency, run(""),
+                                         stop_at=time.monotonic() + budget)
                 seconds = elapsed()
             virtual = await env.get_current_time() - virtual_start
     return Throughput(flow=flow.name, server=server, concurrency=concurrency, elapsed=seconds,
@@ -444,13 +464,15 @@ async def measure_round_trips(env: WorkflowEnvironment, flow: Flow, *, samples: 
     result = RoundTrips(flow=flow.name)
     async with flow.worker(env.client, task_queue):
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(open_one(n)) for n in range(-(-samples // 2))]
+            tasks = [group.create_task(open_one(n))
+                     for n in range(math.ceil(samples / flow.votes_per_incident))]
         await asyncio.sleep(SETTLE_SECONDS)
         for opened in (task.result() for task in tasks):
-            for vote in opened.votes[:2]:
-                with _timer() as elapsed:
-                    await vote()
-                    result.seconds.append(elapsed())
+            for vote in opened.votes:
+                if len(result.seconds) < samples:
+                    with _timer() as elapsed:
+                        await vote()
+                        result.seconds.append(elapsed())
         async with asyncio.TaskGroup() as group:
             for opened in (task.result() for task in tasks):
                 group.create_task(_terminate_if_running(opened.handle))
@@ -479,26 +501,26 @@ async def flows() -> AsyncIterator[list[Flow]]:
 
 
 async def interpreter_suite(both: list[Flow], *, incidents: int, concurrency: int,
-                            warmup: int) -> list[Throughput]:
+                            warmup: int, budget: float) -> list[Throughput]:
     """Benchmarks 1 and 2: both flows on the time-skipping server."""
     results = []
     for flow in both:
         async with time_skipping_server() as env:
             results.append(await measure_throughput(
                 env, flow, "time-skipping", incidents=incidents, concurrency=concurrency,
-                warmup=warmup))
+                warmup=warmup, budget=budget))
     return results
 
 
 async def dev_server_suite(both: list[Flow], *, incidents: int, concurrency: int,
-                           warmup: int) -> list[Throughput]:
+                           warmup: int, budget: float) -> list[Throughput]:
     """Benchmark 3: both flows on the dev server with SQLite."""
     results = []
     for flow in both:
         async with dev_server_sqlite() as env:
             results.append(await measure_throughput(
                 env, flow, "dev server, SQLite", incidents=incidents, concurrency=concurrency,
-                warmup=warmup))
+                warmup=warmup, budget=budget))
     return results
 
 
