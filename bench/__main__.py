@@ -37,27 +37,29 @@ class Row:
     ratio: bool = True
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--incidents", type=_positive, default=200,
+    parser.add_argument("--incidents", type=_at_least(1), default=200,
                         help="measured incidents per flow and server (default 200)")
-    parser.add_argument("--concurrency", type=_positive, default=20,
+    parser.add_argument("--concurrency", type=_at_least(1), default=20,
                         help="incidents in flight at once (default 20)")
-    parser.add_argument("--round-trips", type=_positive, default=200,
+    parser.add_argument("--round-trips", type=_at_least(1), default=200,
                         help="sequential update round trips per flow (default 200)")
-    parser.add_argument("--warmup", type=int, default=5,
+    parser.add_argument("--warmup", type=_at_least(0), default=5,
                         help="uncounted incidents before each throughput run (default 5)")
-    parser.add_argument("--budget", type=float, default=30.0,
+    parser.add_argument("--budget", type=float, default=25.0,
                         help="seconds after which a throughput run starts no more incidents "
-                             "(default 30; 0 = no limit), to keep the bench near 3 minutes")
+                             "(default 25; 0 = no limit), to keep the bench near 3 minutes")
     parser.add_argument("--only", action="append", choices=SUITES,
                         help="run only this suite (repeatable; default: all)")
     return parser.parse_args(argv)

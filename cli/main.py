@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # module name -> registers one top-level sub-command
 COMMANDS = ("cli.playbook_cmd", "cli.worker_cmd", "cli.api_cmd", "cli.users_cmd",
-            "cli.projection_cmd", "cli.stack_cmd")
+            "cli.projection_cmd", "cli.stack_cmd", "cli.dryrun_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

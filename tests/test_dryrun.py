@@ -1,0 +1,152 @@
+"""Dry runs (BRIEF scenario 6): the real workflow in virtual time, with nothing delivered."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from core.config import Settings
+from domain.incident import DirectorySnapshot
+from domain.loader import load_directory, load_playbook, parse_yaml, snapshot_playbook
+from domain.validation import PlaybookInvalid
+from dryrun.report import DryRunReport, render
+from dryrun.runner import DryRunError, run_dry_run
+from dryrun.scenario import load_scenario, parse_scenario, parse_start
+from tests.receivers import HttpReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+VIRAL = ROOT / "playbooks" / "viral-complaint.yaml"
+EXAMPLE = ROOT / "playbooks" / "scenarios" / "legal-silent-exec-rejects.yaml"
+
+
+@pytest.fixture(scope="module")
+def directory() -> DirectorySnapshot:
+    return load_directory(Settings().directory_file)
+
+
+def _entries(report: DryRunReport, kind: str) -> list[tuple[str, dict[str, object]]]:
+    return [(report.offset(e.at), e.details) for e in report.timeline if e.kind == kind]
+
+
+def test_legal_silent_and_an_exec_rejects(capsys: pytest.CaptureFixture[str]) -> None:
+    """The example scenario through the CLI: legal never answers, so the holding statement
+    escalates at 15m and 30m and expires at its 4h deadline; the exec has no task."""
+    assert main(["dry-run", str(VIRAL), str(EXAMPLE), "--json"]) == 0
+    report = DryRunReport.model_validate(json.loads(capsys.readouterr().out))
+
+    assert [(at, d["name"]) for at, d in _entries(report, "escalation")] == [
+        ("+00:15", "Tier 2 (VP Communications, General Counsel)"),
+        ("+00:30", "Executive on call")]
+    assert [(at, d["outcome"]) for at, d in _entries(report, "node_outcome")] == [
+        ("+04:00", "expired")]
+    assert report.view.nodes[0].outcome == "expired"
+    assert {t.assignee: t.state for t in report.view.tasks if t.role == "comms-lead"} == {
+        "cara-comms": "approved", "colin-comms": "approved"}
+    assert report.actions == []  # never published
+    assert not report.resolved
+    # the exec's reject found nothing to decide: reported, not a crash
+    assert [(report.offset(n.at), n.result, n.applied) for n in report.notes] == [
+        ("+00:05", "approved by cara-comms, colin-comms", True),
+        ("+00:35", "no open task for role exec at +00:35", False)]
+    # what would have gone out: the executive on call heard at 15m (standing in for the
+    # VP, who is off hours on a Friday evening) and again at 30m
+    escalated = [(report.offset(m.at), m.person_id) for m in report.messages
+                 if m.kind == "escalation"]
+    assert ("+00:15", "gabe-counsel") in escalated and ("+00:30", "eve-exec") in escalated
+    assert {m.step_id for m in report.messages if m.at - report.origin >= timedelta(hours=4)
+            and m.kind == "notify"} == {"notify-comms-redraft"}
+
+    text = render(report)
+    assert "virtual start Fri" in text and "17:40" in text
+    lines = text.splitlines()
+    assert any(line.startswith("+00:15  escalation") for line in lines)
+    assert any(line.startswith("+00:30  escalation") for line in lines)
+    assert any(line.startswith("+04:00  node_outcome") and "EXPIRED" in line for line in lines)
+    assert "+00:35  reject by role exec: no open task for role exec at +00:35" in lines
+    assert "  action calls: none" in lines
+
+
+async def test_quorum_publishes_in_simulation_only(directory: DirectorySnapshot) -> None:
+    """Legal (through a delegate) and two comms leads approve: the publish action is
+    recorded, the other tasks are cancelled, and nothing reaches the network."""
+    with HttpReceiver() as receiver:
+        raw = VIRAL.read_bytes().replace(b"/demo/sink/publish", receiver.url("/publish").encode())
+        playbook = snapshot_playbook(raw, directory.definition, "viral-complaint (test copy)")
+        scenario = parse_scenario(parse_yaml("""
+start: "wed 10:00 America/New_York"
+incident: {title: Late delivery, severity: high, source_url: "https://social.example/1"}
+events:
+  - at: 1m
+    status_update: {message: Statement in approval}
+  - at: 2m
+    delegate: {from: lena-legal, to: vera-vp}
+  - at: 5m
+    decide: {person: vera-vp, decision: approve}
+  - at: 6m
+    decide: {role: comms-lead, decision: approve, count: 2}
+  - at: 1h
+    resolve: {summary: Customer answered}
+until: 6h
+""", "test"), directory.definition, "test")
+        report = await run_dry_run(playbook, directory, scenario, public_url=receiver.url(""))
+        assert receiver.requests == []  # webhooks and the action would all have gone here
+
+    assert [(report.offset(a.at), a.url) for a in report.actions] == [
+        ("+00:06", receiver.url("/publish"))]
+    assert report.actions[0].payload["text"].startswith("We've seen the posts about Late")
+    assert _entries(report, "action_run")[0][0] == "+00:06"
+    assert _entries(report, "delegation")[0][1]["to"] == "vera-vp"
+    assert [(at, d["outcome"]) for at, d in _entries(report, "node_outcome")] == [
+        ("+00:06", "approved")]
+    assert {at for at, _ in _entries(report, "task_cancelled")} == {"+00:06"}
+    assert _entries(report, "status_update")[0][0] == "+00:01"
+    assert report.resolved and _entries(report, "resolved")[0][0] == "+01:00"
+    assert any("webhook" in m.channels for m in report.messages)
+    text = render(report)
+    assert f"+00:06  action publish-statement: POST {receiver.url('/publish')}" in text
+    assert "+00:02  delegate from lena-legal to vera-vp: task" in text
+
+
+async def test_a_start_in_the_past_is_refused(directory: DirectorySnapshot) -> None:
+    playbook = load_playbook(VIRAL, directory.definition)
+    scenario = parse_scenario({"start": "2020-01-06T10:00:00+00:00",
+                               "incident": {"title": "x", "severity": "high"}},
+                              directory.definition, "test")
+    with pytest.raises(DryRunError, match="before the simulation clock"):
+        await run_dry_run(playbook, directory, scenario)
+
+
+def test_scenario_errors_carry_their_path(directory: DirectorySnapshot, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("incident: {title: x, severity: high}\nevents:\n"
+                   "  - at: 30m\n    decide: {role: legl, decision: approve}\n"
+                   "  - at: 10m\n    resolve: {summary: done, actor: nobody}\n"
+                   "until: 20m\nstart: someday\n")
+    with pytest.raises(PlaybookInvalid) as caught:
+        load_scenario(bad, directory.definition)
+    assert [str(i) for i in caught.value.issues] == [
+        "start: 'someday' is neither an ISO time nor a form such as "
+        "'fri 17:40 America/New_York'",
+        "events[0].at: after `until` (20m): it would never run",
+        "events[0].decide.role: unknown role 'legl' (did you mean 'legal'?)",
+        "events[1].at: events must be in time order: 10m is before the previous event at 30m",
+        "events[1].resolve.actor: unknown person 'nobody'",
+    ]
+    bad.write_text("incident: {title: x, severity: high}\nevents:\n"
+                   "  - at: 5m\n    decide: {rol: legal, decision: maybe}\n")
+    assert main(["dry-run", str(VIRAL), str(bad)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f"{bad}: events[0].decide.rol: unknown key" in err
+    assert any(line.startswith(f"{bad}: events[0].decide.decision: ") for line in err)
+
+
+def test_relative_start_is_the_next_such_local_time() -> None:
+    sunday = datetime(2026, 11, 22, 0, 47, tzinfo=UTC)
+    start = parse_start("fri 17:40 America/New_York", sunday)
+    assert start.isoformat() == "2026-11-27T17:40:00-05:00"
+    assert parse_start("Sun 00:00", sunday).date().isoformat() == "2026-11-29"
