@@ -28,6 +28,7 @@ COPY core/ /src/core/
 COPY cli/ /src/cli/
 COPY readmodel/ /src/readmodel/
 COPY worker/ /src/worker/
+COPY dryrun/ /src/dryrun/
 RUN pip install --no-deps /src && rm -rf /src
 
 # Data the processes read at run time: playbooks, the directory and the routing table.
