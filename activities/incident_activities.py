@@ -75,7 +75,7 @@ class IncidentActivities:
                 elif refusal is not None:
                     reason = refusal.decode() if isinstance(refusal, bytes) else refusal
                     result.skipped[channel] = f"rejected on an earlier attempt: {reason}"
-                elif (missing := self._missing_address(req, channel)) is not None:
+                elif (missing := req.missing_address(channel)) is not None:
                     result.skipped[channel] = missing
                 else:
                     try:
@@ -92,14 +92,6 @@ class IncidentActivities:
                      delivered=result.delivered, already_done=result.already_done,
                      skipped=result.skipped)
             return result
-
-    @staticmethod
-    def _missing_address(req: NotifyRequest, channel: Channel) -> str | None:
-        if channel == "email" and not req.recipient.email:
-            return "recipient has no email address"
-        if channel == "webhook" and not req.recipient.webhook:
-            return "recipient has no webhook"
-        return None
 
     async def _deliver(self, req: NotifyRequest, channel: Channel) -> None:
         done_key = keys.idem_notify(req.idempotency_key, channel)

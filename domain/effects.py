@@ -31,6 +31,14 @@ class NotifyRequest(BaseModel):
     subject: str
     message: str
 
+    def missing_address(self, channel: Channel) -> str | None:
+        """Why this recipient can't get `channel` (None if they can): no address, no message."""
+        if channel == "email" and not self.recipient.email:
+            return "recipient has no email address"
+        if channel == "webhook" and not self.recipient.webhook:
+            return "recipient has no webhook"
+        return None
+
 
 class NotifyResult(BaseModel):
     delivered: list[Channel] = Field(default_factory=list)

@@ -46,15 +46,6 @@ class SimulatedAction(BaseModel):
     payload: dict[str, Any]
 
 
-def _missing_address(req: NotifyRequest, channel: Channel) -> str | None:
-    """The same rule as real delivery: no address, no message on that channel."""
-    if channel == "email" and not req.recipient.email:
-        return "recipient has no email address"
-    if channel == "webhook" and not req.recipient.webhook:
-        return "recipient has no webhook"
-    return None
-
-
 class SimulatedEffects:
     """Activities that record instead of deliver; read `messages` and `actions` afterwards."""
 
@@ -73,7 +64,7 @@ class SimulatedEffects:
         channels: list[Channel] = list(dict.fromkeys(req.channels))
         result = NotifyResult()
         for channel in channels:
-            missing = _missing_address(req, channel)
+            missing = req.missing_address(channel)  # the same rule as real delivery
             if missing is None:
                 result.delivered.append(channel)
             else:
