@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 import httpx
 import redis.asyncio as aioredis
@@ -31,7 +32,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
-                 http: httpx.AsyncClient, *, task_queue: str | None = None) -> Worker:
+                 http: httpx.AsyncClient, *, task_queue: str | None = None,
+                 graceful_shutdown: timedelta = timedelta(0)) -> Worker:
     activities = IncidentActivities(
         redis=redis, http=http,
         smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
@@ -43,6 +45,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         activities=[activities.notify, activities.run_action, activities.project],
         workflow_runner=workflow_runner(),
         max_concurrent_activities=64,
+        graceful_shutdown_timeout=graceful_shutdown,
     )
 
 
@@ -58,7 +61,9 @@ async def run_worker(settings: Settings) -> None:
     # base_url: playbook and directory URLs written as "/path" go to CRISIS_PUBLIC_URL
     async with httpx.AsyncClient(timeout=settings.http_timeout_seconds,
                                  base_url=settings.public_url) as http:
-        worker = build_worker(client, settings, redis, http)
+        # on SIGTERM, let running deliveries finish (compose allows 30 s to stop)
+        worker = build_worker(client, settings, redis, http,
+                              graceful_shutdown=timedelta(seconds=20))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
