@@ -8,12 +8,12 @@ quorums that can't be met by the people who could vote.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from domain.directory import Directory, Target
 from domain.durations import format_duration
@@ -319,15 +319,25 @@ def check_references(playbook: Playbook, directory: Directory) -> list[PlaybookI
     return issues
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_with_paths(model: type[M], data: Any, source: str,
+                        check: Callable[[M], list[PlaybookIssue]]) -> M:
+    """Parse `data` as `model`, then run `check`; raise `PlaybookInvalid` with every issue
+    (structure first, then references), each with its path in the file."""
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        raise PlaybookInvalid(issues_from_validation_error(exc), source) from None
+    issues = check(parsed)
+    if issues:
+        raise PlaybookInvalid(issues, source)
+    return parsed
+
+
 def validate_playbook(data: Any, directory: Directory, source: str = "playbook") -> Playbook:
     """Parse and fully check a playbook; raise `PlaybookInvalid` listing every issue."""
     if not isinstance(data, dict):
         raise PlaybookInvalid([PlaybookIssue("(top)", "a playbook is a mapping of keys")], source)
-    try:
-        playbook = Playbook.model_validate(data)
-    except ValidationError as exc:
-        raise PlaybookInvalid(issues_from_validation_error(exc), source) from None
-    issues = check_references(playbook, directory)
-    if issues:
-        raise PlaybookInvalid(issues, source)
-    return playbook
+    return validate_with_paths(Playbook, data, source, lambda p: check_references(p, directory))

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from domain.directory import Directory
 from domain.durations import Duration, format_duration, parse_duration
 from domain.loader import parse_yaml
 from domain.playbook import Severity
 from domain.templates import did_you_mean
-from domain.validation import PlaybookInvalid, PlaybookIssue, issues_from_validation_error
+from domain.validation import PlaybookInvalid, PlaybookIssue, validate_with_paths
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RELATIVE_START = re.compile(
@@ -217,14 +217,7 @@ def scenario_issues(scenario: Scenario, directory: Directory) -> list[PlaybookIs
 
 
 def parse_scenario(data: Any, directory: Directory, source: str) -> Scenario:
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise PlaybookInvalid(issues_from_validation_error(exc), source) from None
-    issues = scenario_issues(scenario, directory)
-    if issues:
-        raise PlaybookInvalid(issues, source)
-    return scenario
+    return validate_with_paths(Scenario, data, source, lambda s: scenario_issues(s, directory))
 
 
 def load_scenario(path: Path, directory: Directory) -> Scenario:

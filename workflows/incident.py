@@ -456,14 +456,15 @@ class IncidentWorkflow:
     # ---- templates -----------------------------------------------------------------
 
     def _context(self) -> dict[str, Any]:
+        incident = {"incident": self._fields()}
         steps: dict[str, dict[str, Any]] = {}
         for _, step in self.playbook.walk():
             progress = self.ledger.state.progress.get(step.id)
             entry: dict[str, Any] = {"outcome": progress.outcome if progress else None}
             if step.approval is not None:
-                entry["content"] = render(step.approval.content, {"incident": self._fields()})
+                entry["content"] = render(step.approval.content, incident)
             steps[step.id] = entry
-        return {"incident": self._fields(), "steps": steps}
+        return {**incident, "steps": steps}
 
     def _fields(self) -> dict[str, Any]:
         incident = self.ledger.incident
