@@ -67,9 +67,6 @@ ACTION_RETRY = NOTIFY_RETRY
 PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=8)
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
-PROJECT_TIMEOUT = timedelta(seconds=10)
-# Patch ids: each gates an interpreter change so running incidents replay as recorded.
-PROJECT_LOCALLY = "project-as-local-activity"
 
 
 def _business_error(error: LedgerError) -> ApplicationError:
@@ -436,19 +433,19 @@ class IncidentWorkflow:
                                channels=step.reminder.channels, suffix=f"r{count}")
 
     async def _sync(self) -> None:
-        """Write what changed to the Redis projection (ordered; failures retried later)."""
+        """Write what changed to the Redis projection (ordered; failures retried later).
+
+        A regular activity on purpose: it is scheduled only once the workflow task that made
+        the change is committed. A local activity runs before the commit, so a workflow task
+        that then fails (e.g. an aborted update) would leave uncommitted entries and revisions
+        in Redis, where they shadow the real ones.
+        """
         async with self._sync_lock:
             batch = self.ledger.take_batch()
             if batch is None:
                 return
             try:
-                if workflow.patched(PROJECT_LOCALLY):
-                    # a local activity: no task-queue round trip for the hottest call
-                    await workflow.execute_local_activity(
-                        "project", batch, result_type=type(None),
-                        start_to_close_timeout=PROJECT_TIMEOUT, retry_policy=PROJECT_RETRY)
-                else:  # incidents started before the patch keep their recorded commands
-                    await self._activity("project", batch, type(None), PROJECT_RETRY)
+                await self._activity("project", batch, type(None), PROJECT_RETRY)
             except ActivityError:
                 workflow.logger.warning("projection failed; will resend everything next time")
                 self.ledger.mark_all_changed()
