@@ -93,3 +93,7 @@ clean:
 
 clean-data:
 	rm -rf .data
+
+.PHONY: soak
+soak: $(TEST_STAMP)  ## long-running checks: 100 dry runs in a row must all exit 0
+	$(WITH_VENV) python -m bench.dryrun_soak 100

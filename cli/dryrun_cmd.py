@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,21 @@ def register(sub: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--directory", type=Path, default=None,
                         help="people, roles and rosters (default: CRISIS_DIRECTORY_FILE)")
+    parser.add_argument("--today", type=_aware_time, default=None, metavar="ISO_TIME",
+                        help="resolve relative starts ('fri 17:40') against this moment "
+                             "instead of now, e.g. 2090-03-08T12:00:00+00:00; pins the "
+                             "roster week so a report is reproducible")
     parser.set_defaults(handler=dry_run)
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. +00:00")
+    return moment
 
 
 def _print_invalid(exc: PlaybookInvalid) -> None:
@@ -67,10 +83,18 @@ def dry_run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(run_dry_run(playbook, directory, scenario,
                                          scenario_name=str(args.scenario),
-                                         public_url=settings.public_url))
+                                         public_url=settings.public_url,
+                                         today=args.today))
     except DryRunError as exc:
         print(f"{args.scenario}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        # The Temporal client, worker and server bridge sit in reference cycles that point
+        # into the SDK's Rust core. Left to the collector that runs while Python finalizes,
+        # their native destructors run with the thread state already torn down and abort
+        # the process (`PyGILState_Release`, exit 134/139) after a complete report. Collect
+        # them now, while the interpreter is fully alive.
+        gc.collect()
     print(report.model_dump_json(indent=2) if args.json else render(report), end="")
     if args.json:
         print()

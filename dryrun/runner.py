@@ -241,8 +241,14 @@ def start_input(playbook: PlaybookSnapshot, directory: DirectorySnapshot, scenar
 
 async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
                       scenario: Scenario, *, scenario_name: str = "scenario",
-                      public_url: str = "http://127.0.0.1:8000") -> DryRunReport:
-    """Run `scenario` against `playbook` in virtual time; deliver nothing."""
+                      public_url: str = "http://127.0.0.1:8000",
+                      today: datetime | None = None) -> DryRunReport:
+    """Run `scenario` against `playbook` in virtual time; deliver nothing.
+
+    `today` is the clock seam: relative starts such as "fri 17:40" resolve against it instead
+    of the server's clock (which starts at the wall clock), so the same scenario gives the
+    same roster week, and the same report, on any day. The simulation clock is first moved
+    forward to `today`; it can't go back, so `today` must not be in the past."""
     start = start_input(playbook, directory, scenario, public_url)
     effects = SimulatedEffects()
     queue = f"dryrun-{uuid.uuid4().hex[:8]}"
@@ -252,6 +258,13 @@ async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
                         workflow_runner=workflow_runner())
         async with worker:
             now = await env.get_current_time()
+            if today is not None:
+                if today < now:
+                    raise DryRunError(
+                        f"--today {today.isoformat()} is before the simulation clock "
+                        f"({now:%Y-%m-%d %H:%M} UTC); virtual time only moves forward")
+                await env.sleep(today - now)
+                now = today
             opens_at = scenario.virtual_start(now)
             if opens_at < now:
                 raise DryRunError(

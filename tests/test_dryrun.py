@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,6 +19,7 @@ from domain.validation import PlaybookInvalid
 from dryrun.report import DryRunReport, render
 from dryrun.runner import DryRunError, run_dry_run
 from dryrun.scenario import load_scenario, parse_scenario, parse_start
+from tests.clock import DST_WEEK, EVEN_WEEK, ODD_WEEK, PINNED_TODAYS
 from tests.receivers import HttpReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +36,27 @@ def _entries(report: DryRunReport, kind: str) -> list[tuple[str, dict[str, objec
     return [(report.offset(e.at), e.details) for e in report.timeline if e.kind == kind]
 
 
-def test_legal_silent_and_an_exec_rejects(capsys: pytest.CaptureFixture[str]) -> None:
+def test_pinned_todays_cover_both_roster_weeks_and_a_dst_change(
+        directory: DirectorySnapshot) -> None:
+    roster = directory.definition.roster("exec-oncall")
+    assert {roster.on_call(EVEN_WEEK), roster.on_call(ODD_WEEK)} == {"eve-exec", "vera-vp"}
+    new_york = ZoneInfo("America/New_York")
+    monday = DST_WEEK - timedelta(days=DST_WEEK.weekday())
+    offsets = {(monday + timedelta(days=d)).astimezone(new_york).utcoffset() for d in range(8)}
+    assert len(offsets) == 2
+
+
+@pytest.mark.parametrize("today", PINNED_TODAYS)
+def test_legal_silent_and_an_exec_rejects(capsys: pytest.CaptureFixture[str],
+                                          directory: DirectorySnapshot,
+                                          today: datetime) -> None:
     """The example scenario through the CLI: legal never answers, so the holding statement
     escalates at 15m and 30m and expires at its 4h deadline; the exec has no task."""
-    assert main(["dry-run", str(VIRAL), str(EXAMPLE), "--json"]) == 0
+    assert main(["dry-run", str(VIRAL), str(EXAMPLE), "--json",
+                 "--today", today.isoformat()]) == 0
     report = DryRunReport.model_validate(json.loads(capsys.readouterr().out))
+    # the week decides who the executive on call is; the test asks the roster, not a calendar
+    on_call = directory.definition.roster("exec-oncall").on_call(report.origin)
 
     assert [(at, d["name"]) for at, d in _entries(report, "escalation")] == [
         ("+00:15", "Tier 2 (VP Communications, General Counsel)"),
@@ -56,12 +76,15 @@ def test_legal_silent_and_an_exec_rejects(capsys: pytest.CaptureFixture[str]) ->
     # VP, who is off hours on a Friday evening) and again at 30m
     escalated = [(report.offset(m.at), m.person_id) for m in report.messages
                  if m.kind == "escalation"]
-    assert ("+00:15", "gabe-counsel") in escalated and ("+00:30", "eve-exec") in escalated
+    assert ("+00:15", "gabe-counsel") in escalated and ("+00:15", on_call) in escalated
+    assert [p for at, p in escalated if at == "+00:30"] == [on_call]
     assert {m.step_id for m in report.messages if m.at - report.origin >= timedelta(hours=4)
             and m.kind == "notify"} == {"notify-comms-redraft"}
 
     text = render(report)
     assert "virtual start Fri" in text and "17:40" in text
+    assert report.origin.astimezone(ZoneInfo("America/New_York")).weekday() == 4
+    assert report.origin > today
     lines = text.splitlines()
     assert any(line.startswith("+00:15  escalation") for line in lines)
     assert any(line.startswith("+00:30  escalation") for line in lines)
@@ -92,7 +115,8 @@ events:
     resolve: {summary: Customer answered}
 until: 6h
 """, "test"), directory.definition, "test")
-        report = await run_dry_run(playbook, directory, scenario, public_url=receiver.url(""))
+        report = await run_dry_run(playbook, directory, scenario, public_url=receiver.url(""),
+                                   today=EVEN_WEEK)
         assert receiver.requests == []  # webhooks and the action would all have gone here
 
     assert [(report.offset(a.at), a.url) for a in report.actions] == [
@@ -150,3 +174,19 @@ def test_relative_start_is_the_next_such_local_time() -> None:
     start = parse_start("fri 17:40 America/New_York", sunday)
     assert start.isoformat() == "2026-11-27T17:40:00-05:00"
     assert parse_start("Sun 00:00", sunday).date().isoformat() == "2026-11-29"
+
+
+DRY_RUN_REPEATS = 8  # `make soak` runs 100
+
+
+def test_the_dry_run_cli_exits_cleanly_run_after_run() -> None:
+    """A complete report and exit 0, every time: the Temporal core's native objects used to
+    be freed while Python finalized, aborting 3 runs in 8 with PyGILState_Release."""
+    crisis = shutil.which("crisis")
+    assert crisis, "crisis not on PATH: install the project"
+    command = [crisis, "dry-run", str(EXAMPLE), "--today", EVEN_WEEK.isoformat()]
+    for attempt in range(DRY_RUN_REPEATS):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, (attempt, done.returncode, done.stderr[-2000:])
+        assert "virtual start Fri 2090-02-24 17:40" in done.stdout
+        assert "Fatal Python error" not in done.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,16 +22,23 @@ from domain.incident import (
     StatusUpdateRequest,
 )
 from domain.playbook import Severity
+from tests.clock import EVEN_WEEK, PINNED_TODAYS
 from tests.factories import snapshot, viral_playbook
 from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
 from workflows.incident import IncidentWorkflow
 
 
 @pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
+def today() -> datetime:
+    """The pinned "today" a test starts from; date-sensitive tests parametrize it."""
+    return EVEN_WEEK
+
+
+@pytest.fixture
+async def h(redis_url: str, today: datetime) -> AsyncIterator[Harness]:
     # A server per test: a time-skipping server shared across tests sometimes stays
     # locked after a terminated workflow, and its later sleeps then run in real time.
-    async with fresh_time_env() as env, harness(env, redis_url) as h:
+    async with fresh_time_env() as env, harness(env, redis_url, today) as h:
         yield h
 
 
@@ -131,6 +138,7 @@ async def test_no_quorum_escalates_to_tier_2_at_15m_and_tier_3_at_30m(h: Harness
         for e in tl))
 
 
+@pytest.mark.parametrize("today", PINNED_TODAYS)
 async def test_saturday_0200_off_hours_approvers_are_replaced_by_on_call(h: Harness) -> None:
     """Scenario 2: nobody in London or New York is in hours; on-call covers, quorum stays
     possible, and the clock keeps running through the weekend."""

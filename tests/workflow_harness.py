@@ -138,8 +138,18 @@ async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+async def advance_to_today(env: WorkflowEnvironment, today: datetime) -> None:
+    """Move the virtual clock to a pinned "today" (see `tests.clock`); it can't go back."""
+    now = await env.get_current_time()
+    assert today >= now, f"pinned today {today} is behind the server clock {now}"
+    await env.sleep(today - now)
+
+
 @asynccontextmanager
-async def harness(env: WorkflowEnvironment, redis_url: str) -> AsyncIterator[Harness]:
+async def harness(env: WorkflowEnvironment, redis_url: str,
+                  today: datetime | None = None) -> AsyncIterator[Harness]:
+    if today is not None:
+        await advance_to_today(env, today)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     await redis.flushall()
     queue = f"wf-test-{uuid.uuid4().hex[:8]}"
