@@ -46,6 +46,7 @@ TASK_SUPERVISORS = frozenset({AccessRole.leader, AccessRole.admin})
 TASK_READERS = frozenset({AccessRole.communicator, AccessRole.leader, AccessRole.admin})
 PLAYBOOK_READERS = INBOX_USERS
 PLAYBOOK_ADMINS = frozenset({AccessRole.admin})
+TASK_ADMINS = frozenset({AccessRole.admin})
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,4 @@ IncidentReader = Annotated[Principal, _guard(auth.INCIDENT_READERS, "listing inc
 InboxUser = Annotated[Principal, _guard(auth.INBOX_USERS, "the task inbox")]
 PlaybookReader = Annotated[Principal, _guard(auth.PLAYBOOK_READERS, "reading playbooks")]
 PlaybookAdmin = Annotated[Principal, _guard(auth.PLAYBOOK_ADMINS, "validating playbooks")]
+TaskAdmin = Annotated[Principal, _guard(auth.TASK_ADMINS, "reassigning or cancelling tasks")]

@@ -71,17 +71,6 @@ async def task(read_model: ReadModel, client: Client, task_id: str) -> Task | No
     return next((t for t in view.tasks if t.id == task_id), None)
 
 
-async def delegation_chain(read_model: ReadModel, client: Client, first: Task) -> list[Task]:
-    """The task and the tasks it was delegated on to, in order (bounded)."""
-    chain = [first]
-    while chain[-1].delegated_to is not None and len(chain) < 20:
-        nxt = await task(read_model, client, chain[-1].delegated_to)
-        if nxt is None or nxt in chain:
-            break
-        chain.append(nxt)
-    return chain
-
-
 async def execute_update(client: Client, incident_id: str, update: Any, arg: Any) -> Any:
     """Run a workflow update on the incident's current run."""
     handle = client.get_workflow_handle(incident_id)

@@ -104,6 +104,19 @@ class DelegateBody(BaseModel):
     comment: str = Field(default="", max_length=MAX_COMMENT)
 
 
+class ReassignBody(BaseModel):
+    model_config = _examples({"to": "leo-legal", "reason": "Lena is in hospital"})
+
+    to: str = Field(pattern=IDENT_PATTERN, max_length=64)
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+class CancelTaskBody(BaseModel):
+    model_config = _examples({"reason": "Left the company"})
+
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
 class ValidateBody(BaseModel):
     model_config = _examples({"yaml": "id: viral-complaint\nname: Viral complaint\nversion: 3\n"
                                       "steps:\n  - id: tell\n    notify: {to: [{role: social}], "

@@ -93,6 +93,9 @@ class Person(_Strict):
     access: list[AccessRole] = Field(default_factory=lambda: [AccessRole.reporter])
     timezone: str = "UTC"
     working_hours: WorkingHours | None = None  # None: reachable at any time
+    # people who may carry this person's votes when they delegate (besides the role's
+    # members and its on-call roster)
+    deputies: list[Ident] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -157,6 +160,9 @@ class Directory(_Strict):
         for person in self.people:
             errors += [f"person {person.id!r} has unknown role {r!r}" for r in person.roles
                        if r not in roles]
+        for person in self.people:
+            errors += [f"person {person.id!r} names unknown deputy {d!r}"
+                       for d in person.deputies if d not in people]
         for roster in self.rosters:
             errors += [f"roster {roster.id!r} has unknown member {m!r}" for m in roster.members
                        if m not in people]
@@ -208,12 +214,15 @@ class Target(_Strict):
         return "?"
 
 
+AssignedVia = Literal["direct", "role", "roster", "oncall", "delegation", "reassignment"]
+
+
 class Assignment(_Strict):
     """One person to reach, and why: `via` is direct, role, roster or on-call stand-in."""
 
     person_id: Ident
     role: Ident | None = None
-    via: Literal["direct", "role", "roster", "oncall"] = "direct"
+    via: AssignedVia = "direct"
     replaces: Ident | None = None  # the off-hours person this on-call assignment stands in for
 
 

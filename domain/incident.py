@@ -38,6 +38,7 @@ TimelineKind = Literal[
     "opened", "report_added", "task_created", "notified", "notification_failed", "decision",
     "delegation", "escalation", "node_outcome", "task_cancelled", "task_expired", "action_run",
     "action_failed", "status_update", "reminder", "waited", "branch_taken", "resolved",
+    "task_reassigned",
 ]
 
 
@@ -187,7 +188,6 @@ class IncidentWorkflowState(BaseModel):
     progress: dict[str, StepProgress] = Field(default_factory=dict)  # by step id
     answered: dict[str, Any] = Field(default_factory=dict)  # request id -> first result
     projected_seq: int = 0  # timeline entries already written to the projection
-    runs: int = 1
 
 
 # ---- update and signal payloads -----------------------------------------------------
@@ -221,6 +221,21 @@ class DelegateResult(BaseModel):
     new_task: Task
 
 
+class ReassignRequest(_Request):
+    """An admin moves an open task to another eligible voter."""
+
+    task_id: str = Field(min_length=1, max_length=100)
+    to: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+class CancelTaskRequest(_Request):
+    """An admin cancels an open task; its vote no longer counts."""
+
+    task_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
 class StatusUpdateRequest(_Request):
     message: str = Field(min_length=1, max_length=MAX_TEXT)
 
@@ -233,8 +248,5 @@ class ReportResult(BaseModel):
     created: bool
     incident: Incident
 
-
-TaskTerminal = frozenset({TaskState.approved, TaskState.rejected, TaskState.cancelled,
-                          TaskState.expired, TaskState.delegated})
 
 StartIncident.model_rebuild()

@@ -1,24 +1,47 @@
-"""The incident ledger: every state change of a running incident, as pure functions.
+"""The incident aggregate: the one writer of a running incident's state.
 
-`Ledger` wraps the one serializable `IncidentWorkflowState` the workflow carries (also across
-continue-as-new). It validates and applies decisions and delegations, opens and closes
-approval nodes, and appends to the append-only timeline. It knows nothing of Temporal: the
-workflow supplies the time (`workflow.now()`) and turns `LedgerError` into `ApplicationError`.
-Changes are tracked so `take_batch` can hand the projection exactly what changed.
+`Ledger` owns the one serializable `IncidentWorkflowState` the workflow carries (also across
+continue-as-new) and is the only code that changes it:
+
+- opening: `Ledger.open` builds the state and the `opened` entry;
+- step progress: `progress`, `finish_step`, `set_outcome`, `fire_reminder`;
+- approval nodes: `open_approval` (tasks, off-hours top-up, "not enough approvers"),
+  `next_tier` and `fire_tier` (escalation), `expire_node`, `close_node`;
+- deliveries and actions: `record_delivery`, `record_delivery_failure`, `record_action`;
+- the five commands, each idempotent by request id: `add_report`, `decide`, `delegate`,
+  `post_status_update`, `resolve` (plus the admin commands `reassign` and `cancel_task`).
+  Each has a `validate_*` twin for the workflow's update validators, so a refused command
+  leaves no trace in history.
+
+It knows nothing of Temporal: the caller passes the time (`workflow.now()`) and turns
+`LedgerError` into `ApplicationError`. Changes are tracked so `take_batch` can hand the
+projection exactly what changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel
 
 from domain import errors
-from domain.directory import Assignment, Directory
+from domain.directory import (
+    AccessRole,
+    AssignedVia,
+    Assignment,
+    Directory,
+    Person,
+    Target,
+    resolve_targets,
+)
 from domain.effects import ProjectionBatch
 from domain.ids import task_id
 from domain.incident import (
+    CancelTaskRequest,
     DecideRequest,
     DecideResult,
     DelegateRequest,
@@ -28,17 +51,25 @@ from domain.incident import (
     IncidentView,
     IncidentWorkflowState,
     NodeState,
+    ReassignRequest,
     Report,
+    ResolveRequest,
+    StartIncident,
+    StatusUpdateRequest,
+    StepProgress,
     Task,
     TaskState,
     TimelineEntry,
     TimelineKind,
 )
-from domain.playbook import Approval
+from domain.playbook import Approval, Playbook
 from domain.quorum import Outcome, Policy, Slot, Vote, evaluate, shortfall
 
 MAX_ANSWERED = 1000  # remembered request ids (idempotent updates), oldest dropped first
-COMMUNICATOR_ACCESS = frozenset({"communicator", "admin"})
+COMMUNICATOR_ACCESS = frozenset({AccessRole.communicator, AccessRole.admin})
+ADMIN_ACCESS = frozenset({AccessRole.admin})
+APPROVER_ACCESS = frozenset({AccessRole.approver})
+R = TypeVar("R", bound=BaseModel)
 
 
 class LedgerError(Exception):
@@ -74,17 +105,66 @@ def describe_policy(policy: Policy) -> str:
     return text
 
 
-def fingerprint(payload: Any) -> str:
+def fingerprint(payload: BaseModel) -> str:
     data = payload.model_dump(mode="json", exclude={"request_id"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def has_access(directory: Directory, person_id: str, allowed: frozenset[AccessRole]) -> bool:
+    return directory.has_person(person_id) and bool(
+        allowed & set(directory.person(person_id).access))
+
+
+def eligible_voters(directory: Directory, role: str | None, for_person: str) -> list[Person]:
+    """Who may carry a vote held for `role` by `for_person`: members of the role, members of
+    the role's on-call roster, and deputies named for that person. All need the approver
+    access role, or they could never see or decide the task."""
+    ids: list[str] = []
+    if role is not None:
+        ids += [p.id for p in directory.members_of(role)]
+        role_def = directory.role(role)
+        if role_def is not None and role_def.oncall is not None:
+            ids += directory.roster(role_def.oncall).members
+    if directory.has_person(for_person):
+        ids += list(directory.person(for_person).deputies)
+    seen: set[str] = set()
+    out = []
+    for pid in ids:
+        if pid not in seen and has_access(directory, pid, APPROVER_ACCESS):
+            seen.add(pid)
+            out.append(directory.person(pid))
+    return out
+
+
 class Ledger:
-    def __init__(self, state: IncidentWorkflowState) -> None:
+    def __init__(self, state: IncidentWorkflowState, playbook: Playbook,
+                 directory: Directory) -> None:
         self.state = state
+        self.playbook = playbook
+        self.directory = directory
         self._changed_tasks: set[str] = set()
         self._changed_nodes: set[str] = set()
         self._incident_changed = True
+
+    @classmethod
+    def open(cls, start: StartIncident, at: datetime) -> Ledger:
+        """A new incident, or (with `start.state`) the next run of a continued one."""
+        playbook, directory = start.playbook.definition, start.directory.definition
+        if start.state is not None:
+            ledger = cls(start.state, playbook, directory)
+            ledger.mark_all_changed()
+            return ledger
+        incident = Incident(
+            id=start.incident_id, title=start.title, summary=start.summary,
+            severity=start.severity, source_url=start.source_url, dedup_key=start.dedup_key,
+            opened_by=start.opened_by, opened_at=at, playbook=start.playbook.ref())
+        ledger = cls(IncidentWorkflowState(incident=incident), playbook, directory)
+        ledger.record(at, "opened", start.opened_by, title=start.title,
+                      severity=start.severity.value, source_url=start.source_url,
+                      dedup_key=start.dedup_key, report_id=start.opening_report_id,
+                      playbook_id=start.playbook.id, playbook_version=start.playbook.version,
+                      playbook_sha256=start.playbook.sha256)
+        return ledger
 
     # ---- reading -------------------------------------------------------------------
 
@@ -100,11 +180,17 @@ class Ledger:
         return IncidentView(incident=self.incident, tasks=list(self.state.tasks.values()),
                             nodes=list(self.state.nodes.values()))
 
+    def node(self, step_id: str) -> NodeState | None:
+        return self.state.nodes.get(step_id)
+
     def node_tasks(self, step_id: str) -> list[Task]:
         return [t for t in self.state.tasks.values() if t.node_id == step_id]
 
+    def open_holders(self, step_id: str) -> list[str]:
+        return [t.assignee for t in self.node_tasks(step_id) if t.state == TaskState.open]
+
     def slots(self, step_id: str) -> dict[str, Slot]:
-        """Quorum slots: every task of the node except those handed to a delegate."""
+        """Quorum slots: every task of the node except those handed on or cancelled."""
         vote = {TaskState.approved: Vote.approved, TaskState.rejected: Vote.rejected}
         return {t.id: Slot(role=t.role, vote=vote.get(t.state, Vote.open))
                 for t in self.node_tasks(step_id)
@@ -118,6 +204,24 @@ class Ledger:
             seen.add(task.id)
         return task
 
+    def approval_of(self, task: Task) -> Approval:
+        approval = self.playbook.step(task.node_id).approval
+        assert approval is not None, f"step {task.node_id} is not an approval"
+        return approval
+
+    def resolve(self, targets: list[Target], at: datetime,
+                respect_hours: bool | None = None) -> list[Assignment]:
+        """The people `targets` reach at `at` (off-hours people replaced by on-call)."""
+        respect = self.playbook.defaults.respect_working_hours if respect_hours is None \
+            else respect_hours
+        return resolve_targets(targets, self.directory, at, respect_hours=respect)
+
+    def assignments_of(self, tasks: list[Task]) -> list[Assignment]:
+        """The assignments tasks were created from: how each holder was reached, unresolved
+        again (an on-call stand-in stays `via: oncall, replaces: ...`)."""
+        return [Assignment(person_id=t.assignee, role=t.role, via=cast(AssignedVia, t.via),
+                           replaces=t.replaces) for t in tasks]
+
     # ---- timeline ------------------------------------------------------------------
 
     def record(self, at: datetime, kind: TimelineKind, actor: str, **details: Any) -> TimelineEntry:
@@ -126,9 +230,9 @@ class Ledger:
         self.state.timeline.append(entry)
         return entry
 
-    # ---- idempotent requests -------------------------------------------------------
+    # ---- idempotent commands -------------------------------------------------------
 
-    def answered(self, request: Any) -> Any | None:
+    def _first_answer(self, request: Any) -> Any | None:
         """The first result for this request id, or None; a different payload is a conflict."""
         seen = self.state.answered.get(request.request_id)
         if seen is None:
@@ -138,84 +242,223 @@ class Ledger:
                               f"request id {request.request_id!r} was used for a different request")
         return seen["result"]
 
-    def remember(self, request: Any, result: Any) -> None:
+    def _once(self, request: Any, result_type: type[R], apply: Callable[[], R]) -> R:
+        """Apply a command once per request id; a repeat returns the first result."""
+        first = self._first_answer(request)
+        if first is not None:
+            return result_type.model_validate(first)
+        result = apply()
         answered = self.state.answered
         answered[request.request_id] = {"fingerprint": fingerprint(request),
                                         "result": result.model_dump(mode="json")}
         while len(answered) > MAX_ANSWERED:
             del answered[next(iter(answered))]
+        return result
+
+    def _validate(self, request: Any, check: Callable[[], None]) -> None:
+        """Validator twin of `_once`: a repeat of an answered request always passes."""
+        if self._first_answer(request) is None:
+            check()
+
+    # ---- step progress -------------------------------------------------------------
+
+    def progress(self, step_id: str, at: datetime) -> StepProgress:
+        progress = self.state.progress.get(step_id)
+        if progress is None:
+            progress = StepProgress(started_at=at)
+            self.state.progress[step_id] = progress
+        return progress
+
+    def finish_step(self, step_id: str) -> None:
+        self.state.progress[step_id].status = "done"
+
+    def set_outcome(self, step_id: str, outcome: str) -> None:
+        self.state.progress[step_id].outcome = outcome
+
+    def fire_reminder(self, step_id: str, due: datetime) -> int:
+        """Mark the reminder due at `due` as fired; returns its count since the start."""
+        progress = self.state.progress[step_id]
+        progress.last_fired_at = due
+        return int((due - (progress.started_at or due)) / self.playbook.step(
+            step_id).reminder.every)  # type: ignore[union-attr]
 
     # ---- reports, status, resolution -----------------------------------------------
 
-    def add_report(self, report: Report, at: datetime) -> None:
+    def has_report(self, report_id: str) -> bool:
+        return any(e.details.get("report_id") == report_id for e in self.state.timeline)
+
+    def add_report(self, report: Report, at: datetime) -> bool:
+        """Attach a report once per report id; False if it was already there."""
         self.require_open()
+        if self.has_report(report.id):
+            return False
         self.state.incident.reports += 1
         self._incident_changed = True
         self.record(at, "report_added", report.reported_by, report_id=report.id,
                     summary=report.summary, source_url=report.source_url,
                     severity=report.severity.value if report.severity else None,
                     reports=self.state.incident.reports)
+        return True
 
     def require_open(self) -> None:
         if not self.is_open:
             raise LedgerError(errors.INCIDENT_CLOSED, f"incident {self.incident.id} is resolved")
 
-    def require_communicator(self, actor: str, directory: Directory) -> None:
-        if not directory.has_person(actor):
+    def _require_access(self, actor: str, allowed: frozenset[AccessRole], what: str) -> None:
+        if not self.directory.has_person(actor):
             raise LedgerError(errors.FORBIDDEN, f"unknown person {actor!r}")
-        if not COMMUNICATOR_ACCESS & {a.value for a in directory.person(actor).access}:
-            raise LedgerError(errors.FORBIDDEN, "only a communicator or an admin may do this")
+        if not has_access(self.directory, actor, allowed):
+            raise LedgerError(errors.FORBIDDEN, f"only {what} may do this")
 
-    def resolve(self, actor: str, summary: str, at: datetime) -> None:
+    def _check_communicator(self, actor: str) -> None:
+        self._require_access(actor, COMMUNICATOR_ACCESS, "a communicator or an admin")
         self.require_open()
-        for node in self.state.nodes.values():
-            if node.outcome == Outcome.pending:
-                self.close_node(node.step_id, "cancelled", at, reason="incident resolved")
-        incident = self.state.incident
-        incident.status = IncidentStatus.resolved
-        incident.resolved_at, incident.resolved_by, incident.resolution_summary = at, actor, summary
-        self._incident_changed = True
-        self.record(at, "resolved", actor, summary=summary)
+
+    def validate_status_update(self, req: StatusUpdateRequest) -> None:
+        self._validate(req, lambda: self._check_communicator(req.actor))
+
+    def post_status_update(self, req: StatusUpdateRequest, at: datetime) -> TimelineEntry:
+        def apply() -> TimelineEntry:
+            self._check_communicator(req.actor)
+            return self.record(at, "status_update", req.actor, message=req.message)
+        return self._once(req, TimelineEntry, apply)
+
+    def validate_resolve(self, req: ResolveRequest) -> None:
+        self._validate(req, lambda: self._check_communicator(req.actor))
+
+    def resolve_incident(self, req: ResolveRequest, at: datetime) -> Incident:
+        def apply() -> Incident:
+            self._check_communicator(req.actor)
+            for node in self.state.nodes.values():
+                if node.outcome == Outcome.pending:
+                    self.close_node(node.step_id, "cancelled", at, reason="incident resolved")
+            incident = self.state.incident
+            incident.status = IncidentStatus.resolved
+            incident.resolved_at, incident.resolved_by = at, req.actor
+            incident.resolution_summary = req.summary
+            self._incident_changed = True
+            self.record(at, "resolved", req.actor, summary=req.summary)
+            return incident.model_copy()
+        return self._once(req, Incident, apply)
 
     # ---- approval nodes ------------------------------------------------------------
 
-    def open_node(self, step_id: str, approval: Approval, at: datetime,
-                  deadline: datetime | None, title: str) -> NodeState:
+    def open_approval(self, step_id: str, approval: Approval, at: datetime, *, title: str,
+                      content: str) -> list[Task]:
+        """Open the node with a task per approver (on-call standing in for off-hours
+        people, topped up where that leaves a role short); end it at once if it can never
+        be decided. Returns the tasks to notify (none if the node already ended)."""
+        deadline = at + (approval.deadline or self.playbook.defaults.approval_deadline)
         node = NodeState(step_id=step_id, title=title,
                          policy=describe_policy(policy_for(approval)), opened_at=at,
                          deadline=deadline, tiers_fired=[0] * len(approval.escalation))
         self.state.nodes[step_id] = node
         self._changed_nodes.add(step_id)
-        return node
+        tasks = self._add_tasks(step_id, self.resolve(approval.approvers, at), title=title,
+                                content=content, at=at, deadline=deadline)
+        tasks += self._top_up(step_id, approval, title=title, content=content, at=at,
+                              deadline=deadline)
+        outcome = self.evaluate(step_id, approval)
+        if outcome != Outcome.pending:
+            self.close_node(step_id, outcome, at, reason="not enough approvers")
+            return []
+        return tasks
 
-    def add_tasks(self, step_id: str, assignments: list[Assignment], *, title: str, content: str,
-                  at: datetime, deadline: datetime | None, actor: str = "playbook",
-                  reason: str | None = None) -> list[Task]:
+    def _top_up(self, step_id: str, approval: Approval, *, title: str, content: str,
+                at: datetime, deadline: datetime | None) -> list[Task]:
+        """If off-hours substitution left a role too few voters, add off-hours members back:
+        a vote they might give beats a node that can never be decided."""
+        created = []
+        for role, missing in shortfall(policy_for(approval), self.slots(step_id)).items():
+            holders = {t.assignee for t in self.node_tasks(step_id)}
+            pool = [Assignment(person_id=p.id, role=role, via="role")
+                    for target in approval.approvers
+                    for p in self._people_of(target, role) if p.id not in holders]
+            created += self._add_tasks(
+                step_id, pool[:missing], title=title, content=content, at=at,
+                deadline=deadline, reason="needed for quorum although outside working hours")
+        return created
+
+    def _people_of(self, target: Target, role: str | None) -> list[Person]:
+        if target.role is not None and role in (None, target.role):
+            return self.directory.members_of(target.role)
+        if target.person is not None:
+            person = self.directory.person(target.person)
+            return [person] if role is None or role in person.roles else []
+        return []
+
+    def _add_tasks(self, step_id: str, assignments: list[Assignment], *, title: str,
+                   content: str, at: datetime, deadline: datetime | None,
+                   actor: str = "playbook", reason: str | None = None) -> list[Task]:
         """One open task per assignment, skipping people who already hold one in the node."""
-        holding = {t.assignee for t in self.node_tasks(step_id) if t.state == TaskState.open}
+        holding = set(self.open_holders(step_id))
         created = []
         for assignment in assignments:
             if assignment.person_id in holding:
                 continue
             holding.add(assignment.person_id)
-            task = Task(id=task_id(self.incident.id, step_id, len(self.node_tasks(step_id)) + 1),
-                        incident_id=self.incident.id, node_id=step_id, title=title,
-                        content=content, assignee=assignment.person_id, role=assignment.role,
-                        via=assignment.via, replaces=assignment.replaces, created_at=at,
-                        deadline=deadline)
-            self.state.tasks[task.id] = task
-            self._changed_tasks.add(task.id)
+            task = self._new_task(step_id, assignee=assignment.person_id, role=assignment.role,
+                                  via=assignment.via, replaces=assignment.replaces, title=title,
+                                  content=content, at=at, deadline=deadline)
             created.append(task)
             self.record(at, "task_created", actor, task_id=task.id, node=step_id,
                         assignee=task.assignee, role=task.role, via=task.via,
                         replaces=task.replaces, reason=reason)
         return created
 
-    def shortfall(self, step_id: str, approval: Approval) -> dict[str | None, int]:
-        return shortfall(policy_for(approval), self.slots(step_id))
+    def _new_task(self, step_id: str, *, assignee: str, role: str | None, via: str,
+                  title: str, content: str, at: datetime, deadline: datetime | None,
+                  replaces: str | None = None, delegated_from: str | None = None) -> Task:
+        task = Task(id=task_id(self.incident.id, step_id, len(self.node_tasks(step_id)) + 1),
+                    incident_id=self.incident.id, node_id=step_id, title=title, content=content,
+                    assignee=assignee, role=role, via=via, replaces=replaces, created_at=at,
+                    deadline=deadline, delegated_from=delegated_from)
+        self.state.tasks[task.id] = task
+        self._changed_tasks.add(task.id)
+        return task
 
     def evaluate(self, step_id: str, approval: Approval) -> Outcome:
         return evaluate(policy_for(approval), self.slots(step_id))
+
+    def next_tier(self, step_id: str, approval: Approval) -> tuple[int | None, datetime | None]:
+        """The escalation tier that fires next, and when (None, None when none is left)."""
+        node = self.state.nodes[step_id]
+        best: tuple[int | None, datetime | None] = (None, None)
+        for index, tier in enumerate(approval.escalation):
+            count = node.tiers_fired[index] if index < len(node.tiers_fired) else 0
+            if count > tier.repeat:
+                continue
+            at = node.opened_at + tier.after + count * (tier.every or tier.after)
+            if best[1] is None or at < best[1]:
+                best = (index, at)
+        return best
+
+    def fire_tier(self, step_id: str, approval: Approval, index: int, at: datetime, *,
+                  title: str, content: str) -> tuple[int, list[str], list[Task]]:
+        """Record a firing of escalation tier `index`; add its approvers. Returns the
+        firing count, who the node was waiting on, and the tasks added."""
+        tier = approval.escalation[index]
+        node = self.state.nodes[step_id]
+        while len(node.tiers_fired) <= index:
+            node.tiers_fired.append(0)
+        node.tiers_fired[index] += 1
+        self._changed_nodes.add(step_id)
+        firing = node.tiers_fired[index]
+        waiting = self.open_holders(step_id)
+        self.record(at, "escalation", "playbook", node=step_id, tier=index + 1,
+                    name=tier.name, firing=firing,
+                    notify=[t.label() for t in tier.notify],
+                    add_approvers=[t.label() for t in tier.add_approvers],
+                    waiting_on=waiting)
+        added: list[Task] = []
+        if tier.add_approvers:
+            added = self._add_tasks(step_id, self.resolve(tier.add_approvers, at), title=title,
+                                    content=content, at=at, deadline=node.deadline,
+                                    reason=f"escalation tier {index + 1}")
+        return firing, waiting, added
+
+    def expire_node(self, step_id: str, at: datetime) -> None:
+        self.close_node(step_id, Outcome.expired, at, reason="deadline passed without quorum")
 
     def close_node(self, step_id: str, outcome: Outcome | str, at: datetime,
                    reason: str | None = None) -> None:
@@ -229,9 +472,7 @@ class Ledger:
         left = TaskState.expired if outcome == Outcome.expired else TaskState.cancelled
         for task in self.node_tasks(step_id):
             if task.state == TaskState.open:
-                task.state = left
-                task.rev += 1
-                self._changed_tasks.add(task.id)
+                self._set_task_state(task, left)
                 self.record(at, "task_expired" if left == TaskState.expired else "task_cancelled",
                             "system", task_id=task.id, assignee=task.assignee, node=step_id)
         slots = self.slots(step_id)
@@ -240,8 +481,33 @@ class Ledger:
                     approved=[t for t, s in slots.items() if s.vote is Vote.approved],
                     rejected=[t for t, s in slots.items() if s.vote is Vote.rejected])
 
-    def node_result(self, step_id: str) -> NodeState:
-        return self.state.nodes[step_id]
+    def _set_task_state(self, task: Task, state: TaskState) -> None:
+        task.state = state
+        task.rev += 1
+        self._changed_tasks.add(task.id)
+
+    # ---- deliveries and actions ----------------------------------------------------
+
+    def record_delivery(self, *, at: datetime, step_id: str, kind: str, assignment: Assignment,
+                        channels: list[str], skipped: dict[str, str] | None) -> None:
+        self.record(at, "reminder" if kind == "reminder" else "notified", "system",
+                    step=step_id, to=assignment.person_id, purpose=kind, channels=channels,
+                    skipped=skipped or None, via=assignment.via, replaces=assignment.replaces)
+
+    def record_delivery_failure(self, *, at: datetime, step_id: str, kind: str,
+                                person_id: str, error: str) -> None:
+        self.record(at, "notification_failed", "system", step=step_id, to=person_id,
+                    purpose=kind, error=error)
+
+    def record_action(self, *, at: datetime, step_id: str, url: str,
+                      status_code: int | None = None, error: str | None = None) -> None:
+        if error is None:
+            self.set_outcome(step_id, "done")
+            self.record(at, "action_run", "system", step=step_id, url=url,
+                        status_code=status_code)
+        else:
+            self.record(at, "action_failed", "system", step=step_id, url=url, error=error)
+            self.set_outcome(step_id, "failed")
 
     # ---- decisions and delegation --------------------------------------------------
 
@@ -250,11 +516,14 @@ class Ledger:
         if task is None:
             raise LedgerError(errors.TASK_NOT_FOUND, f"no task {task_id_!r}")
         live = self.holder(task)
-        if actor not in (live.assignee,):
+        if actor != live.assignee:
             if actor == task.assignee and task.state == TaskState.delegated:
                 raise LedgerError(errors.TASK_CLOSED,
                                   f"task {task.id} was delegated to {live.assignee}")
             raise LedgerError(errors.NOT_YOUR_TASK, f"task {task.id} is not assigned to {actor}")
+        return self._require_decidable(live)
+
+    def _require_decidable(self, live: Task) -> Task:
         self.require_open()
         if live.state != TaskState.open:
             raise LedgerError(errors.TASK_CLOSED, f"task {live.id} is {live.state.value}")
@@ -263,65 +532,126 @@ class Ledger:
             raise LedgerError(errors.TASK_CLOSED, f"approval {live.node_id} has ended")
         return live
 
+    def _admin_task(self, task_id_: str, actor: str) -> Task:
+        self._require_access(actor, ADMIN_ACCESS, "an admin")
+        task = self.state.tasks.get(task_id_)
+        if task is None:
+            raise LedgerError(errors.TASK_NOT_FOUND, f"no task {task_id_!r}")
+        return self._require_decidable(self.holder(task))
+
     def validate_decision(self, req: DecideRequest) -> None:
-        if self.answered(req) is None:
+        def check() -> None:
             self._live_task_for(req.task_id, req.actor)
+        self._validate(req, check)
 
-    def decide(self, req: DecideRequest, approval: Approval, at: datetime) -> DecideResult:
+    def decide(self, req: DecideRequest, at: datetime) -> DecideResult:
         """Apply a vote; end the node at once if it is now approved, rejected or vetoed."""
-        first = self.answered(req)
-        if first is not None:
-            return DecideResult.model_validate(first)
-        task = self._live_task_for(req.task_id, req.actor)
-        task.state = TaskState.approved if req.decision == "approve" else TaskState.rejected
-        task.decided_at, task.decided_by, task.comment = at, req.actor, req.comment or None
-        task.rev += 1
-        self._changed_tasks.add(task.id)
-        self.record(at, "decision", req.actor, task_id=task.id, node=task.node_id,
-                    decision=req.decision, comment=req.comment or None, role=task.role)
-        outcome = self.evaluate(task.node_id, approval)
-        if outcome != Outcome.pending:
-            self.close_node(task.node_id, outcome, at,
-                            reason=f"{req.decision} by {req.actor}")
-        result = DecideResult(task=task, node=self.state.nodes[task.node_id])
-        self.remember(req, result)
-        return result
+        def apply() -> DecideResult:
+            task = self._live_task_for(req.task_id, req.actor)
+            self._set_task_state(task, TaskState.approved if req.decision == "approve"
+                                 else TaskState.rejected)
+            task.decided_at, task.decided_by, task.comment = at, req.actor, req.comment or None
+            self.record(at, "decision", req.actor, task_id=task.id, node=task.node_id,
+                        decision=req.decision, comment=req.comment or None, role=task.role)
+            self._settle(task.node_id, at, reason=f"{req.decision} by {req.actor}")
+            return DecideResult(task=task.model_copy(),
+                                node=self.state.nodes[task.node_id].model_copy())
+        return self._once(req, DecideResult, apply)
 
-    def validate_delegation(self, req: DelegateRequest, directory: Directory) -> None:
-        if self.answered(req) is not None:
-            return
-        task = self._live_task_for(req.task_id, req.actor)
-        if not directory.has_person(req.to):
-            raise LedgerError(errors.INVALID_DELEGATE, f"unknown person {req.to!r}")
-        if req.to == task.assignee:
+    def _settle(self, step_id: str, at: datetime, reason: str) -> None:
+        approval = self.playbook.step(step_id).approval
+        assert approval is not None
+        outcome = self.evaluate(step_id, approval)
+        if outcome != Outcome.pending:
+            self.close_node(step_id, outcome, at, reason=reason)
+
+    def _check_new_holder(self, task: Task, to: str) -> None:
+        if not self.directory.has_person(to):
+            raise LedgerError(errors.INVALID_DELEGATE, f"unknown person {to!r}")
+        if to == task.assignee:
             raise LedgerError(errors.INVALID_DELEGATE, "a task can't be delegated to its holder")
-        if any(t.assignee == req.to and t.state == TaskState.open
-               for t in self.node_tasks(task.node_id)):
+        if to in self.open_holders(task.node_id):
             raise LedgerError(errors.INVALID_DELEGATE,
-                              f"{req.to} already holds a task in this approval")
+                              f"{to} already holds a task in this approval")
+        original = self._origin(task)
+        eligible = {p.id for p in eligible_voters(self.directory, task.role, original.assignee)}
+        if to not in eligible:
+            role = f"role {task.role}" if task.role else "this task"
+            raise LedgerError(
+                errors.INVALID_DELEGATE,
+                f"{to} can't vote for {role}: a delegate must be an approver who is a member "
+                f"of the role, on its on-call roster, or a deputy named for "
+                f"{original.assignee}")
+
+    def _origin(self, task: Task) -> Task:
+        while task.delegated_from is not None and task.delegated_from in self.state.tasks:
+            task = self.state.tasks[task.delegated_from]
+        return task
+
+    def validate_delegation(self, req: DelegateRequest) -> None:
+        def check() -> None:
+            self._check_new_holder(self._live_task_for(req.task_id, req.actor), req.to)
+        self._validate(req, check)
 
     def delegate(self, req: DelegateRequest, at: datetime) -> DelegateResult:
         """Move the vote to `req.to`: the old task becomes `delegated`, a new one opens."""
-        first = self.answered(req)
-        if first is not None:
-            return DelegateResult.model_validate(first)
-        old = self._live_task_for(req.task_id, req.actor)
-        new = Task(id=task_id(self.incident.id, old.node_id, len(self.node_tasks(old.node_id)) + 1),
-                   incident_id=old.incident_id, node_id=old.node_id, title=old.title,
-                   content=old.content, assignee=req.to, role=old.role, via="delegation",
-                   created_at=at, deadline=old.deadline, delegated_from=old.id)
-        old.state, old.delegated_to, old.decided_at, old.decided_by = (
-            TaskState.delegated, new.id, at, req.actor)
-        old.comment = req.comment or None
-        old.rev += 1
-        self.state.tasks[new.id] = new
-        self._changed_tasks |= {old.id, new.id}
-        self.record(at, "delegation", req.actor, task_id=old.id, new_task_id=new.id,
-                    node=old.node_id, **{"from": req.actor, "to": req.to},
-                    comment=req.comment or None)
-        result = DelegateResult(task=old, new_task=new)
-        self.remember(req, result)
-        return result
+        def apply() -> DelegateResult:
+            old = self._live_task_for(req.task_id, req.actor)
+            self._check_new_holder(old, req.to)
+            new = self._hand_on(old, req.to, at, via="delegation", actor=req.actor,
+                                comment=req.comment)
+            self.record(at, "delegation", req.actor, task_id=old.id, new_task_id=new.id,
+                        node=old.node_id, **{"from": req.actor, "to": req.to},
+                        comment=req.comment or None)
+            return DelegateResult(task=old.model_copy(), new_task=new.model_copy())
+        return self._once(req, DelegateResult, apply)
+
+    def _hand_on(self, old: Task, to: str, at: datetime, *, via: str, actor: str,
+                 comment: str) -> Task:
+        new = self._new_task(old.node_id, assignee=to, role=old.role, via=via, title=old.title,
+                             content=old.content, at=at, deadline=old.deadline,
+                             delegated_from=old.id)
+        old.delegated_to, old.decided_at, old.decided_by = new.id, at, actor
+        old.comment = comment or None
+        self._set_task_state(old, TaskState.delegated)
+        return new
+
+    def validate_reassign(self, req: ReassignRequest) -> None:
+        def check() -> None:
+            self._check_new_holder(self._admin_task(req.task_id, req.actor), req.to)
+        self._validate(req, check)
+
+    def reassign(self, req: ReassignRequest, at: datetime) -> DelegateResult:
+        """An admin moves an open task to another eligible voter, giving a reason."""
+        def apply() -> DelegateResult:
+            old = self._admin_task(req.task_id, req.actor)
+            self._check_new_holder(old, req.to)
+            new = self._hand_on(old, req.to, at, via="reassignment", actor=req.actor,
+                                comment=req.reason)
+            self.record(at, "task_reassigned", req.actor, task_id=old.id, new_task_id=new.id,
+                        node=old.node_id, **{"from": old.assignee, "to": req.to},
+                        reason=req.reason)
+            return DelegateResult(task=old.model_copy(), new_task=new.model_copy())
+        return self._once(req, DelegateResult, apply)
+
+    def validate_cancel_task(self, req: CancelTaskRequest) -> None:
+        def check() -> None:
+            self._admin_task(req.task_id, req.actor)
+        self._validate(req, check)
+
+    def cancel_task(self, req: CancelTaskRequest, at: datetime) -> DecideResult:
+        """An admin cancels an open task (its vote no longer counts), giving a reason; the
+        node is evaluated again, so it may now be decided."""
+        def apply() -> DecideResult:
+            task = self._admin_task(req.task_id, req.actor)
+            self._set_task_state(task, TaskState.cancelled)
+            task.decided_at, task.decided_by, task.comment = at, req.actor, req.reason
+            self.record(at, "task_cancelled", req.actor, task_id=task.id,
+                        assignee=task.assignee, node=task.node_id, reason=req.reason)
+            self._settle(task.node_id, at, reason=f"task cancelled by {req.actor}")
+            return DecideResult(task=task.model_copy(),
+                                node=self.state.nodes[task.node_id].model_copy())
+        return self._once(req, DecideResult, apply)
 
     # ---- projection ----------------------------------------------------------------
 
@@ -350,3 +680,4 @@ class Ledger:
         self._changed_nodes = set(self.state.nodes)
         self._incident_changed = True
         self.state.projected_seq = 0
+

@@ -34,18 +34,19 @@ T = TypeVar("T")
 
 MATRIX_DIRECTORY: dict[str, Any] = {
     "people": [
-        {"id": "rita", "name": "Rita Reporter", "access": ["reporter"]},
-        {"id": "cora", "name": "Cora Communicator", "access": ["communicator"]},
+        {"id": "rita", "name": "Rita Reporter", "access": ["reporter"], "deputies": ["dora"]},
+        {"id": "cora", "name": "Cora Communicator", "access": ["communicator"], "deputies": ["dora"]},
         {"id": "alex", "name": "Alex Approver", "roles": ["legal"], "access": ["approver"]},
         {"id": "abby", "name": "Abby Approver", "roles": ["legal"], "access": ["approver"]},
-        {"id": "liam", "name": "Liam Leader", "access": ["leader"]},
-        {"id": "adam", "name": "Adam Admin", "access": ["admin"]},
+        {"id": "liam", "name": "Liam Leader", "access": ["leader"], "deputies": ["dora"]},
+        {"id": "adam", "name": "Adam Admin", "access": ["admin"], "deputies": ["dora"]},
         {"id": "dora", "name": "Dora Deputy", "roles": ["legal"], "access": ["approver"]},
     ],
     "roles": [{"id": "legal"}],
 }
 
-MATRIX_TASK_HOLDERS = ("rita", "cora", "alex", "abby", "liam", "adam")  # not dora
+# not dora: she is the deputy every task holder may delegate to (by role or as a named deputy)
+MATRIX_TASK_HOLDERS = ("rita", "cora", "alex", "abby", "liam", "adam")
 
 MATRIX_PLAYBOOKS: dict[str, dict[str, Any]] = {
     # one task for each role's person (and abby); one approval leaves the node pending

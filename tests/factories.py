@@ -15,16 +15,17 @@ OFFICE = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": 
 
 
 def person(pid: str, roles: list[str], tz: str = "Europe/London", *, hours: Any = OFFICE,
-           access: list[str] | None = None) -> dict[str, Any]:
+           access: list[str] | None = None, deputies: list[str] | None = None
+           ) -> dict[str, Any]:
     return {"id": pid, "name": pid.replace("-", " ").title(), "roles": roles, "timezone": tz,
             "working_hours": hours, "email": f"{pid}@example.com",
-            "access": access or ["reporter", "approver"]}
+            "access": access or ["reporter", "approver"], "deputies": deputies or []}
 
 
 def directory() -> Directory:
     return Directory.model_validate({
         "people": [
-            person("lena-legal", ["legal"], "Europe/London"),
+            person("lena-legal", ["legal"], "Europe/London", deputies=["vera-vp"]),
             person("leo-legal", ["legal"], "America/New_York"),
             person("cara-comms", ["comms-lead"], "Europe/London"),
             person("colin-comms", ["comms-lead"], "America/New_York"),

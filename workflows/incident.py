@@ -27,7 +27,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.directory import Assignment, Directory, Target, resolve_targets
+    from domain.directory import Assignment
     from domain.effects import (
         ActionRequest,
         ActionResult,
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Recipient,
     )
     from domain.incident import (
+        CancelTaskRequest,
         DecideRequest,
         DecideResult,
         DelegateRequest,
@@ -44,13 +45,13 @@ with workflow.unsafe.imports_passed_through():
         Incident,
         IncidentFinal,
         IncidentView,
-        IncidentWorkflowState,
+        ReassignRequest,
         Report,
         ReportResult,
         ResolveRequest,
         StartIncident,
         StatusUpdateRequest,
-        StepProgress,
+        Task,
         TimelineEntry,
     )
     from domain.ledger import Ledger, LedgerError
@@ -79,24 +80,7 @@ class IncidentWorkflow:
     def __init__(self, start: StartIncident) -> None:
         self.start = start
         self.playbook = start.playbook.definition
-        self.directory: Directory = start.directory.definition
-        if start.state is not None:
-            self.ledger = Ledger(start.state)
-            self.ledger.state.runs += 1
-            self.ledger.mark_all_changed()
-        else:
-            now = workflow.now()
-            incident = Incident(
-                id=start.incident_id, title=start.title, summary=start.summary,
-                severity=start.severity, source_url=start.source_url, dedup_key=start.dedup_key,
-                opened_by=start.opened_by, opened_at=now, playbook=start.playbook.ref())
-            self.ledger = Ledger(IncidentWorkflowState(incident=incident))
-            self.ledger.record(now, "opened", start.opened_by, title=start.title,
-                               severity=start.severity.value, source_url=start.source_url,
-                               dedup_key=start.dedup_key, report_id=start.opening_report_id,
-                               playbook_id=start.playbook.id,
-                               playbook_version=start.playbook.version,
-                               playbook_sha256=start.playbook.sha256)
+        self.ledger = Ledger.open(start, workflow.now())
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -161,27 +145,21 @@ class IncidentWorkflow:
                 return False
         return True
 
-    def _progress(self, step: Step) -> StepProgress:
-        progress = self.ledger.state.progress.get(step.id)
-        if progress is None:
-            progress = StepProgress(started_at=workflow.now())
-            self.ledger.state.progress[step.id] = progress
-        return progress
-
     async def _run_step(self, step: Step) -> bool:
         """Run one step (resuming from its progress); True once it has completed."""
-        progress = self._progress(step)
+        ledger = self.ledger
+        progress = ledger.progress(step.id, workflow.now())
         if progress.status == "done":
             return True
         completed = True
         if step.notify is not None:
-            await self._notify(step.id, step.notify.to, step.notify.message, kind="notify",
-                               channels=step.notify.channels)
+            await self._notify(step.id, ledger.resolve(step.notify.to, workflow.now()),
+                               step.notify.message, kind="notify", channels=step.notify.channels)
         elif step.approval is not None:
             outcome = await self._run_approval(step.id, step.approval)
             if outcome == Outcome.pending:
                 return False
-            progress.outcome = str(outcome)
+            ledger.set_outcome(step.id, str(outcome))
             branch = step.approval.on_approved if outcome == Outcome.approved \
                 else step.approval.on_rejected
             completed = await self._run_steps(branch)
@@ -189,17 +167,18 @@ class IncidentWorkflow:
             assert progress.started_at is not None
             completed = await self._wait(progress.started_at + step.wait.duration)
             if completed:
-                self.ledger.record(workflow.now(), "waited", "playbook", step=step.id,
-                                   duration=str(step.wait.duration))
+                ledger.record(workflow.now(), "waited", "playbook", step=step.id,
+                              duration=str(step.wait.duration))
         elif step.action is not None:
             await self._run_action(step)
         elif step.branch is not None:
             if progress.outcome is None:
                 value = self._lookup(step.branch.on)
-                progress.outcome = value if value in step.branch.cases else "default"
-                self.ledger.record(workflow.now(), "branch_taken", "playbook", step=step.id,
-                                   on=step.branch.on, value=value, case=progress.outcome)
-            chosen = step.branch.cases.get(progress.outcome, step.branch.default)
+                case = value if value in step.branch.cases else "default"
+                ledger.set_outcome(step.id, case)
+                ledger.record(workflow.now(), "branch_taken", "playbook", step=step.id,
+                              on=step.branch.on, value=value, case=case)
+            chosen = step.branch.cases.get(progress.outcome or "", step.branch.default)
             completed = await self._run_steps(chosen)
         elif step.parallel is not None:
             branches = [asyncio.create_task(self._run_steps(b)) for b in step.parallel.branches]
@@ -214,33 +193,27 @@ class IncidentWorkflow:
             await workflow.wait_condition(self._halted)
             completed = False
         if completed:
-            progress.status = "done"
+            ledger.finish_step(step.id)
         await self._sync()
         return completed
 
     # ---- approval nodes ------------------------------------------------------------
 
     async def _run_approval(self, step_id: str, approval: Approval) -> Outcome:
+        """Open the node (once), then wait for its outcome, firing tiers and the deadline."""
         ledger = self.ledger
-        node = ledger.state.nodes.get(step_id)
+        node = ledger.node(step_id)
         content = self._render(approval.content)
         title = self._render(approval.title)
         if node is None:
-            now = workflow.now()
-            deadline = now + (approval.deadline or self.playbook.defaults.approval_deadline)
-            node = ledger.open_node(step_id, approval, now, deadline, title)
-            assignments = self._resolve(approval.approvers)
-            tasks = ledger.add_tasks(step_id, assignments, title=title,
-                                     content=content, at=now, deadline=deadline)
-            tasks += self._top_up(step_id, approval, title, content, now, deadline)
-            outcome = ledger.evaluate(step_id, approval)
-            if outcome != Outcome.pending:
-                ledger.close_node(step_id, outcome, now, reason="not enough approvers")
+            tasks = ledger.open_approval(step_id, approval, workflow.now(), title=title,
+                                         content=content)
+            node = ledger.state.nodes[step_id]
             await self._sync()
-            if node.outcome == Outcome.pending:
-                await self._notify_tasks(step_id, [t.assignee for t in tasks], approval, content)
+            if tasks:
+                await self._notify_tasks(step_id, tasks, approval, content)
         while node.outcome == Outcome.pending and not self._halted():
-            tier_index, fire_at = self._next_tier(approval, node.opened_at, node.tiers_fired)
+            tier_index, fire_at = ledger.next_tier(step_id, approval)
             assert node.deadline is not None
             wake = min(fire_at, node.deadline) if fire_at is not None else node.deadline
             timeout = wake - workflow.now()
@@ -255,70 +228,19 @@ class IncidentWorkflow:
             if self._halted():
                 break
             if workflow.now() >= node.deadline:
-                ledger.close_node(step_id, Outcome.expired, workflow.now(),
-                                  reason="deadline passed without quorum")
+                ledger.expire_node(step_id, workflow.now())
                 await self._sync()
             elif tier_index is not None:
                 await self._fire_tier(step_id, approval, tier_index, title, content)
         return Outcome.pending if node.outcome == "cancelled" else Outcome(node.outcome)
 
-    def _top_up(self, step_id: str, approval: Approval, title: str, content: str,
-                now: datetime, deadline: datetime) -> list[Any]:
-        """If off-hours substitution left a role too few voters, add off-hours members back:
-        a vote they might give beats a node that can never be decided."""
-        created = []
-        for role, missing in self.ledger.shortfall(step_id, approval).items():
-            holders = {t.assignee for t in self.ledger.node_tasks(step_id)}
-            pool = [Assignment(person_id=p.id, role=role, via="role")
-                    for target in approval.approvers
-                    for p in self._people_of(target, role) if p.id not in holders]
-            created += self.ledger.add_tasks(
-                step_id, pool[:missing], title=title, content=content, at=now,
-                deadline=deadline, reason="needed for quorum although outside working hours")
-        return created
-
-    def _people_of(self, target: Target, role: str | None) -> list[Any]:
-        if target.role is not None and role in (None, target.role):
-            return self.directory.members_of(target.role)
-        if target.person is not None:
-            person = self.directory.person(target.person)
-            return [person] if role is None or role in person.roles else []
-        return []
-
-    @staticmethod
-    def _next_tier(approval: Approval, opened_at: datetime,
-                   fired: list[int]) -> tuple[int | None, datetime | None]:
-        best: tuple[int | None, datetime | None] = (None, None)
-        for index, tier in enumerate(approval.escalation):
-            count = fired[index] if index < len(fired) else 0
-            if count > tier.repeat:
-                continue
-            at = opened_at + tier.after + count * (tier.every or tier.after)
-            if best[1] is None or at < best[1]:
-                best = (index, at)
-        return best
-
     async def _fire_tier(self, step_id: str, approval: Approval, index: int, title: str,
                          content: str) -> None:
         tier = approval.escalation[index]
-        node = self.ledger.state.nodes[step_id]
-        while len(node.tiers_fired) <= index:
-            node.tiers_fired.append(0)
-        node.tiers_fired[index] += 1
-        firing = node.tiers_fired[index]
         now = workflow.now()
-        waiting = [t.assignee for t in self.ledger.node_tasks(step_id) if t.state == "open"]
-        self.ledger.record(now, "escalation", "playbook", node=step_id, tier=index + 1,
-                           name=tier.name, firing=firing,
-                           notify=[t.label() for t in tier.notify],
-                           add_approvers=[t.label() for t in tier.add_approvers],
-                           waiting_on=waiting)
-        added = []
-        if tier.add_approvers:
-            added = self.ledger.add_tasks(step_id, self._resolve(tier.add_approvers),
-                                          title=title, content=content, at=now,
-                                          deadline=node.deadline,
-                                          reason=f"escalation tier {index + 1}")
+        firing, waiting, added = self.ledger.fire_tier(step_id, approval, index, now,
+                                                       title=title, content=content)
+        node = self.ledger.state.nodes[step_id]
         await self._sync()
         message = tier.message or (
             f"ESCALATION (tier {index + 1}): '{title}' for incident "
@@ -328,26 +250,22 @@ class IncidentWorkflow:
             "{{incident.url}}")
         suffix = f"tier{index + 1}.{firing}"
         if tier.notify:
-            await self._notify(step_id, tier.notify, message, kind="escalation", suffix=suffix)
+            await self._notify(step_id, self.ledger.resolve(tier.notify, now), message,
+                               kind="escalation", suffix=suffix)
         if added:
-            await self._notify_tasks(step_id, [t.assignee for t in added], approval, content,
-                                     suffix=suffix)
+            await self._notify_tasks(step_id, added, approval, content, suffix=suffix)
 
-    async def _notify_tasks(self, step_id: str, people: list[str], approval: Approval,
+    async def _notify_tasks(self, step_id: str, tasks: list[Task], approval: Approval,
                             content: str, suffix: str = "tasks") -> None:
+        """Tell each task's holder, as they were assigned: an on-call stand-in's message
+        is recorded `via: oncall, replaces: ...`, like its task."""
         message = (f"Your approval is needed: {self._render(approval.title)} (incident "
                    "'{{incident.title}}', severity {{incident.severity}}). Policy: "
                    f"{self.ledger.state.nodes[step_id].policy}.\n\n{content}\n\n{{{{incident.url}}}}")
-        await self._notify(step_id, [Target(person=p) for p in people], message, kind="task",
-                           suffix=suffix, resolve_hours=False)
+        await self._notify(step_id, self.ledger.assignments_of(tasks), message, kind="task",
+                           suffix=suffix)
 
     # ---- effects -------------------------------------------------------------------
-
-    def _resolve(self, targets: list[Target],
-                 resolve_hours: bool | None = None) -> list[Assignment]:
-        respect = self.playbook.defaults.respect_working_hours if resolve_hours is None \
-            else resolve_hours
-        return resolve_targets(targets, self.directory, workflow.now(), respect_hours=respect)
 
     async def _activity(self, name: str, arg: Any, result_type: type[T],
                         retry: RetryPolicy) -> T:
@@ -356,18 +274,18 @@ class IncidentWorkflow:
             retry_policy=retry)
         return result
 
-    async def _notify(self, step_id: str, targets: list[Target], template: str, *, kind: str,
-                      channels: list[Channel] | None = None, suffix: str | None = None,
-                      resolve_hours: bool | None = None) -> None:
-        assignments = self._resolve(targets, resolve_hours)
+    async def _notify(self, step_id: str, assignments: list[Assignment], template: str, *,
+                      kind: str, channels: list[Channel] | None = None,
+                      suffix: str | None = None) -> None:
         message = self._render(template)
-        subject = f"[{self.ledger.incident.severity.value.upper()}] {self.ledger.incident.title}"
-        key = f"{self.ledger.incident.id}:{step_id}" + (f":{suffix}" if suffix else "")
+        incident = self.ledger.incident
+        subject = f"[{incident.severity.value.upper()}] {incident.title}"
+        key = f"{incident.id}:{step_id}" + (f":{suffix}" if suffix else "")
         calls = []
         for assignment in assignments:
-            person = self.directory.person(assignment.person_id)
+            person = self.ledger.directory.person(assignment.person_id)
             request = NotifyRequest(
-                idempotency_key=f"{key}:{person.id}", incident_id=self.ledger.incident.id,
+                idempotency_key=f"{key}:{person.id}", incident_id=incident.id,
                 step_id=step_id, kind=kind,
                 recipient=Recipient(person_id=person.id, name=person.name, email=person.email,
                                     webhook=person.webhook),
@@ -381,15 +299,14 @@ class IncidentWorkflow:
         try:
             result = await self._activity("notify", request, NotifyResult, NOTIFY_RETRY)
         except ActivityError as exc:
-            self.ledger.record(workflow.now(), "notification_failed", "system",
-                               step=request.step_id, to=request.recipient.person_id,
-                               purpose=request.kind, error=str(exc.cause or exc))
+            self.ledger.record_delivery_failure(
+                at=workflow.now(), step_id=request.step_id, kind=request.kind,
+                person_id=request.recipient.person_id, error=str(exc.cause or exc))
             return
-        self.ledger.record(workflow.now(), "reminder" if request.kind == "reminder" else "notified",
-                           "system", step=request.step_id, to=request.recipient.person_id,
-                           purpose=request.kind, channels=[*result.delivered, *result.already_done],
-                           skipped=result.skipped or None, via=assignment.via,
-                           replaces=assignment.replaces)
+        self.ledger.record_delivery(
+            at=workflow.now(), step_id=request.step_id, kind=request.kind,
+            assignment=assignment, channels=[*result.delivered, *result.already_done],
+            skipped=result.skipped)
 
     async def _gather(self, calls: Sequence[Awaitable[None]]) -> None:
         if not calls:
@@ -410,26 +327,24 @@ class IncidentWorkflow:
         try:
             result = await self._activity("run_action", request, ActionResult, ACTION_RETRY)
         except ActivityError as exc:
-            self.ledger.record(workflow.now(), "action_failed", "system", step=step.id,
-                               url=request.url, error=str(exc.cause or exc))
-            self._progress(step).outcome = "failed"
+            self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
+                                      error=str(exc.cause or exc))
             return
-        self._progress(step).outcome = "done"
-        self.ledger.record(workflow.now(), "action_run", "system", step=step.id, url=request.url,
-                           status_code=result.status_code)
+        self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
+                                  status_code=result.status_code)
 
     async def _reminder_loop(self, step: Step) -> None:
         assert step.reminder is not None
-        progress = self._progress(step)
+        progress = self.ledger.progress(step.id, workflow.now())
         while not self._halted():
             last = progress.last_fired_at or progress.started_at
             assert last is not None
             due = last + step.reminder.every
             if not await self._wait(due):
                 return
-            progress.last_fired_at = due
-            count = int((due - (progress.started_at or due)) / step.reminder.every)
-            await self._notify(step.id, step.reminder.to, step.reminder.message, kind="reminder",
+            count = self.ledger.fire_reminder(step.id, due)
+            await self._notify(step.id, self.ledger.resolve(step.reminder.to, workflow.now()),
+                               step.reminder.message, kind="reminder",
                                channels=step.reminder.channels, suffix=f"r{count}")
 
     async def _sync(self) -> None:
@@ -479,16 +394,10 @@ class IncidentWorkflow:
             value = value.get(part) if isinstance(value, dict) else None
         return "" if value is None else str(value)
 
-    # ---- handlers ------------------------------------------------------------------
-
-    def _approval_of(self, task_id: str) -> Approval:
-        task = self.ledger.state.tasks[task_id]
-        approval = self.playbook.step(task.node_id).approval
-        assert approval is not None
-        return approval
+    # ---- handlers: each routes a command to the aggregate ----------------------------
 
     async def _answer(self, apply: Callable[[], T]) -> T:
-        """Run a ledger change, write it to the projection, then return its result."""
+        """Run an aggregate command, write it to the projection, then return its result."""
         try:
             result = apply()
         except LedgerError as exc:
@@ -496,12 +405,19 @@ class IncidentWorkflow:
         await self._sync()
         return result
 
+    @staticmethod
+    def _check(check: Callable[[], None]) -> None:
+        try:
+            check()
+        except LedgerError as exc:
+            raise _business_error(exc) from None
+
     @workflow.update(name="report")
     async def report(self, report: Report) -> ReportResult:
         if report.id == self.start.opening_report_id:
             await workflow.wait_condition(lambda: self._opened_synced)
             return ReportResult(created=True, incident=self.ledger.incident)
-        if not any(e.details.get("report_id") == report.id for e in self.ledger.state.timeline):
+        if not self.ledger.has_report(report.id):
             self.ledger.add_report(report, workflow.now())
         await self._sync()
         return ReportResult(created=False, incident=self.ledger.incident)
@@ -513,17 +429,13 @@ class IncidentWorkflow:
 
     @workflow.signal(name="add_report")
     async def add_report(self, report: Report) -> None:
-        if self.ledger.is_open and not any(
-                e.details.get("report_id") == report.id for e in self.ledger.state.timeline):
+        if self.ledger.is_open and not self.ledger.has_report(report.id):
             self.ledger.add_report(report, workflow.now())
             await self._sync()
 
     @workflow.update(name="decide")
     async def decide(self, req: DecideRequest) -> DecideResult:
-        task = self.ledger.state.tasks.get(req.task_id)
-        approval = self._approval_of(task.id) if task else None
-        return await self._answer(
-            lambda: self.ledger.decide(req, approval, workflow.now()))  # type: ignore[arg-type]
+        return await self._answer(lambda: self.ledger.decide(req, workflow.now()))
 
     @decide.validator
     def _validate_decide(self, req: DecideRequest) -> None:
@@ -532,59 +444,52 @@ class IncidentWorkflow:
     @workflow.update(name="delegate")
     async def delegate(self, req: DelegateRequest) -> DelegateResult:
         result = await self._answer(lambda: self.ledger.delegate(req, workflow.now()))
-        if result.new_task.state == "open":
-            approval = self._approval_of(result.new_task.id)
-            await self._notify_tasks(result.new_task.node_id, [result.new_task.assignee],
-                                     approval, result.new_task.content,
-                                     suffix=f"delegated.{result.new_task.id}")
+        await self._notify_new_holder(result, f"delegated.{result.new_task.id}")
         return result
 
     @delegate.validator
     def _validate_delegate(self, req: DelegateRequest) -> None:
-        self._check(lambda: self.ledger.validate_delegation(req, self.directory))
+        self._check(lambda: self.ledger.validate_delegation(req))
+
+    @workflow.update(name="reassign")
+    async def reassign(self, req: ReassignRequest) -> DelegateResult:
+        result = await self._answer(lambda: self.ledger.reassign(req, workflow.now()))
+        await self._notify_new_holder(result, f"reassigned.{result.new_task.id}")
+        return result
+
+    @reassign.validator
+    def _validate_reassign(self, req: ReassignRequest) -> None:
+        self._check(lambda: self.ledger.validate_reassign(req))
+
+    @workflow.update(name="cancel_task")
+    async def cancel_task(self, req: CancelTaskRequest) -> DecideResult:
+        return await self._answer(lambda: self.ledger.cancel_task(req, workflow.now()))
+
+    @cancel_task.validator
+    def _validate_cancel_task(self, req: CancelTaskRequest) -> None:
+        self._check(lambda: self.ledger.validate_cancel_task(req))
+
+    async def _notify_new_holder(self, result: DelegateResult, suffix: str) -> None:
+        new = self.ledger.state.tasks[result.new_task.id]
+        if new.state == "open":
+            await self._notify_tasks(new.node_id, [new], self.ledger.approval_of(new),
+                                     new.content, suffix=suffix)
 
     @workflow.update(name="post_status_update")
     async def post_status_update(self, req: StatusUpdateRequest) -> TimelineEntry:
-        def apply() -> TimelineEntry:
-            first = self.ledger.answered(req)
-            if first is not None:
-                return TimelineEntry.model_validate(first)
-            entry = self.ledger.record(workflow.now(), "status_update", req.actor,
-                                       message=req.message)
-            self.ledger.remember(req, entry)
-            return entry
-        return await self._answer(apply)
+        return await self._answer(lambda: self.ledger.post_status_update(req, workflow.now()))
 
     @post_status_update.validator
     def _validate_status(self, req: StatusUpdateRequest) -> None:
-        self._check(lambda: self._check_communicator(req))
+        self._check(lambda: self.ledger.validate_status_update(req))
 
     @workflow.update(name="resolve")
     async def resolve(self, req: ResolveRequest) -> Incident:
-        def apply() -> Incident:
-            first = self.ledger.answered(req)
-            if first is not None:
-                return Incident.model_validate(first)
-            self.ledger.resolve(req.actor, req.summary, workflow.now())
-            self.ledger.remember(req, self.ledger.incident)
-            return self.ledger.incident
-        return await self._answer(apply)
+        return await self._answer(lambda: self.ledger.resolve_incident(req, workflow.now()))
 
     @resolve.validator
     def _validate_resolve(self, req: ResolveRequest) -> None:
-        self._check(lambda: self._check_communicator(req))
-
-    def _check_communicator(self, req: StatusUpdateRequest | ResolveRequest) -> None:
-        if self.ledger.answered(req) is None:
-            self.ledger.require_communicator(req.actor, self.directory)
-            self.ledger.require_open()
-
-    @staticmethod
-    def _check(check: Callable[[], None]) -> None:
-        try:
-            check()
-        except LedgerError as exc:
-            raise _business_error(exc) from None
+        self._check(lambda: self.ledger.validate_resolve(req))
 
     @workflow.query(name="state")
     def state(self) -> IncidentView:

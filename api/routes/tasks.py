@@ -1,7 +1,10 @@
 """Tasks: the caller's inbox, one task, and the approve/reject/delegate actions.
 
-Decisions and delegations go to the incident workflow as updates; its validator checks
-again that the caller holds the task, so the rule holds even if this API is bypassed.
+Decisions, delegations and the admin's reassign/cancel go to the incident workflow as
+updates. Who holds a task, and who may carry a delegated vote, is decided by the incident
+aggregate in the update's validator (`domain.ledger`), never against the eventually
+consistent read model: a refused command maps to 403 `NotYourTask`, 404 `TaskNotFound`,
+409 `TaskClosed` or 422 `InvalidDelegate`.
 """
 
 from __future__ import annotations
@@ -12,19 +15,30 @@ from fastapi import APIRouter, Path, Query
 
 from domain.ids import INCIDENT_ID, incident_of_task
 from domain.incident import (
+    CancelTaskRequest,
     DecideRequest,
     DecideResult,
     DelegateRequest,
     DelegateResult,
+    ReassignRequest,
     Task,
     TaskState,
 )
 from workflows.incident import IncidentWorkflow
 
 from .. import auth, lookup
-from ..deps import InboxUser, ReadModelDep, TemporalDep
+from ..deps import InboxUser, ReadModelDep, TaskAdmin, TemporalDep
 from ..errors import ApiError, responses
-from ..schemas import DecisionBody, DecisionOut, DelegateBody, DelegateOut, TaskOut, TaskPage
+from ..schemas import (
+    CancelTaskBody,
+    DecisionBody,
+    DecisionOut,
+    DelegateBody,
+    DelegateOut,
+    ReassignBody,
+    TaskOut,
+    TaskPage,
+)
 from .incidents import IdempotencyKey
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -81,25 +95,15 @@ async def get_task(task_id: TaskId, user: InboxUser, read_model: ReadModelDep,
     return TaskOut(task=found)
 
 
-async def _require_holder(user: auth.Principal, read_model: ReadModelDep, client: TemporalDep,
-                          task_id: str) -> None:
-    """403 unless the caller holds the task (directly, or as the delegate it moved to)."""
-    found = await _load(read_model, client, task_id)
-    chain = await lookup.delegation_chain(read_model, client, found)
-    if not any(t.assignee == user.id for t in chain):
-        raise ApiError(403, f"task {task_id} is assigned to someone else", "NotYourTask")
-
-
 @router.post(
     "/{task_id}/decision", response_model=DecisionOut,
     summary="Approve or reject your task; answers the node's outcome so far",
     responses=responses(401, 403, 404, 409, 413, 422),
 )
 async def decide(
-    task_id: TaskId, body: DecisionBody, user: InboxUser, read_model: ReadModelDep,
+    task_id: TaskId, body: DecisionBody, user: InboxUser,
     client: TemporalDep, idempotency_key: IdempotencyKey = None,
 ) -> DecisionOut:
-    await _require_holder(user, read_model, client, task_id)
     request = DecideRequest(request_id=lookup.request_id(user.id, idempotency_key),
                             actor=user.id, task_id=task_id, decision=body.decision,
                             comment=body.comment)
@@ -114,12 +118,47 @@ async def decide(
     responses=responses(401, 403, 404, 409, 413, 422),
 )
 async def delegate(
-    task_id: TaskId, body: DelegateBody, user: InboxUser, read_model: ReadModelDep,
+    task_id: TaskId, body: DelegateBody, user: InboxUser,
     client: TemporalDep, idempotency_key: IdempotencyKey = None,
 ) -> DelegateOut:
-    await _require_holder(user, read_model, client, task_id)
     request = DelegateRequest(request_id=lookup.request_id(user.id, idempotency_key),
                               actor=user.id, task_id=task_id, to=body.to, comment=body.comment)
     result: DelegateResult = await lookup.execute_update(
         client, incident_of_task(task_id), IncidentWorkflow.delegate, request)
     return DelegateOut(task=result.task, new_task=result.new_task)
+
+
+@router.post(
+    "/{task_id}/reassign", response_model=DelegateOut,
+    summary="Admin: move an open task to another eligible voter, with a reason",
+    description=("The new holder must be an approver who is a member of the task's role, on "
+                 "the role's on-call roster, or a deputy named for the original assignee. "
+                 "Recorded on the timeline with the admin as actor."),
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def reassign(
+    task_id: TaskId, body: ReassignBody, user: TaskAdmin, client: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> DelegateOut:
+    request = ReassignRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                              actor=user.id, task_id=task_id, to=body.to, reason=body.reason)
+    result: DelegateResult = await lookup.execute_update(
+        client, incident_of_task(task_id), IncidentWorkflow.reassign, request)
+    return DelegateOut(task=result.task, new_task=result.new_task)
+
+
+@router.post(
+    "/{task_id}/cancel", response_model=DecisionOut,
+    summary="Admin: cancel an open task, with a reason; its vote no longer counts",
+    description="The node is evaluated again, so cancelling a vote may decide it.",
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def cancel_task(
+    task_id: TaskId, body: CancelTaskBody, user: TaskAdmin, client: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> DecisionOut:
+    request = CancelTaskRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                                actor=user.id, task_id=task_id, reason=body.reason)
+    result: DecideResult = await lookup.execute_update(
+        client, incident_of_task(task_id), IncidentWorkflow.cancel_task, request)
+    return DecisionOut(task=result.task, node=result.node)
