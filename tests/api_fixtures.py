@@ -35,7 +35,8 @@ T = TypeVar("T")
 MATRIX_DIRECTORY: dict[str, Any] = {
     "people": [
         {"id": "rita", "name": "Rita Reporter", "access": ["reporter"], "deputies": ["dora"]},
-        {"id": "cora", "name": "Cora Communicator", "access": ["communicator"], "deputies": ["dora"]},
+        {"id": "cora", "name": "Cora Communicator", "access": ["communicator"],
+         "deputies": ["dora"]},
         {"id": "alex", "name": "Alex Approver", "roles": ["legal"], "access": ["approver"]},
         {"id": "abby", "name": "Abby Approver", "roles": ["legal"], "access": ["approver"]},
         {"id": "liam", "name": "Liam Leader", "access": ["leader"], "deputies": ["dora"]},
