@@ -2,7 +2,8 @@
 
 If a change to `IncidentWorkflow` (or the domain logic it runs) would make running
 incidents take a different path, replay raises a non-determinism error here. Gate such
-changes with `workflow.patched(...)`, then re-record with `python -m tests.histories.record`.
+changes with `workflow.patched(...)`, and record new histories beside the old ones with
+`python -m tests.histories.record TAG`; never re-record or delete a committed one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_cover_at_least_two_playbooks() -> None:
     assert len(HISTORIES) >= 2
+
+
+KEPT = {  # recorded before the incident aggregate; they must replay forever
+    "viral-complaint", "data-breach-rumour", "product-safety",
+    "viral-complaint.v1-remote-projection", "data-breach-rumour.v1-remote-projection",
+    "product-safety.v1-remote-projection",
+}
+
+
+def test_no_recorded_history_was_deleted() -> None:
+    assert KEPT <= {p.stem for p in HISTORIES}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

@@ -1,6 +1,10 @@
 """Record event histories of real playbooks for the replay test.
 
-    python -m tests.histories.record        # rewrites tests/histories/*.json
+    python -m tests.histories.record TAG    # writes tests/histories/<playbook>.<TAG>.json
+
+A recorded history is a promise to the incidents that are running on that code: never
+re-record or delete one. Record new ones beside them under a new tag (for example the
+change that needed them); the script refuses to overwrite a file.
 
 Each playbook in `playbooks/` runs on the time-skipping server with the real activities and
 loopback receivers: approve every open task in turn, let virtual time pass, then resolve.
@@ -11,6 +15,8 @@ fails if a change would break incidents that are already running.
 from __future__ import annotations
 
 import asyncio
+import re
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -99,11 +105,17 @@ async def record(playbook_id: str, severity: Severity, directory: Directory,
     print(f"recorded {out.name}: {len(history.events)} events")
 
 
-async def main() -> None:
+async def main(tag: str) -> None:
     directory = load_directory(ROOT / "config" / "directory.yaml").definition
+    targets = {p: HERE / f"{p}.{tag}.json" for p in STORIES}
+    taken = [str(path) for path in targets.values() if path.exists()]
+    if taken:
+        raise SystemExit(f"refusing to overwrite recorded histories: {', '.join(taken)}")
     for playbook_id, severity in STORIES.items():
-        await record(playbook_id, severity, directory, HERE / f"{playbook_id}.json")
+        await record(playbook_id, severity, directory, targets[playbook_id])
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) != 2 or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,40}", sys.argv[1]):
+        raise SystemExit("usage: python -m tests.histories.record TAG  (e.g. v3-aggregate)")
+    asyncio.run(main(sys.argv[1]))
