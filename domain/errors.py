@@ -11,6 +11,11 @@ maps the code to a status and answers `{"error": code, "detail": message}`.
     IncidentClosed     409  the incident is resolved
     InvalidDelegate    422  unknown person, or delegating to yourself / to the current holder
     RequestConflict    422  a request id reused with a different payload
+    DraftChanged       409  the decision was made on a draft that has since been replaced
+    ReasonRequired     422  a reject of a draft needs a reason
+    DraftRefused       409  the node takes no (more) drafts: not a drafts node, ended, or
+                            out of rounds
+    NotAwaitingConfirmation 409  no publish waits for a second person's confirmation
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ TASK_CLOSED: Final = "TaskClosed"
 INCIDENT_CLOSED: Final = "IncidentClosed"
 INVALID_DELEGATE: Final = "InvalidDelegate"
 REQUEST_CONFLICT: Final = "RequestConflict"
+DRAFT_CHANGED: Final = "DraftChanged"
+REASON_REQUIRED: Final = "ReasonRequired"
+DRAFT_REFUSED: Final = "DraftRefused"
+NOT_AWAITING_CONFIRMATION: Final = "NotAwaitingConfirmation"
 
 HTTP_STATUS: Final[dict[str, int]] = {
     TASK_NOT_FOUND: 404,
@@ -33,4 +42,8 @@ HTTP_STATUS: Final[dict[str, int]] = {
     INCIDENT_CLOSED: 409,
     INVALID_DELEGATE: 422,
     REQUEST_CONFLICT: 422,
+    DRAFT_CHANGED: 409,
+    REASON_REQUIRED: 422,
+    DRAFT_REFUSED: 409,
+    NOT_AWAITING_CONFIRMATION: 409,
 }

@@ -18,6 +18,7 @@ from domain.quorum import Outcome
 
 MAX_TEXT = 4000
 MAX_COMMENT = 2000
+MAX_DRAFT = 20000
 
 
 class IncidentStatus(StrEnum):
@@ -38,7 +39,8 @@ TimelineKind = Literal[
     "opened", "report_added", "task_created", "notified", "notification_failed", "decision",
     "delegation", "escalation", "node_outcome", "task_cancelled", "task_expired", "action_run",
     "action_failed", "status_update", "reminder", "waited", "branch_taken", "resolved",
-    "task_reassigned",
+    "task_reassigned", "draft_submitted", "awaiting_draft", "round_outcome",
+    "publish_confirmed", "awaiting_publish_confirmation",
 ]
 
 
@@ -114,6 +116,10 @@ class Task(BaseModel):
     delegated_from: str | None = None
     delegated_to: str | None = None
     rev: int = 0
+    # for nodes that approve drafts: the round and the exact version this task decides
+    round: int = 1
+    draft_version: int | None = None
+    draft_sha256: str | None = None
 
 
 class NodeState(BaseModel):
@@ -127,6 +133,26 @@ class NodeState(BaseModel):
     ended_at: datetime | None = None
     deadline: datetime | None = None
     tiers_fired: list[int] = Field(default_factory=list)  # firings per escalation tier
+    # nodes that approve drafts: the current round, whether it waits for a (re)draft, and
+    # the version that was approved
+    round: int = 1
+    round_started_at: datetime | None = None
+    awaiting_draft: bool = False
+    draft_version: int | None = None
+    approved_sha256: str | None = None
+
+
+class Draft(BaseModel):
+    """One version of a statement under approval; decisions bind to its sha256."""
+
+    node_id: str
+    version: int
+    text: str
+    sha256: str
+    author: str
+    submitted_at: datetime
+    channels: list[str] = Field(default_factory=list)
+    link: str | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -176,6 +202,7 @@ class StepProgress(BaseModel):
     started_at: datetime | None = None
     last_fired_at: datetime | None = None
     outcome: str | None = None
+    confirmed_by: str | None = None  # two-person publish
 
 
 class IncidentWorkflowState(BaseModel):
@@ -186,6 +213,7 @@ class IncidentWorkflowState(BaseModel):
     nodes: dict[str, NodeState] = Field(default_factory=dict)
     timeline: list[TimelineEntry] = Field(default_factory=list)
     progress: dict[str, StepProgress] = Field(default_factory=dict)  # by step id
+    drafts: dict[str, list[Draft]] = Field(default_factory=dict)  # by approval step id
     answered: dict[str, Any] = Field(default_factory=dict)  # request id -> first result
     projected_seq: int = 0  # timeline entries already written to the projection
 
@@ -203,6 +231,25 @@ class DecideRequest(_Request):
     task_id: str = Field(min_length=1, max_length=100)
     decision: Literal["approve", "reject"]
     comment: str = Field(default="", max_length=MAX_COMMENT)
+    # the sha256 of the draft the decider saw; refused if the draft has changed since
+    draft_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class SubmitDraftRequest(_Request):
+    node_id: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=MAX_DRAFT)
+    channels: list[str] = Field(default_factory=list, max_length=10)
+    link: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
+
+
+class SubmitDraftResult(BaseModel):
+    draft: Draft
+    node: NodeState | None = None  # None while the playbook hasn't reached the node yet
+    tasks: list[Task] = Field(default_factory=list)  # the new round's tasks
+
+
+class ConfirmPublishRequest(_Request):
+    step_id: str = Field(min_length=1, max_length=64)
 
 
 class DecideResult(BaseModel):

@@ -42,10 +42,12 @@ from domain.effects import ProjectionBatch
 from domain.ids import task_id
 from domain.incident import (
     CancelTaskRequest,
+    ConfirmPublishRequest,
     DecideRequest,
     DecideResult,
     DelegateRequest,
     DelegateResult,
+    Draft,
     Incident,
     IncidentStatus,
     IncidentView,
@@ -57,6 +59,8 @@ from domain.incident import (
     StartIncident,
     StatusUpdateRequest,
     StepProgress,
+    SubmitDraftRequest,
+    SubmitDraftResult,
     Task,
     TaskState,
     TimelineEntry,
@@ -190,11 +194,31 @@ class Ledger:
         return [t.assignee for t in self.node_tasks(step_id) if t.state == TaskState.open]
 
     def slots(self, step_id: str) -> dict[str, Slot]:
-        """Quorum slots: every task of the node except those handed on or cancelled."""
+        """Quorum slots: every task of the node's current round except those handed on or
+        cancelled (votes on an older draft never count)."""
         vote = {TaskState.approved: Vote.approved, TaskState.rejected: Vote.rejected}
+        node = self.state.nodes.get(step_id)
+        current = node.round if node is not None else 1
         return {t.id: Slot(role=t.role, vote=vote.get(t.state, Vote.open))
                 for t in self.node_tasks(step_id)
-                if t.state in (TaskState.open, TaskState.approved, TaskState.rejected)}
+                if t.round == current
+                and t.state in (TaskState.open, TaskState.approved, TaskState.rejected)}
+
+    def round_tasks(self, step_id: str) -> list[Task]:
+        node = self.state.nodes[step_id]
+        return [t for t in self.node_tasks(step_id) if t.round == node.round]
+
+    def drafts(self, step_id: str) -> list[Draft]:
+        return self.state.drafts.get(step_id, [])
+
+    def statement(self, step_id: str, template: str) -> str:
+        """The text of an approval node as a template sees it: for a drafts node the
+        approved draft (or, before approval, the latest one), else the playbook's text."""
+        node = self.state.nodes.get(step_id)
+        drafts = self.drafts(step_id)
+        if node is not None and node.approved_sha256 is not None:
+            return next(d.text for d in drafts if d.sha256 == node.approved_sha256)
+        return drafts[-1].text if drafts else template
 
     def holder(self, task: Task) -> Task:
         """Follow delegations to the live task that now carries this vote."""
@@ -354,6 +378,15 @@ class Ledger:
                          deadline=deadline, tiers_fired=[0] * len(approval.escalation))
         self.state.nodes[step_id] = node
         self._changed_nodes.add(step_id)
+        if approval.drafts is not None:
+            node.round_started_at = at
+            drafts = self.drafts(step_id)
+            if not drafts:
+                node.awaiting_draft = True
+                self.record(at, "awaiting_draft", "playbook", node=step_id, round=1,
+                            submitters=list(approval.drafts.submitters))
+                return []
+            return self._first_round(step_id, approval, drafts[-1], at)
         tasks = self._add_tasks(step_id, self.resolve(approval.approvers, at), title=title,
                                 content=content, at=at, deadline=deadline)
         tasks += self._top_up(step_id, approval, title=title, content=content, at=at,
@@ -364,19 +397,141 @@ class Ledger:
             return []
         return tasks
 
+    def _first_round(self, step_id: str, approval: Approval, draft: Draft,
+                     at: datetime) -> list[Task]:
+        node = self.state.nodes[step_id]
+        node.draft_version, node.awaiting_draft = draft.version, False
+        tasks = self._add_tasks(step_id, self.resolve(approval.approvers, at), title=node.title,
+                                content=draft.text, at=at, deadline=node.deadline, draft=draft)
+        tasks += self._top_up(step_id, approval, title=node.title, content=draft.text, at=at,
+                              deadline=node.deadline, draft=draft)
+        outcome = self.evaluate(step_id, approval)
+        if outcome != Outcome.pending:
+            self.close_node(step_id, outcome, at, reason="not enough approvers")
+            return []
+        return tasks
+
+    def _drafts_rules(self, node_id: str) -> Approval:
+        try:
+            approval = self.playbook.step(node_id).approval
+        except StopIteration:
+            approval = None
+        if approval is None or approval.drafts is None:
+            raise LedgerError(errors.DRAFT_REFUSED,
+                              f"step {node_id!r} is not an approval that takes drafts")
+        return approval
+
+    def _check_draft(self, req: SubmitDraftRequest) -> Approval:
+        approval = self._drafts_rules(req.node_id)
+        assert approval.drafts is not None
+        allowed = frozenset(AccessRole(a) for a in approval.drafts.submitters)
+        self._require_access(req.actor, allowed, " or ".join(approval.drafts.submitters))
+        self.require_open()
+        node = self.state.nodes.get(req.node_id)
+        if node is not None and node.outcome != Outcome.pending:
+            raise LedgerError(errors.DRAFT_REFUSED,
+                              f"approval {req.node_id} has ended ({node.outcome})")
+        if len(self.drafts(req.node_id)) >= approval.drafts.max_rounds:
+            raise LedgerError(errors.DRAFT_REFUSED,
+                              f"approval {req.node_id} allows {approval.drafts.max_rounds} "
+                              "drafts at most")
+        return approval
+
+    def validate_draft(self, req: SubmitDraftRequest) -> None:
+        def check() -> None:
+            self._check_draft(req)
+        self._validate(req, check)
+
+    def submit_draft(self, req: SubmitDraftRequest, at: datetime) -> SubmitDraftResult:
+        """A new version of the node's statement. If the node is open, a new round starts:
+        the old round's open tasks are cancelled and the same approvers get new tasks bound
+        to this version's sha256."""
+        def apply() -> SubmitDraftResult:
+            approval = self._check_draft(req)
+            previous = self.drafts(req.node_id)
+            draft = Draft(node_id=req.node_id, version=len(previous) + 1, text=req.text,
+                          sha256=hashlib.sha256(req.text.encode()).hexdigest(),
+                          author=req.actor, submitted_at=at, channels=req.channels,
+                          link=req.link)
+            self.state.drafts.setdefault(req.node_id, []).append(draft)
+            self.record(at, "draft_submitted", req.actor, node=req.node_id,
+                        version=draft.version, sha256=draft.sha256, text=draft.text,
+                        channels=draft.channels or None, link=draft.link,
+                        previous_sha256=previous[-1].sha256 if previous else None)
+            node = self.state.nodes.get(req.node_id)
+            if node is None:
+                return SubmitDraftResult(draft=draft)
+            tasks = (self._first_round(req.node_id, approval, draft, at)
+                     if node.draft_version is None
+                     else self._next_round(req.node_id, approval, draft, at))
+            return SubmitDraftResult(draft=draft, node=node.model_copy(),
+                                     tasks=[t.model_copy() for t in tasks])
+        return self._once(req, SubmitDraftResult, apply)
+
+    def _next_round(self, step_id: str, approval: Approval, draft: Draft,
+                    at: datetime) -> list[Task]:
+        assert approval.drafts is not None
+        node = self.state.nodes[step_id]
+        previous = self.round_tasks(step_id)
+        for task in previous:
+            if task.state == TaskState.open:
+                self._set_task_state(task, TaskState.cancelled)
+                self.record(at, "task_cancelled", "system", task_id=task.id,
+                            assignee=task.assignee, node=step_id,
+                            reason=f"superseded by draft v{draft.version}")
+        # the same approvers: whoever carried each vote (delegates included), except
+        # votes an admin cancelled
+        voters = [t for t in previous if t.state != TaskState.delegated
+                  and not (t.state == TaskState.cancelled and t.decided_by is not None)]
+        node.round += 1
+        node.draft_version, node.awaiting_draft, node.round_started_at = (
+            draft.version, False, at)
+        if approval.drafts.escalation_clock == "restart":
+            node.tiers_fired = [0] * len(approval.escalation)
+            node.deadline = at + (approval.deadline or self.playbook.defaults.approval_deadline)
+        self._changed_nodes.add(step_id)
+        tasks = self._add_tasks(step_id, self.assignments_of(voters), title=node.title,
+                                content=draft.text, at=at, deadline=node.deadline,
+                                draft=draft, reason=f"round {node.round}: draft v{draft.version}")
+        outcome = self.evaluate(step_id, approval)
+        if outcome != Outcome.pending:
+            self._end_round(step_id, outcome, at, reason="not enough approvers")
+        return tasks
+
+    def _end_round(self, step_id: str, outcome: Outcome, at: datetime, reason: str) -> None:
+        """A drafts node's round that was rejected or vetoed: close it, wait for a redraft."""
+        node = self.state.nodes[step_id]
+        for task in self.round_tasks(step_id):
+            if task.state == TaskState.open:
+                self._set_task_state(task, TaskState.cancelled)
+                self.record(at, "task_cancelled", "system", task_id=task.id,
+                            assignee=task.assignee, node=step_id,
+                            reason=f"round {node.round} ended {outcome}")
+        node.awaiting_draft = True
+        self._changed_nodes.add(step_id)
+        slots = self.slots(step_id)
+        self.record(at, "round_outcome", "system", node=step_id, round=node.round,
+                    version=node.draft_version, outcome=str(outcome), reason=reason,
+                    approved=[t for t, v in slots.items() if v.vote is Vote.approved],
+                    rejected=[t for t, v in slots.items() if v.vote is Vote.rejected])
+        self.record(at, "awaiting_draft", "system", node=step_id, round=node.round + 1)
+
     def _top_up(self, step_id: str, approval: Approval, *, title: str, content: str,
-                at: datetime, deadline: datetime | None) -> list[Task]:
+                at: datetime, deadline: datetime | None,
+                draft: Draft | None = None) -> list[Task]:
         """If off-hours substitution left a role too few voters, add off-hours members back:
         a vote they might give beats a node that can never be decided."""
         created = []
         for role, missing in shortfall(policy_for(approval), self.slots(step_id)).items():
-            holders = {t.assignee for t in self.node_tasks(step_id)}
+            holders = {t.assignee for t in self.node_tasks(step_id)
+                       if t.round == self.state.nodes[step_id].round}
             pool = [Assignment(person_id=p.id, role=role, via="role")
                     for target in approval.approvers
                     for p in self._people_of(target, role) if p.id not in holders]
             created += self._add_tasks(
                 step_id, pool[:missing], title=title, content=content, at=at,
-                deadline=deadline, reason="needed for quorum although outside working hours")
+                deadline=deadline, reason="needed for quorum although outside working hours",
+                draft=draft)
         return created
 
     def _people_of(self, target: Target, role: str | None) -> list[Person]:
@@ -389,7 +544,8 @@ class Ledger:
 
     def _add_tasks(self, step_id: str, assignments: list[Assignment], *, title: str,
                    content: str, at: datetime, deadline: datetime | None,
-                   actor: str = "playbook", reason: str | None = None) -> list[Task]:
+                   actor: str = "playbook", reason: str | None = None,
+                   draft: Draft | None = None) -> list[Task]:
         """One open task per assignment, skipping people who already hold one in the node."""
         holding = set(self.open_holders(step_id))
         created = []
@@ -399,20 +555,27 @@ class Ledger:
             holding.add(assignment.person_id)
             task = self._new_task(step_id, assignee=assignment.person_id, role=assignment.role,
                                   via=assignment.via, replaces=assignment.replaces, title=title,
-                                  content=content, at=at, deadline=deadline)
+                                  content=content, at=at, deadline=deadline, draft=draft)
             created.append(task)
             self.record(at, "task_created", actor, task_id=task.id, node=step_id,
                         assignee=task.assignee, role=task.role, via=task.via,
-                        replaces=task.replaces, reason=reason)
+                        replaces=task.replaces, reason=reason,
+                        round=task.round if draft is not None else None,
+                        draft_version=task.draft_version)
         return created
 
     def _new_task(self, step_id: str, *, assignee: str, role: str | None, via: str,
                   title: str, content: str, at: datetime, deadline: datetime | None,
-                  replaces: str | None = None, delegated_from: str | None = None) -> Task:
+                  replaces: str | None = None, delegated_from: str | None = None,
+                  draft: Draft | None = None, round_: int | None = None) -> Task:
+        node = self.state.nodes.get(step_id)
         task = Task(id=task_id(self.incident.id, step_id, len(self.node_tasks(step_id)) + 1),
                     incident_id=self.incident.id, node_id=step_id, title=title, content=content,
                     assignee=assignee, role=role, via=via, replaces=replaces, created_at=at,
-                    deadline=deadline, delegated_from=delegated_from)
+                    deadline=deadline, delegated_from=delegated_from,
+                    round=round_ or (node.round if node is not None else 1),
+                    draft_version=draft.version if draft else None,
+                    draft_sha256=draft.sha256 if draft else None)
         self.state.tasks[task.id] = task
         self._changed_tasks.add(task.id)
         return task
@@ -428,10 +591,18 @@ class Ledger:
             count = node.tiers_fired[index] if index < len(node.tiers_fired) else 0
             if count > tier.repeat:
                 continue
-            at = node.opened_at + tier.after + count * (tier.every or tier.after)
+            at = self._clock_start(step_id, approval) + tier.after + count * (
+                tier.every or tier.after)
             if best[1] is None or at < best[1]:
                 best = (index, at)
         return best
+
+    def _clock_start(self, step_id: str, approval: Approval) -> datetime:
+        node = self.state.nodes[step_id]
+        if approval.drafts is not None and approval.drafts.escalation_clock == "restart" \
+                and node.round_started_at is not None:
+            return node.round_started_at
+        return node.opened_at
 
     def fire_tier(self, step_id: str, approval: Approval, index: int, at: datetime, *,
                   title: str, content: str) -> tuple[int, list[str], list[Task]]:
@@ -478,6 +649,8 @@ class Ledger:
         slots = self.slots(step_id)
         self.record(at, "node_outcome", "system", node=step_id, outcome=str(outcome),
                     reason=reason, policy=node.policy,
+                    round=node.round if node.draft_version is not None else None,
+                    draft_version=node.draft_version, approved_sha256=node.approved_sha256,
                     approved=[t for t, s in slots.items() if s.vote is Vote.approved],
                     rejected=[t for t, s in slots.items() if s.vote is Vote.rejected])
 
@@ -500,14 +673,77 @@ class Ledger:
                     purpose=kind, error=error)
 
     def record_action(self, *, at: datetime, step_id: str, url: str,
-                      status_code: int | None = None, error: str | None = None) -> None:
+                      status_code: int | None = None, error: str | None = None,
+                      published: Draft | None = None) -> None:
         if error is None:
             self.set_outcome(step_id, "done")
             self.record(at, "action_run", "system", step=step_id, url=url,
-                        status_code=status_code)
+                        status_code=status_code,
+                        published_sha256=published.sha256 if published else None,
+                        published_version=published.version if published else None)
         else:
             self.record(at, "action_failed", "system", step=step_id, url=url, error=error)
             self.set_outcome(step_id, "failed")
+
+    # ---- publishing an approved draft ---------------------------------------------
+
+    def publication(self, approval_step: str) -> Draft:
+        """The exact approved draft an action publishes; its text is hashed again here, so
+        what is sent is what was approved."""
+        node = self.state.nodes.get(approval_step)
+        if node is None or node.outcome != Outcome.approved or node.approved_sha256 is None:
+            raise LedgerError(errors.DRAFT_REFUSED, f"approval {approval_step} approved no draft")
+        draft = next((d for d in self.drafts(approval_step)
+                      if d.sha256 == node.approved_sha256), None)
+        if draft is None or hashlib.sha256(draft.text.encode()).hexdigest() != draft.sha256:
+            raise LedgerError(errors.DRAFT_CHANGED,
+                              f"the text of approval {approval_step} no longer matches the "
+                              "approved sha256")
+        return draft
+
+    def await_confirmation(self, step_id: str, draft: Draft, at: datetime) -> None:
+        if not any(e.kind == "awaiting_publish_confirmation" and e.details.get("step") == step_id
+                   for e in self.state.timeline):
+            self.record(at, "awaiting_publish_confirmation", "playbook", step=step_id,
+                        version=draft.version, sha256=draft.sha256, author=draft.author)
+
+    def is_confirmed(self, step_id: str) -> bool:
+        progress = self.state.progress.get(step_id)
+        return progress is not None and progress.confirmed_by is not None
+
+    def _check_confirmation(self, req: ConfirmPublishRequest) -> Draft:
+        self._check_communicator(req.actor)
+        try:
+            step = self.playbook.step(req.step_id)
+        except StopIteration:
+            step = None
+        action = step.action if step is not None else None
+        if action is None or action.confirm != "two_person" or action.publishes is None:
+            raise LedgerError(errors.NOT_AWAITING_CONFIRMATION,
+                              f"step {req.step_id!r} is not a two-person publish")
+        progress = self.state.progress.get(req.step_id)
+        if progress is None or progress.confirmed_by is not None or progress.status == "done":
+            raise LedgerError(errors.NOT_AWAITING_CONFIRMATION,
+                              f"the publish {req.step_id} is not waiting for a confirmation")
+        draft = self.publication(action.publishes)
+        if req.actor == draft.author:
+            raise LedgerError(errors.FORBIDDEN,
+                              f"{req.actor} wrote draft v{draft.version}: a second person "
+                              "must confirm its publish")
+        return draft
+
+    def validate_confirm_publish(self, req: ConfirmPublishRequest) -> None:
+        def check() -> None:
+            self._check_confirmation(req)
+        self._validate(req, check)
+
+    def confirm_publish(self, req: ConfirmPublishRequest, at: datetime) -> TimelineEntry:
+        def apply() -> TimelineEntry:
+            draft = self._check_confirmation(req)
+            self.state.progress[req.step_id].confirmed_by = req.actor
+            return self.record(at, "publish_confirmed", req.actor, step=req.step_id,
+                               version=draft.version, sha256=draft.sha256, author=draft.author)
+        return self._once(req, TimelineEntry, apply)
 
     # ---- decisions and delegation --------------------------------------------------
 
@@ -539,20 +775,33 @@ class Ledger:
             raise LedgerError(errors.TASK_NOT_FOUND, f"no task {task_id_!r}")
         return self._require_decidable(self.holder(task))
 
+    def _decidable(self, req: DecideRequest) -> Task:
+        task = self._live_task_for(req.task_id, req.actor)
+        if task.draft_sha256 is not None:
+            if req.draft_sha256 is not None and req.draft_sha256 != task.draft_sha256:
+                raise LedgerError(errors.DRAFT_CHANGED,
+                                  f"task {task.id} decides draft v{task.draft_version} "
+                                  f"({task.draft_sha256[:12]}), not {req.draft_sha256[:12]}")
+            if req.decision == "reject" and not req.comment.strip():
+                raise LedgerError(errors.REASON_REQUIRED,
+                                  "a reject of a draft needs a reason (comment) for the redraft")
+        return task
+
     def validate_decision(self, req: DecideRequest) -> None:
         def check() -> None:
-            self._live_task_for(req.task_id, req.actor)
+            self._decidable(req)
         self._validate(req, check)
 
     def decide(self, req: DecideRequest, at: datetime) -> DecideResult:
         """Apply a vote; end the node at once if it is now approved, rejected or vetoed."""
         def apply() -> DecideResult:
-            task = self._live_task_for(req.task_id, req.actor)
+            task = self._decidable(req)
             self._set_task_state(task, TaskState.approved if req.decision == "approve"
                                  else TaskState.rejected)
             task.decided_at, task.decided_by, task.comment = at, req.actor, req.comment or None
             self.record(at, "decision", req.actor, task_id=task.id, node=task.node_id,
-                        decision=req.decision, comment=req.comment or None, role=task.role)
+                        decision=req.decision, comment=req.comment or None, role=task.role,
+                        draft_version=task.draft_version, draft_sha256=task.draft_sha256)
             self._settle(task.node_id, at, reason=f"{req.decision} by {req.actor}")
             return DecideResult(task=task.model_copy(),
                                 node=self.state.nodes[task.node_id].model_copy())
@@ -562,8 +811,17 @@ class Ledger:
         approval = self.playbook.step(step_id).approval
         assert approval is not None
         outcome = self.evaluate(step_id, approval)
-        if outcome != Outcome.pending:
-            self.close_node(step_id, outcome, at, reason=reason)
+        if outcome == Outcome.pending:
+            return
+        node = self.state.nodes[step_id]
+        if approval.drafts is not None and outcome != Outcome.approved:
+            self._end_round(step_id, outcome, at, reason=reason)
+            return
+        if approval.drafts is not None:
+            node.approved_sha256 = self.drafts(step_id)[-1].sha256 if node.draft_version \
+                is None else next(d.sha256 for d in self.drafts(step_id)
+                                  if d.version == node.draft_version)
+        self.close_node(step_id, outcome, at, reason=reason)
 
     def _check_new_holder(self, task: Task, to: str) -> None:
         if not self.directory.has_person(to):
@@ -610,7 +868,8 @@ class Ledger:
                  comment: str) -> Task:
         new = self._new_task(old.node_id, assignee=to, role=old.role, via=via, title=old.title,
                              content=old.content, at=at, deadline=old.deadline,
-                             delegated_from=old.id)
+                             delegated_from=old.id, round_=old.round)
+        new.draft_version, new.draft_sha256 = old.draft_version, old.draft_sha256
         old.delegated_to, old.decided_at, old.decided_by = new.id, at, actor
         old.comment = comment or None
         self._set_task_state(old, TaskState.delegated)

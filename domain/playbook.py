@@ -98,12 +98,39 @@ class EscalationTier(_Strict):
         return self
 
 
+Submitter = Literal["communicator", "admin"]
+
+
+class Drafts(_Strict):
+    """The node approves a statement that people write during the incident.
+
+    Each submitted draft is a numbered version with an author and a sha256; a decision binds
+    to the version it was made on. A new draft opens a new round of the same node with the
+    same policy and the same approvers: open tasks of the old round are cancelled, and votes
+    on an older version never count. A rejected or vetoed round waits for a redraft instead
+    of ending the node; the node ends at its deadline (expired) if none is approved.
+
+    `escalation_clock`: `keep` (default) means tiers and the deadline keep counting from
+    when the node first opened: a crisis clock doesn't stop because the words changed, and
+    people already escalated to stay escalated. `restart` counts each round afresh.
+    """
+
+    submitters: list[Submitter] = Field(
+        default_factory=lambda: list[Submitter](["communicator", "admin"]), min_length=1)
+    escalation_clock: Literal["keep", "restart"] = "keep"
+    max_rounds: int = Field(default=20, ge=1, le=100)
+
+
 class Approval(_Strict):
     """Parallel approval tasks. Quorum: `quorum: all|any`, `quorum: {k: N}`, or per-role
-    `require` rules combined with AND. Any reject by a `veto` role ends the node rejected."""
+    `require` rules combined with AND. Any reject by a `veto` role ends the node rejected.
+
+    With `drafts`, the text under approval is written by a communicator during the incident
+    (`content` is then only the suggested template); without it, `content` is the text."""
 
     title: str = Field(default="Approve the draft", max_length=200)
-    content: str = Field(min_length=1, max_length=20000)
+    content: str = Field(default="", max_length=20000)
+    drafts: Drafts | None = None
     approvers: list[Target] = Field(min_length=1, max_length=50)
     quorum: Literal["all", "any"] | QuorumK | None = None
     require: list[Requirement] | None = Field(default=None, min_length=1, max_length=10)
@@ -125,6 +152,9 @@ class Approval(_Strict):
     def _one_policy(self) -> Approval:
         if (self.quorum is None) == (self.require is None):
             raise ValueError("give exactly one of `quorum` (all, any or {k: N}) or `require`")
+        if self.drafts is None and not self.content.strip():
+            raise ValueError("an approval needs `content` (the text to approve) unless it "
+                             "takes `drafts` written during the incident")
         return self
 
 
@@ -137,10 +167,24 @@ class Wait(_Strict):
 
 
 class Action(_Strict):
+    """Call a webhook. With `publishes: <approval step id>` the action publishes that node's
+    approved draft: `{{ steps.<id>.content }}` is exactly the approved text, its sha256 is
+    checked before sending and sent as `X-Crisis-Content-SHA256`, and the timeline records
+    the hash published. `confirm: two_person` waits, after approval, for a second person
+    (not the draft's author) to confirm the publish."""
+
     url: str = Field(pattern=r"^(https?://|/)", max_length=2000)  # "/x": under CRISIS_PUBLIC_URL
     method: Literal["POST", "PUT"] = "POST"
     payload: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
+    publishes: str | None = Field(default=None, pattern=IDENT_PATTERN)
+    confirm: Literal["none", "two_person"] = "none"
+
+    @model_validator(mode="after")
+    def _confirm_needs_draft(self) -> Action:
+        if self.confirm == "two_person" and self.publishes is None:
+            raise ValueError("`confirm: two_person` needs `publishes: <approval step id>`")
+        return self
 
 
 class Branch(_Strict):

@@ -156,9 +156,11 @@ async def test_saturday_0200_off_hours_approvers_are_replaced_by_on_call(h: Harn
     created = [e for e in timeline if e.kind == "task_created"]
     assert any(e.details.get("replaces") == "lena-legal" for e in created)
     # the stand-in's message is recorded as the task was assigned, not re-resolved as direct
-    told = [e.details for e in timeline if e.kind == "notified" and e.details["purpose"] == "task"
-            and e.details["to"] == "olga-oncall"]
-    assert told and all(d["via"] == "oncall" and d["replaces"] for d in told)
+    def told_olga(tl: list[Any]) -> list[dict[str, Any]]:
+        return [e.details for e in tl if e.kind == "notified"
+                and e.details["purpose"] == "task" and e.details["to"] == "olga-oncall"]
+    timeline = await eventually(lambda: h.timeline(handle), lambda tl: bool(told_olga(tl)))
+    assert all(d["via"] == "oncall" and d["replaces"] for d in told_olga(timeline))
     # the social team has no on-call roster: its off-hours member is still reached
     assert any(e.kind == "notified" and e.details["to"] == "sam-social" for e in timeline)
 

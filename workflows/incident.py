@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.incident import (
         CancelTaskRequest,
+        ConfirmPublishRequest,
         DecideRequest,
         DecideResult,
         DelegateRequest,
@@ -51,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
         StartIncident,
         StatusUpdateRequest,
+        SubmitDraftRequest,
+        SubmitDraftResult,
         Task,
         TimelineEntry,
     )
@@ -218,10 +221,11 @@ class IncidentWorkflow:
             wake = min(fire_at, node.deadline) if fire_at is not None else node.deadline
             timeout = wake - workflow.now()
             if timeout > timedelta(0):
+                round_ = node.round  # a new draft's round may restart the escalation clock
                 try:
                     await workflow.wait_condition(
-                        lambda: node.outcome != Outcome.pending or self._halted(),
-                        timeout=timeout)
+                        lambda r=round_: node.outcome != Outcome.pending  # type: ignore[misc]
+                        or self._halted() or node.round != r, timeout=timeout)
                     continue
                 except TimeoutError:
                     pass
@@ -317,13 +321,30 @@ class IncidentWorkflow:
             task.result()
 
     async def _run_action(self, step: Step) -> None:
-        assert step.action is not None
+        action = step.action
+        assert action is not None
+        headers = dict(action.headers)
+        published = None
+        if action.publishes is not None:
+            try:
+                published = self.ledger.publication(action.publishes)
+            except LedgerError as exc:
+                self.ledger.record_action(at=workflow.now(), step_id=step.id,
+                                          url=self._render(action.url), error=exc.message)
+                return
+            if action.confirm == "two_person":
+                self.ledger.await_confirmation(step.id, published, workflow.now())
+                await self._sync()
+                await workflow.wait_condition(
+                    lambda: self.ledger.is_confirmed(step.id) or self._halted())
+                if self._halted():
+                    return
+            headers["X-Crisis-Content-SHA256"] = published.sha256
         request = ActionRequest(
             idempotency_key=f"{self.ledger.incident.id}:{step.id}",
             incident_id=self.ledger.incident.id, step_id=step.id,
-            url=self._render(step.action.url), method=step.action.method,
-            payload=render(step.action.payload, self._context()),
-            headers=step.action.headers)
+            url=self._render(action.url), method=action.method,
+            payload=render(action.payload, self._context()), headers=headers)
         try:
             result = await self._activity("run_action", request, ActionResult, ACTION_RETRY)
         except ActivityError as exc:
@@ -331,7 +352,7 @@ class IncidentWorkflow:
                                       error=str(exc.cause or exc))
             return
         self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
-                                  status_code=result.status_code)
+                                  status_code=result.status_code, published=published)
 
     async def _reminder_loop(self, step: Step) -> None:
         assert step.reminder is not None
@@ -374,7 +395,8 @@ class IncidentWorkflow:
             progress = self.ledger.state.progress.get(step.id)
             entry: dict[str, Any] = {"outcome": progress.outcome if progress else None}
             if step.approval is not None:
-                entry["content"] = render(step.approval.content, incident)
+                entry["content"] = self.ledger.statement(
+                    step.id, str(render(step.approval.content, incident)))
             steps[step.id] = entry
         return {**incident, "steps": steps}
 
@@ -474,6 +496,34 @@ class IncidentWorkflow:
         if new.state == "open":
             await self._notify_tasks(new.node_id, [new], self.ledger.approval_of(new),
                                      new.content, suffix=suffix)
+
+    @workflow.update(name="submit_draft")
+    async def submit_draft(self, req: SubmitDraftRequest) -> SubmitDraftResult:
+        result = await self._answer(lambda: self.ledger.submit_draft(req, workflow.now()))
+        if result.tasks:
+            approval = self.ledger.approval_of(result.tasks[0])
+            live = [self.ledger.state.tasks[t.id] for t in result.tasks]
+            await self._notify_tasks(req.node_id, [t for t in live if t.state == "open"],
+                                     approval, result.draft.text,
+                                     suffix=f"draft{result.draft.version}")
+        return result
+
+    @submit_draft.validator
+    def _validate_submit_draft(self, req: SubmitDraftRequest) -> None:
+        self._check(lambda: self.ledger.validate_draft(req))
+
+    @workflow.update(name="confirm_publish")
+    async def confirm_publish(self, req: ConfirmPublishRequest) -> TimelineEntry:
+        return await self._answer(lambda: self.ledger.confirm_publish(req, workflow.now()))
+
+    @confirm_publish.validator
+    def _validate_confirm_publish(self, req: ConfirmPublishRequest) -> None:
+        self._check(lambda: self.ledger.validate_confirm_publish(req))
+
+    @workflow.query(name="drafts")
+    def drafts(self) -> dict[str, list[Any]]:
+        return {node: [d.model_dump(mode="json") for d in versions]
+                for node, versions in self.ledger.state.drafts.items()}
 
     @workflow.update(name="post_status_update")
     async def post_status_update(self, req: StatusUpdateRequest) -> TimelineEntry:
