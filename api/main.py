@@ -27,7 +27,7 @@ from .idempotency import IdempotencyMiddleware
 from .intake import Intake
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
 from .playbook_registry import PlaybookRegistry
-from .routes import demo, health, incidents, playbooks, reports, review, tasks
+from .routes import demo, drafts, health, incidents, playbooks, reports, review, tasks
 from .routing import ROUTING_FILE, RoutingTable
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, incidents, review, reports, tasks, playbooks, demo):
+    for module in (health, incidents, drafts, review, reports, tasks, playbooks, demo):
         app.include_router(module.router)
 
     @app.get("/", response_class=FileResponse, summary="The web UI",

@@ -95,6 +95,10 @@ class DecisionBody(BaseModel):
 
     decision: Literal["approve", "reject"]
     comment: str = Field(default="", max_length=MAX_COMMENT)
+    draft_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="the sha256 of the draft you read; refused with 409 `DraftChanged` if "
+                    "a newer version has replaced it. A reject of a draft needs a comment.")
 
 
 class DelegateBody(BaseModel):

@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -129,8 +130,8 @@ class Approval(_Strict):
     (`content` is then only the suggested template); without it, `content` is the text."""
 
     title: str = Field(default="Approve the draft", max_length=200)
-    content: str = Field(default="", max_length=20000)
-    drafts: Drafts | None = None
+    drafts: Drafts | None = None  # declared before `content`, whose check reads it
+    content: str = Field(default="", max_length=20000, validate_default=True)
     approvers: list[Target] = Field(min_length=1, max_length=50)
     quorum: Literal["all", "any"] | QuorumK | None = None
     require: list[Requirement] | None = Field(default=None, min_length=1, max_length=10)
@@ -152,10 +153,15 @@ class Approval(_Strict):
     def _one_policy(self) -> Approval:
         if (self.quorum is None) == (self.require is None):
             raise ValueError("give exactly one of `quorum` (all, any or {k: N}) or `require`")
-        if self.drafts is None and not self.content.strip():
+        return self
+
+    @field_validator("content")
+    @classmethod
+    def _content_or_drafts(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip() and info.data.get("drafts") is None:
             raise ValueError("an approval needs `content` (the text to approve) unless it "
                              "takes `drafts` written during the incident")
-        return self
+        return value
 
 
 class QuorumK(_Strict):

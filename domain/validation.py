@@ -190,6 +190,7 @@ class _StepIndex:
 
     order: dict[str, int]
     kinds: dict[str, str]
+    drafts: dict[str, bool]
 
     @property
     def ids(self) -> set[str]:
@@ -268,6 +269,19 @@ def _check_step(path: str, step: Step, directory: Directory, index: _StepIndex,
                         defaults.approval_deadline, issues)
     if step.branch is not None:
         _check_branch(path, step, index, issues)
+    if step.action is not None and step.action.publishes is not None:
+        target = step.action.publishes
+        if index.kinds.get(target) != "approval":
+            issues.append(PlaybookIssue(f"{path}.action.publishes",
+                                        f"{target!r} is not an approval step"))
+        elif index.order[target] > index.order[step.id]:
+            issues.append(PlaybookIssue(f"{path}.action.publishes",
+                                        f"approval {target!r} runs after this action"))
+        elif not index.drafts.get(target, False):
+            issues.append(PlaybookIssue(
+                f"{path}.action.publishes",
+                f"approval {target!r} takes no drafts: add `drafts:` to it, or drop "
+                "`publishes` and template its content"))
     for suffix, template in _templates(step):
         for expression in unsupported(template):
             issues.append(PlaybookIssue(
@@ -312,7 +326,9 @@ def check_references(playbook: Playbook, directory: Directory) -> list[PlaybookI
             seen[step.id] = path
             order[step.id] = position
             kinds[step.id] = step.kind
-    index = _StepIndex(order=order, kinds=kinds)
+    drafts = {step.id: step.approval.drafts is not None for _, step in walked
+              if step.approval is not None}
+    index = _StepIndex(order=order, kinds=kinds, drafts=drafts)
     for path, step in walked:
         _check_step(path, step, directory, index, playbook.defaults, issues)
     _check_gates("steps", playbook.steps, issues)

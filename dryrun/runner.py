@@ -31,6 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.incident import (
+    ConfirmPublishRequest,
     DecideRequest,
     DecideResult,
     DelegateRequest,
@@ -42,6 +43,8 @@ from domain.incident import (
     ResolveRequest,
     StartIncident,
     StatusUpdateRequest,
+    SubmitDraftRequest,
+    SubmitDraftResult,
     Task,
     TimelineEntry,
 )
@@ -150,6 +153,24 @@ class _Session:
                 result, applied = await self._decide(event.decide, at)
             elif event.delegate is not None:
                 result, applied = await self._delegate(event.delegate)
+            elif event.draft is not None:
+                submitted = await self.handle.execute_update(
+                    "submit_draft",
+                    SubmitDraftRequest(request_id=self._request_id(),
+                                       actor=event.draft.by or self.opener,
+                                       node_id=event.draft.node, text=event.draft.text),
+                    result_type=SubmitDraftResult)
+                result = (f"v{submitted.draft.version} ({submitted.draft.sha256[:12]}) "
+                          f"by {submitted.draft.author}")
+                applied = True
+            elif event.confirm_publish is not None:
+                await self.handle.execute_update(
+                    "confirm_publish",
+                    ConfirmPublishRequest(request_id=self._request_id(),
+                                          actor=event.confirm_publish.by,
+                                          step_id=event.confirm_publish.step),
+                    result_type=TimelineEntry)
+                result, applied = f"confirmed by {event.confirm_publish.by}", True
             elif event.status_update is not None:
                 await self.handle.execute_update(
                     "post_status_update",

@@ -76,6 +76,21 @@ class DelegateEvent(_Strict):
     comment: str = Field(default="", max_length=2000)
 
 
+class DraftEvent(_Strict):
+    """A communicator submits a (new) version of an approval node's statement."""
+
+    node: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=20000)
+    by: str | None = None  # default: the person who opened the incident
+
+
+class ConfirmPublishEvent(_Strict):
+    """The second person of a two-person publish confirms it."""
+
+    step: str = Field(min_length=1, max_length=64)
+    by: str
+
+
 class StatusUpdateEvent(_Strict):
     message: str = Field(min_length=1, max_length=4000)
     actor: str | None = None  # default: the person who opened the incident
@@ -86,20 +101,24 @@ class ResolveEvent(_Strict):
     actor: str | None = None
 
 
+EVENT_KINDS = ("decide", "delegate", "status_update", "resolve", "draft", "confirm_publish")
+
+
 class Event(_Strict):
     at: Offset
     decide: DecideEvent | None = None
     delegate: DelegateEvent | None = None
     status_update: StatusUpdateEvent | None = None
     resolve: ResolveEvent | None = None
+    draft: DraftEvent | None = None
+    confirm_publish: ConfirmPublishEvent | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        given = [k for k in ("decide", "delegate", "status_update", "resolve")
-                 if getattr(self, k) is not None]
+        given = [k for k in EVENT_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("an event needs exactly one of decide, delegate, status_update, "
-                             f"resolve (got {', '.join(given) or 'none'})")
+            raise ValueError(f"an event needs exactly one of {', '.join(EVENT_KINDS)} "
+                             f"(got {', '.join(given) or 'none'})")
         return self
 
     def describe(self) -> str:
@@ -110,6 +129,10 @@ class Event(_Strict):
             return f"delegate from {self.delegate.from_} to {self.delegate.to}"
         if self.status_update is not None:
             return "status update"
+        if self.draft is not None:
+            return f"draft for {self.draft.node}"
+        if self.confirm_publish is not None:
+            return f"publish confirmed by {self.confirm_publish.by}"
         return "resolve"
 
 
@@ -213,6 +236,10 @@ def scenario_issues(scenario: Scenario, directory: Directory) -> list[PlaybookIs
         for name, update in (("status_update", event.status_update), ("resolve", event.resolve)):
             if update is not None:
                 person(f"{here}.{name}.actor", update.actor)
+        if event.draft is not None:
+            person(f"{here}.draft.by", event.draft.by)
+        if event.confirm_publish is not None:
+            person(f"{here}.confirm_publish.by", event.confirm_publish.by)
     return issues
 
 

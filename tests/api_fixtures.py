@@ -62,6 +62,23 @@ MATRIX_PLAYBOOKS: dict[str, dict[str, Any]] = {
             {"id": "done", "resolution": {}},
         ],
     },
+    # a statement written during the incident: legal drafts, two-person publish
+    "matrix-drafts": {
+        "id": "matrix-drafts", "name": "Drafted statement", "version": 1,
+        "defaults": {"channels": ["log"], "respect_working_hours": False},
+        "steps": [
+            {"id": "statement", "approval": {
+                "title": "Statement", "drafts": {},
+                "approvers": [{"person": "alex"}, {"person": "abby"}],
+                "quorum": "all", "veto": ["legal"], "deadline": "4h",
+                "on_approved": [{"id": "publish", "action": {
+                    "url": "/demo/sink/publish", "publishes": "statement",
+                    "confirm": "two_person",
+                    "payload": {"incident": "{{ incident.id }}",
+                                "text": "{{ steps.statement.content }}"}}}]}},
+            {"id": "done", "resolution": {}},
+        ],
+    },
     # no approvals at all: nobody holds a task
     "matrix-quiet": {
         "id": "matrix-quiet", "name": "Notify only", "version": 1,

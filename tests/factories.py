@@ -38,6 +38,7 @@ def directory() -> Directory:
                    access=["approver", "leader"]),
             person("olga-oncall", ["legal", "comms-lead"], "UTC", hours=None),
             person("otto-oncall", ["comms-lead"], "UTC", hours=None),
+            person("nia-desk", [], "Europe/London", access=["communicator"]),
         ],
         "roles": [
             {"id": "legal", "oncall": "legal-oncall"},
@@ -51,6 +52,20 @@ def directory() -> Directory:
             {"id": "exec-oncall", "members": ["eve-exec"]},
         ],
     })
+
+
+def drafts_playbook(publish_url: str, *, confirm: str = "none",
+                    escalation_clock: str = "keep") -> dict[str, Any]:
+    """BRIEF scenario 7: the holding statement is written during the incident (drafts),
+    and the publish action sends exactly the approved version."""
+    data = viral_playbook(publish_url)
+    approval = data["steps"][2]["approval"]
+    approval["content"] = "Suggested: We are aware of posts about {{incident.title}}."
+    approval["drafts"] = {"escalation_clock": escalation_clock}
+    action = approval["on_approved"][0]["action"]
+    action["publishes"] = "holding-statement"
+    action["confirm"] = confirm
+    return data
 
 
 def viral_playbook(publish_url: str, *, version: int = 1, content: str | None = None,

@@ -230,7 +230,7 @@ async def test_readiness_names_the_failed_dependency(matrix_stack: ApiStack) -> 
 
 async def test_playbook_list_and_validation(matrix_stack: ApiStack) -> None:
     listed = await matrix_stack.call("GET", "/playbooks", "cora")
-    assert [p["id"] for p in listed.json()["items"]] == ["matrix", "matrix-quiet"]
+    assert [p["id"] for p in listed.json()["items"]] == ["matrix", "matrix-drafts", "matrix-quiet"]
 
     good = await matrix_stack.call("POST", "/playbooks/validate", "adam", content=SMALL_PLAYBOOK,
                                    headers={"Content-Type": "application/yaml"})

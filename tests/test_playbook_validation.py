@@ -132,7 +132,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "bad-duration-words": ("steps[3].wait.duration", "invalid duration '15 minutes'"),
     "negative-duration": ("steps[3].wait.duration", "invalid duration '-5m'"),
     "two-kinds": ("steps[0]", "needs exactly one of notify, approval"),
-    "missing-field": ("steps[0].approval.content", "Field required"),
+    "missing-field": ("steps[0].approval.content", "an approval needs `content`"),
     "unknown-channel": ("steps[0].notify.channels[1]", "'log', 'webhook' or 'email'"),
     "tier-after-deadline": ("steps[1].approval.escalation[1].after",
                             "fires after the node's deadline (2h >= deadline 1h)"),
@@ -268,3 +268,17 @@ def test_snapshot_survives_the_trip_through_temporal(
     assert PlaybookSnapshot.model_validate(snapshot.model_dump()) == snapshot
     first = snapshot.model_dump(mode="json")["definition"]["steps"][0]
     assert set(first) <= {"id", "name", snapshot.definition.steps[0].kind}  # no `kind: null`
+
+
+def test_publishes_must_name_an_earlier_approval_that_takes_drafts() -> None:
+    from tests.factories import directory, drafts_playbook, viral_playbook
+
+    ok = validate_playbook(drafts_playbook("https://example.org/publish"), directory())
+    assert ok.step("publish-statement").action is not None
+    data = viral_playbook("https://example.org/publish")
+    data["steps"][2]["approval"]["on_approved"][0]["action"]["publishes"] = "holding-statement"
+    with pytest.raises(PlaybookInvalid) as caught:
+        validate_playbook(data, directory())
+    assert [(i.path, i.message.split(":")[0]) for i in caught.value.issues] == [
+        ("steps[2].approval.on_approved[0].action.publishes",
+         "approval 'holding-statement' takes no drafts")]

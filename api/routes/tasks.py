@@ -106,7 +106,7 @@ async def decide(
 ) -> DecisionOut:
     request = DecideRequest(request_id=lookup.request_id(user.id, idempotency_key),
                             actor=user.id, task_id=task_id, decision=body.decision,
-                            comment=body.comment)
+                            comment=body.comment, draft_sha256=body.draft_sha256)
     result: DecideResult = await lookup.execute_update(
         client, incident_of_task(task_id), IncidentWorkflow.decide, request)
     return DecisionOut(task=result.task, node=result.node)
