@@ -45,20 +45,47 @@ class ProposeBody(BaseModel):
     note: str = Field(default="", max_length=MAX_NOTE)
 
 
+_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+_VERSION_EXAMPLE: dict[str, Any] = {
+    "subject": "playbook:viral-complaint", "number": 3, "sha256": _SHA, "author": "ada-admin",
+    "created_at": "2026-03-06T10:00:00Z", "note": "legal may approve alone after 30m",
+    "status": "proposed", "bootstrap": False, "rollback_of": None,
+    "proposal_id": "policy-catalog-crisis-incidents/change/playbook:viral-complaint/v3",
+    "policy": "2 of admin, not the author", "activated_at": None, "superseded_at": None,
+    "superseded_by": None, "review": {
+        "proposal_id": "policy-catalog-crisis-incidents/change/playbook:viral-complaint/v3",
+        "subject": "playbook:viral-complaint", "number": 3, "sha256": _SHA,
+        "author": "ada-admin", "policy": "2 of admin, not the author",
+        "eligible": ["ben-admin", "cat-admin"],
+        "dry_run": {"passed": True, "scenarios": [{
+            "scenario": "legal-silent-exec-rejects.yaml", "playbook": "viral-complaint",
+            "passed": True, "error": None, "report": "DRY RUN of viral-complaint v3 ..."}],
+            "problems": [], "note": "1 scenario(s) run"},
+        "decisions": [{"actor": "ben-admin", "decision": "approve", "comment": "",
+                       "at": "2026-03-06T10:05:00Z"}],
+        "outcome": "pending", "reason": "", "decided_at": None},
+    "yaml": "id: viral-complaint\nname: Viral complaint\nversion: 3\n...",
+}
+
+
 class DecisionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"comment": "checked the dry run: legal still vetoes"}]})
 
     comment: str = Field(default="", max_length=MAX_NOTE)
 
 
 class RollbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"to": 2, "note": "v3 escalates too late"}]})
 
     to: int = Field(ge=1, description="the earlier version whose text is proposed again")
     note: str = Field(default="", max_length=MAX_NOTE)
 
 
 class VersionOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_VERSION_EXAMPLE]})
+
     subject: str
     number: int
     sha256: str
@@ -80,6 +107,10 @@ class VersionOut(BaseModel):
 
 
 class VersionList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "subject": "playbook:viral-complaint", "active": 2,
+        "items": [{**_VERSION_EXAMPLE, "yaml": None}]}]})
+
     subject: str
     active: int | None
     items: list[VersionOut]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.directory import Directory
 from domain.durations import format_duration
@@ -47,6 +47,18 @@ class EntryChange(BaseModel):
 
 
 class VersionDiff(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "subject": "playbook:viral-complaint", "from_version": 1, "to_version": 2,
+        "from_sha256": "5e8f...", "to_sha256": "9f86...",
+        "unified": "--- v1\n+++ v2\n@@ -20 +20 @@\n-    quorum: {k: 2}\n+    quorum: {k: 1}\n",
+        "steps": [{"step": "holding-statement", "kind": "approval", "change": "changed",
+                   "fields": ["approval.quorum"]}],
+        "quorum_rules": [{"step": "holding-statement", "before": "2 approvals",
+                          "after": "1 approvals"}],
+        "tiers": [], "entries": [],
+        "summary": ["step holding-statement (approval) changed: approval.quorum",
+                    "quorum rule of holding-statement: 2 approvals -> 1 approvals"]}]})
+
     subject: str
     from_version: int
     to_version: int

@@ -216,6 +216,8 @@ async def propose_playbook(request: Request, response: Response, user: PlaybookA
         snapshot = snapshot_playbook(raw, registry.directory, "request")
     except PlaybookInvalid as exc:
         raise _invalid(exc) from None
+    if snapshot.id == "directory":
+        raise ApiError(422, "`directory` is reserved for the directory: choose another id")
     try:
         record = await store_of(services).propose(
             playbook_subject(snapshot.id), raw, user.id, number=snapshot.version, note=note)
