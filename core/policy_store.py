@@ -65,8 +65,10 @@ def _not_found(exc: RPCError) -> bool:
 
 
 class PolicyStore:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, *,
+                 continue_as_new_after_events: int = 4000) -> None:
         self.client = client
+        self.continue_after = continue_as_new_after_events
         self.catalog_id = catalog_id(settings)
         self.task_queue = settings.task_queue
         self.policy = settings.change_policy
@@ -76,7 +78,9 @@ class PolicyStore:
 
     def _start(self) -> WithStartWorkflowOperation[Any, Any]:
         return WithStartWorkflowOperation(
-            "PolicyCatalog", CatalogStart(catalog_id=self.catalog_id), id=self.catalog_id,
+            "PolicyCatalog", CatalogStart(catalog_id=self.catalog_id,
+                                          continue_as_new_after_events=self.continue_after),
+            id=self.catalog_id,
             task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
 
     async def _update(self, name: str, arg: Any) -> VersionRecord:

@@ -325,7 +325,9 @@ async def test_a_rejected_proposal_keeps_its_votes_and_a_withdrawal_frees_the_sl
 async def test_directory_changes_take_the_same_review(policy_stack: ApiStack) -> None:
     stack = policy_stack
     await new_playbook(stack, "pv-directory")
-    current = (await stack.call("GET", "/directory/versions", COMMS)).json()
+    hidden = await stack.call("GET", "/directory/versions", COMMS)
+    assert hidden.status_code == 403  # addresses and webhook URLs: admins only
+    current = (await stack.call("GET", "/directory/versions", BEN)).json()
     number = current["active"]
     bigger = {**DIRECTORY, "people": [*DIRECTORY["people"], {
         "id": "liv", "name": "Liv Legal", "roles": ["legal"], "access": ["approver"]}]}
@@ -340,7 +342,7 @@ async def test_directory_changes_take_the_same_review(policy_stack: ApiStack) ->
     assert (await decide(stack, path, AUTHOR)).json()["error"] == "AuthorCannotApprove"
     assert (await decide(stack, path, BEN)).status_code == 200
     assert (await decide(stack, path, CAT)).json()["status"] == "active"
-    diff = (await stack.call("GET", "/directory/diff", COMMS,
+    diff = (await stack.call("GET", "/directory/diff", BEN,
                              params={"from": number, "to": number + 1})).json()
     assert diff["summary"] == ["person liv added"]
 
@@ -351,7 +353,7 @@ async def test_directory_changes_take_the_same_review(policy_stack: ApiStack) ->
     failed = await reviewed(stack, f"/directory/versions/{number + 2}")
     assert failed["status"] == "rejected"
     assert any("unknown role 'legal'" in p for p in failed["review"]["dry_run"]["problems"])
-    listed = (await stack.call("GET", "/directory/versions", COMMS)).json()
+    listed = (await stack.call("GET", "/directory/versions", BEN)).json()
     assert listed["active"] == number + 1
 
 
@@ -375,3 +377,126 @@ async def test_every_playbook_route_has_an_operation_id_and_documents_its_errors
     _, _, validate_op = operations["validatePlaybook"]
     assert set(validate_op["requestBody"]["content"]) >= {"application/yaml",
                                                           "application/json"}
+
+
+# ---- durability, seeding, fallback, command line ---------------------------------------------
+
+async def test_the_catalog_continues_as_new_with_a_review_open(policy_stack: ApiStack) -> None:
+    """Versions survive continue-as-new, and a review started in an earlier run still
+    activates its version in the current one."""
+    stack = policy_stack
+    settings = stack.settings.model_copy(update={"policy_catalog_id": "policy-can-test"})
+    small = PolicyStore(stack.env.client, settings, continue_as_new_after_events=40)
+    directory = stack.settings.directory_file.read_bytes()
+    await small.bootstrap("directory", directory, 1)
+    await small.bootstrap(playbook_subject("pv-can"), playbook_text("pv-can", 1).encode(), 1)
+    (stack.settings.playbooks_dir / "scenarios" / "pv-can.yaml").write_text(
+        scenario_text("pv-can"))
+    (stack.settings.playbooks_dir / "pv-can.yaml").write_text(playbook_text("pv-can", 1))
+    v2 = playbook_text("pv-can", 2, quorum="quorum: any").encode()
+    proposed = await small.propose(playbook_subject("pv-can"), v2, AUTHOR, number=2)
+    assert proposed.proposal_id is not None
+    for n in range(12):  # enough history for a few runs
+        await small.bootstrap(playbook_subject(f"pv-can-{n}"),
+                              playbook_text(f"pv-can-{n}", 1).encode(), 1)
+
+    async def review_ready() -> bool:
+        review = await small.review(proposed.proposal_id or "")
+        return review is not None and review.dry_run is not None
+    await eventually(review_ready, within=90, what="the dry run")
+    await small.decide(proposed.proposal_id, BEN, True)
+    review = await small.decide(proposed.proposal_id, CAT, True)
+    assert review.outcome == "approved"
+
+    handle = stack.env.client.get_workflow_handle("policy-can-test")
+    stats = await handle.query("stats", result_type=dict)
+    assert stats["runs"] >= 2 and stats["subjects"] == 14
+    active = await small.active()
+    assert active is not None
+    assert active.subjects[playbook_subject("pv-can")].number == 2
+    assert [v.status for v in await small.versions(playbook_subject("pv-can"))] == [
+        "superseded", "active"]
+
+
+async def test_seeding_is_a_first_start_only_and_never_activates_an_edit(
+        policy_stack: ApiStack) -> None:
+    stack = policy_stack
+    shipped = stack.settings.playbooks_dir / "shipped.yaml"
+    original = shipped.read_text()
+    try:
+        shipped.write_text(original.replace("deadline: 4h", "deadline: 1h"))  # no bump
+        lines = await seed_shipped_versions(stack.env.client, stack.settings)
+    finally:
+        shipped.write_text(original)
+    assert any(line.startswith("shipped.yaml: differs from playbook shipped v1 (active); not "
+                               "activated") for line in lines), lines
+    history = (await stack.call("GET", "/playbooks/shipped/versions", COMMS)).json()
+    assert [(v["number"], v["bootstrap"], v["sha256"]) for v in history["items"]] == [
+        (1, True, sha256(original.encode()))]
+    listed = (await stack.call("GET", "/playbooks", COMMS)).json()
+    assert listed["source"] == "store"
+
+
+async def test_before_seeding_the_api_serves_files_and_says_so(matrix_stack: ApiStack) -> None:
+    listed = await matrix_stack.call("GET", "/playbooks", "adam")
+    assert listed.json()["source"] == "files"
+    refused = await matrix_stack.call(
+        "POST", "/playbooks", "adam", headers={"Content-Type": "application/yaml"},
+        content=(matrix_stack.settings.playbooks_dir / "matrix.yaml").read_bytes())
+    assert refused.status_code == 409 and refused.json()["error"] == "StoreNotSeeded"
+
+
+async def test_the_command_line_publishes_and_approves(
+        policy_stack: ApiStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    import httpx
+
+    from cli import playbook_cmd
+
+    stack = policy_stack
+    await new_playbook(stack, "pv-cli")
+
+    def client(person: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.app),
+                                 base_url="http://testserver", headers=stack.auth(person),
+                                 timeout=60)
+
+    edited = tmp_path / "pv-cli.yaml"
+    edited.write_text(playbook_text("pv-cli", 2, quorum="quorum: all"))
+    args = argparse.Namespace(file=edited, note="everyone signs", no_wait=False,
+                              wait_seconds=90.0)
+    async with client(AUTHOR) as http:
+        assert await playbook_cmd._publish(args, http) == 0
+    out = capsys.readouterr().out
+    assert f"proposed {edited}" in out
+    assert "pv-cli v2 proposed" in out and "everyone signs" in out
+    assert "review: 2 of admin, not the author; reviewers: ben, cat, dan" in out
+    assert "dry run: passed (1 scenario(s) run)" in out
+    assert "pv-cli.yaml (pv-cli): ok" in out
+
+    for person in (BEN, CAT):
+        decide = argparse.Namespace(playbook_command="approve", subject="pv-cli", number=2,
+                                    comment=f"ok from {person}")
+        async with client(person) as http:
+            assert await playbook_cmd._decide(decide, http) == 0
+    out = capsys.readouterr().out
+    assert "pv-cli v2 active" in out and "approve by cat: ok from cat" in out
+
+    async with client(COMMS) as http:
+        assert await playbook_cmd._diff(argparse.Namespace(subject="pv-cli", a=1, b=2),
+                                        http) == 0
+        assert await playbook_cmd._versions(
+            argparse.Namespace(subject="pv-cli", number=None, text=False), http) == 0
+    out = capsys.readouterr().out
+    assert "* quorum rule of sign-off: 1 approvals; deadline 4h -> all approvers; " \
+           "deadline 4h" in out
+    assert "+      quorum: all" in out
+    assert out.splitlines()[-2].startswith("pv-cli v2 active (sha256 ")
+    assert out.splitlines()[-1].startswith("pv-cli v1 superseded (sha256 ")
+
+    async with client(AUTHOR) as http:  # the same number with another text
+        edited.write_text(playbook_text("pv-cli", 2, quorum="quorum: any"))
+        assert await playbook_cmd._publish(args, http) == 1
+    assert "refused (409 VersionTaken): playbook pv-cli v2 already exists" in \
+        capsys.readouterr().err

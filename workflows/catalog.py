@@ -149,6 +149,8 @@ class PolicyCatalogWorkflow:
         state = self.state.subject(subject)
         return state.find(number or state.active or 0)
 
-    @workflow.query(name="subjects")
-    def subjects(self) -> list[str]:
-        return sorted(self.state.subjects)
+    @workflow.query(name="stats")
+    def stats(self) -> dict[str, int]:
+        """How many runs (continue-as-new), changes and subjects the catalog has seen."""
+        return {"runs": self.state.runs, "revision": self.state.revision,
+                "subjects": len(self.state.subjects)}

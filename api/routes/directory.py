@@ -4,6 +4,7 @@ A directory text has no `version:` key, so the store numbers versions itself (th
 number); give `?version=N` (or JSON `"version"`) to insist on a number, which is refused
 if another text holds it. The dry run checks every active playbook against the proposed
 directory and runs their scenarios with it; reviewers come from the *active* directory.
+Reads are for admins only: the directory holds contact addresses and webhook URLs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from domain.policy_versions import (
 )
 from domain.validation import PlaybookInvalid
 
-from ..deps import PlaybookAdmin, PlaybookReader, ServicesDep
+from ..deps import PlaybookAdmin, ServicesDep
 from ..errors import responses
 from ..playbook_registry import directory_from_text
 from ..policy_views import (
@@ -88,7 +89,7 @@ async def propose_directory(request: Request, response: Response, user: Playbook
 @router.get("/versions", response_model=VersionList, operation_id="listDirectoryVersions",
             summary="Every directory version, newest first",
             responses={**responses(401, 403), **error_doc(VERSION_NOT_FOUND)})
-async def list_directory_versions(user: PlaybookReader, services: ServicesDep) -> VersionList:
+async def list_directory_versions(user: PlaybookAdmin, services: ServicesDep) -> VersionList:
     return await list_versions(store_of(services), DIRECTORY)
 
 
@@ -96,7 +97,7 @@ async def list_directory_versions(user: PlaybookReader, services: ServicesDep) -
             operation_id="getDirectoryVersion",
             summary="One directory version: its text, status, dry-run report and votes",
             responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
-async def get_directory_version(number: Annotated[int, Path(ge=1)], user: PlaybookReader,
+async def get_directory_version(number: Annotated[int, Path(ge=1)], user: PlaybookAdmin,
                                 services: ServicesDep) -> VersionOut:
     return await get_version(store_of(services), DIRECTORY, number)
 
@@ -104,7 +105,7 @@ async def get_directory_version(number: Annotated[int, Path(ge=1)], user: Playbo
 @router.get("/diff", response_model=VersionDiff, operation_id="diffDirectoryVersions",
             summary="What changed between two directory versions: people, roles, rosters",
             responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
-async def diff_directory_versions(user: PlaybookReader, services: ServicesDep,
+async def diff_directory_versions(user: PlaybookAdmin, services: ServicesDep,
                                   from_: Annotated[int, Query(alias="from", ge=1)],
                                   to: Annotated[int, Query(ge=1)]) -> VersionDiff:
     return await diff(store_of(services), DIRECTORY, from_, to)
