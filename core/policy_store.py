@@ -72,6 +72,7 @@ class PolicyStore:
         self.catalog_id = catalog_id(settings)
         self.task_queue = settings.task_queue
         self.policy = settings.change_policy
+        self.public_url = settings.public_url
 
     def _catalog(self) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(self.catalog_id)
@@ -98,7 +99,8 @@ class PolicyStore:
                       note: str = "", rollback_of: int | None = None) -> VersionRecord:
         return await self._update("propose", ProposeRequest(
             subject=subject, number=number, sha256=sha256(raw), text_z=pack_text(raw),
-            author=author, note=note, rollback_of=rollback_of, policy=self.policy))
+            author=author, note=note, rollback_of=rollback_of, policy=self.policy,
+            public_url=self.public_url))
 
     async def bootstrap(self, subject: str, raw: bytes, number: int) -> VersionRecord:
         return await self._update("bootstrap", BootstrapRequest(

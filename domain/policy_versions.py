@@ -24,8 +24,9 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.directory import AccessRole, Directory
-from domain.playbook import Requirement
+from domain.directory import AccessRole, Directory, Target
+from domain.durations import Duration
+from domain.playbook import Channel, Requirement
 from domain.quorum import Policy, Tally
 
 DIRECTORY: Final = "directory"
@@ -113,13 +114,32 @@ def renumber(raw: bytes, number: int) -> bytes:
 
 # ---- the change policy --------------------------------------------------------------------
 
+def _log_only() -> list[Channel]:
+    return ["log"]
+
+
+class ChangeTier(BaseModel):
+    """Like a statement's escalation tier: `after` the review opened with no outcome,
+    notify these targets (resolved against the active directory, on-call stand-ins included)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, max_length=100)
+    after: Duration
+    notify: list[Target] = Field(min_length=1, max_length=50)
+
+
 class ChangePolicy(BaseModel):
     """Who must approve a policy change. Default: 2 admins, not the author.
 
     `require` (per directory role, combined with AND) replaces `approvals` when given;
-    a reject from someone with a `veto` role ends the review at once."""
+    a reject from someone with a `veto` role ends the review at once. Reviewers are told on
+    `channels` when the dry run has passed; `escalation` tiers fire while no outcome."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[Channel] = Field(default_factory=_log_only, min_length=1)
+    escalation: list[ChangeTier] = Field(default_factory=list, max_length=10)
 
     access: list[AccessRole] = Field(default_factory=lambda: [AccessRole.admin], min_length=1)
     approvals: int = Field(default=2, ge=1, le=20)
@@ -210,6 +230,15 @@ class ReviewOutcome(StrEnum):
     rejected = "rejected"
 
 
+class NotifiedRecord(BaseModel):
+    at: datetime
+    to: str
+    purpose: Literal["review", "escalation"]
+    tier: int | None = None
+    channels: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
 class ReviewState(BaseModel):
     """A change-approval workflow's state: the dry run, the votes, the outcome."""
 
@@ -222,6 +251,8 @@ class ReviewState(BaseModel):
     eligible: list[str]
     dry_run: DryRunSummary | None = None  # None while it runs
     decisions: list[DecisionRecord] = Field(default_factory=list)
+    notified: list[NotifiedRecord] = Field(default_factory=list)
+    tiers_fired: list[int] = Field(default_factory=list)
     outcome: ReviewOutcome = ReviewOutcome.pending
     reason: str = ""
     decided_at: datetime | None = None
@@ -312,6 +343,7 @@ class ProposeRequest(BaseModel):
     note: str = Field(default="", max_length=MAX_NOTE)
     rollback_of: int | None = None
     policy: ChangePolicy = Field(default_factory=ChangePolicy)
+    public_url: str = "http://127.0.0.1:8000"  # base of the review link in notifications
 
 
 class BootstrapRequest(BaseModel):
@@ -461,6 +493,13 @@ class ChangeInput(BaseModel):
     policy: ChangePolicy
     reviewers_directory_z: str  # the active directory: who may approve
     dry_run: DryRunRequest
+    public_url: str = "http://127.0.0.1:8000"
+
+    def link(self) -> str:
+        if self.subject == DIRECTORY:
+            return f"{self.public_url}/directory/versions/{self.number}"
+        return (f"{self.public_url}/playbooks/{self.subject[len(PLAYBOOK_PREFIX):]}"
+                f"/versions/{self.number}")
 
 
 class CatalogStart(BaseModel):

@@ -115,7 +115,7 @@ class PolicyCatalogWorkflow:
             catalog_id=self.start.catalog_id, proposal_id=record.proposal_id,
             subject=req.subject, number=record.number, sha256=record.sha256,
             author=req.author, note=req.note, policy=req.policy,
-            reviewers_directory_z=directory.text_z, dry_run=dry_run)
+            reviewers_directory_z=directory.text_z, dry_run=dry_run, public_url=req.public_url)
 
     @workflow.update(name="bootstrap")
     def bootstrap(self, req: BootstrapRequest) -> VersionRecord:

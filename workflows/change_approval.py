@@ -17,13 +17,15 @@ so the rules hold even if the API is bypassed.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.directory import Directory
+    from domain.directory import Directory, Target, resolve_targets
+    from domain.effects import NotifyRequest, NotifyResult, Recipient
     from domain.loader import parse_yaml
     from domain.policy_versions import (
         ALREADY_DECIDED,
@@ -36,10 +38,12 @@ with workflow.unsafe.imports_passed_through():
         ChangeInput,
         DecisionRecord,
         DryRunSummary,
+        NotifiedRecord,
         PolicyError,
         ProposalClosed,
         ReviewOutcome,
         ReviewState,
+        describe_subject,
         unpack_text,
     )
     from domain.quorum import Outcome, QuorumError, Tally
@@ -48,6 +52,10 @@ DRY_RUN_TIMEOUT = timedelta(minutes=10)
 DRY_RUN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3,
                             non_retryable_error_types=["DryRunInvalid"])
 RECORD_WAIT = timedelta(seconds=30)
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                           maximum_interval=timedelta(minutes=1), maximum_attempts=5,
+                           non_retryable_error_types=["DeliveryRejected"])
 
 
 def _refuse(code: str, message: str) -> ApplicationError:
@@ -61,6 +69,7 @@ class ChangeApprovalWorkflow:
         self.change = change
         directory = Directory.model_validate(
             parse_yaml(unpack_text(change.reviewers_directory_z), "directory"))
+        self.directory = directory
         try:
             self.tally = change.policy.tally(directory, change.author)
         except PolicyError:  # the catalog checked this; the directory can't have changed
@@ -81,7 +90,10 @@ class ChangeApprovalWorkflow:
             elif self.tally.check() is not Outcome.pending:
                 self._close(ReviewOutcome.rejected,
                             f"the change policy ({self.review.policy}) cannot be met")
-        await workflow.wait_condition(lambda: self.review.outcome is not ReviewOutcome.pending)
+        if self.review.outcome is ReviewOutcome.pending:
+            await self._notify([Target(person=p) for p in self.review.eligible], "review", None)
+            await self._escalate()
+        await workflow.wait_condition(self._decided)
         await workflow.get_external_workflow_handle(change.catalog_id).signal(
             "proposal_closed", ProposalClosed(review=self.review))
         try:
@@ -100,6 +112,62 @@ class ChangeApprovalWorkflow:
         except ActivityError as exc:
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
             return DryRunSummary(passed=False, problems=[f"the dry run could not run: {cause}"])
+
+    def _decided(self) -> bool:
+        return self.review.outcome is not ReviewOutcome.pending
+
+    async def _escalate(self) -> None:
+        """Each tier fires `after` the review opened if it is still undecided, like a
+        statement's escalation: durable timers, so a worker restart changes nothing."""
+        opened = workflow.now()
+        tiers = sorted(enumerate(self.change.policy.escalation), key=lambda t: t[1].after)
+        for index, tier in tiers:
+            wait = opened + tier.after - workflow.now()
+            if wait > timedelta(0):
+                try:
+                    await workflow.wait_condition(self._decided, timeout=wait)
+                except TimeoutError:
+                    pass
+            if self._decided():
+                return
+            self.review.tiers_fired.append(index)
+            await self._notify(tier.notify, "escalation", index)
+
+    async def _notify(self, targets: list[Target], purpose: Literal["review", "escalation"],
+                      tier: int | None) -> None:
+        review = self.review
+        what = describe_subject(review.subject)
+        waiting = [p for p in review.eligible
+                   if not any(d.actor == p for d in review.decisions)]
+        subject = f"[REVIEW] {what} v{review.number}"
+        message = (f"{review.author} proposes {what} v{review.number}"
+                   + (f": {self.change.note}" if self.change.note else "") + ". "
+                   f"The dry run passed. It needs {review.policy}; waiting on "
+                   f"{', '.join(waiting) or 'nobody'}.\n\n{self.change.link()}")
+        if purpose == "escalation":
+            message = f"Still no decision on this change. {message}"
+        suffix = "review" if tier is None else f"tier{tier}"
+        # reviewers are told themselves; escalation targets may have on-call stand-ins
+        for assignment in resolve_targets(targets, self.directory, workflow.now(),
+                                          respect_hours=purpose == "escalation"):
+            person = self.directory.person(assignment.person_id)
+            request = NotifyRequest(
+                idempotency_key=f"{self.change.proposal_id}:{suffix}:{person.id}",
+                incident_id=self.change.proposal_id, step_id="review",
+                kind="task" if purpose == "review" else "escalation",
+                recipient=Recipient(person_id=person.id, name=person.name, email=person.email,
+                                    webhook=person.webhook),
+                channels=list(self.change.policy.channels), subject=subject, message=message)
+            record = NotifiedRecord(at=workflow.now(), to=person.id, purpose=purpose,
+                                    tier=tier)
+            try:
+                result: NotifyResult = await workflow.execute_activity(
+                    "notify", request, result_type=NotifyResult,
+                    start_to_close_timeout=NOTIFY_TIMEOUT, retry_policy=NOTIFY_RETRY)
+                record.channels = [*result.delivered, *result.already_done]
+            except ActivityError as exc:
+                record.error = str(exc.cause or exc)
+            review.notified.append(record)
 
     def _close(self, outcome: ReviewOutcome, reason: str) -> None:
         self.review.outcome = outcome
