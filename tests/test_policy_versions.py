@@ -164,6 +164,11 @@ async def test_the_same_version_number_with_another_text_is_refused(
     assert "pv-number v1 already exists" in body["detail"] and "bump `version` to 2" in body[
         "detail"]
 
+    checked = await stack.call("POST", "/playbooks/validate", AUTHOR, json={"yaml": edited})
+    assert checked.json()["valid"] is False
+    assert checked.json()["errors"] == [{"path": "version", "message": (
+        "pv-number v1 already exists (active) with a different text: bump `version` to 2")}]
+
     same = await propose(stack, original)  # the very same text: the existing version
     assert same.status_code == 200 and same.json()["status"] == "active"
     assert same.json()["sha256"] == sha256(original.encode())
@@ -500,3 +505,34 @@ async def test_the_command_line_publishes_and_approves(
         assert await playbook_cmd._publish(args, http) == 1
     assert "refused (409 VersionTaken): playbook pv-cli v2 already exists" in \
         capsys.readouterr().err
+
+
+async def test_the_catalog_and_review_histories_replay(policy_stack: ApiStack) -> None:
+    """Both workflows are deterministic: their real histories replay without error."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from worker.main import workflow_runner
+    from workflows.catalog import PolicyCatalogWorkflow
+    from workflows.change_approval import ChangeApprovalWorkflow
+
+    stack = policy_stack
+    await new_playbook(stack, "pv-replay")
+    assert (await propose(stack, playbook_text("pv-replay", 2, quorum="quorum: all"))
+            ).status_code == 202
+    path = "/playbooks/pv-replay/versions/2"
+    await reviewed(stack, path)
+    assert (await decide(stack, path, BEN, "reject", "not yet")).status_code == 200
+    closed = (await decide(stack, path, DAN)).json()
+    assert closed["status"] == "proposed"  # ben's reject leaves cat and dan: 2 still possible
+    closed = (await decide(stack, path, CAT)).json()
+    assert closed["status"] == "active"
+
+    replayer = Replayer(workflows=[PolicyCatalogWorkflow, ChangeApprovalWorkflow],
+                        workflow_runner=workflow_runner(),
+                        data_converter=pydantic_data_converter)
+    client = stack.env.client
+    for workflow_id in (store(stack).catalog_id, closed["proposal_id"]):
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None, workflow_id

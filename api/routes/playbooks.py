@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
+from temporalio.service import RPCError
 
 from domain.directory import IDENT_PATTERN
 from domain.incident import PlaybookSnapshot
@@ -182,7 +183,27 @@ async def validate_playbook(request: Request, user: PlaybookAdmin,
     except PlaybookInvalid as exc:
         return ValidateOut(valid=False, playbook=None, errors=[
             ValidationIssue(path=i.path, message=i.message) for i in exc.issues])
+    taken = await _number_taken(registry, snapshot)
+    if taken is not None:
+        return ValidateOut(valid=False, playbook=snapshot.ref(),
+                           errors=[ValidationIssue(path="version", message=taken)])
     return ValidateOut(valid=True, errors=[], playbook=snapshot.ref())
+
+
+async def _number_taken(registry: RegistryDep, snapshot: PlaybookSnapshot) -> str | None:
+    """Why this text can't be published under its number, if the store already has it."""
+    if registry.store is None or registry.source != "store":
+        return None
+    try:
+        versions = await registry.store.versions(playbook_subject(snapshot.id))
+    except RPCError:
+        return None  # the store is unreachable: validation still answers
+    same = next((v for v in versions if v.number == snapshot.version), None)
+    if same is None or same.sha256 == snapshot.sha256:
+        return None
+    highest = max(v.number for v in versions)
+    return (f"{snapshot.id} v{snapshot.version} already exists ({same.status}) with a "
+            f"different text: bump `version` to {highest + 1}")
 
 
 # ---- the version store ------------------------------------------------------------------
