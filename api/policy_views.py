@@ -7,12 +7,14 @@ are answered as `{"error": code, "detail": text}` with the status of `HTTP_STATU
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from temporalio.service import RPCError
 
 from core.policy_store import PolicyStore
 from domain.playbook_diff import VersionDiff, directory_diff, playbook_diff
@@ -194,7 +196,8 @@ async def decide(services: Services, subject: str, number: int, actor: str, appr
         await store.decide(record.proposal_id, actor, approve, comment)
     except PolicyError as exc:
         raise policy_error(exc) from None
-    await services.registry.refresh()  # an activation applies to this API's next incident
+    with contextlib.suppress(RPCError):  # the vote is in; the loop refreshes later anyway
+        await services.registry.refresh()  # an activation applies to this API's next incident
     return await get_version(store, subject, number)
 
 

@@ -50,6 +50,7 @@ AUTHOR_CANNOT_APPROVE: Final = "AuthorCannotApprove"
 NOT_AN_APPROVER: Final = "NotAnApprover"
 ALREADY_DECIDED: Final = "AlreadyDecided"
 CATALOG_FULL: Final = "CatalogFull"
+NOT_AN_ADMIN: Final = "NotAnAdmin"
 ROLLBACK_INVALID: Final = "RollbackInvalid"
 
 HTTP_STATUS: Final[dict[str, int]] = {
@@ -67,6 +68,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     NOT_AN_APPROVER: 403,
     ALREADY_DECIDED: 409,
     CATALOG_FULL: 409,
+    NOT_AN_ADMIN: 403,
     ROLLBACK_INVALID: 422,
 }
 
@@ -384,6 +386,7 @@ def check_propose(state: CatalogState, req: ProposeRequest) -> VersionRecord | N
     if req.subject == DIRECTORY and state.active_record(DIRECTORY) is None:
         raise PolicyError(STORE_NOT_SEEDED, "the version store has no active directory yet, "
                           "so nobody could review a change: run `crisis playbook seed`")
+    check_author(state, req)
     subject = state.subject(req.subject)
     what = describe_subject(req.subject)
     if req.number is not None:
@@ -413,6 +416,26 @@ def check_propose(state: CatalogState, req: ProposeRequest) -> VersionRecord | N
         raise PolicyError(CATALOG_FULL, "the version catalog is full (its state would pass "
                           f"{MAX_STATE_BYTES} bytes); archive old versions first")
     return None
+
+
+def active_directory(state: CatalogState) -> Directory:
+    from domain.loader import parse_yaml  # pure; imported here to keep this module light
+
+    record = state.active_record(DIRECTORY)
+    if record is None:
+        raise PolicyError(STORE_NOT_SEEDED, "the version store has no active directory yet")
+    return Directory.model_validate(parse_yaml(record.text(), "directory"))
+
+
+def check_author(state: CatalogState, req: ProposeRequest) -> None:
+    """The author is an admin of the active directory, and the change policy can be met
+    by the others (checked here too, so it holds even if the API is bypassed)."""
+    directory = active_directory(state)
+    if not directory.has_person(req.author) or \
+            AccessRole.admin not in directory.person(req.author).access:
+        raise PolicyError(NOT_AN_ADMIN, f"{req.author} is not an admin in the active "
+                          "directory, so cannot propose a policy change")
+    req.policy.tally(directory, req.author)
 
 
 def add_proposal(state: CatalogState, req: ProposeRequest, now: datetime,

@@ -195,3 +195,16 @@ def test_the_directory_diff_names_people_and_rosters() -> None:
     after = before.replace(b"name: Ray Reyes (warehouse)", b"name: Ray Reyes (depot)")
     diff = directory_diff((1, 2), (sha256(before), sha256(after)), before, after)
     assert diff.summary == ["person ray-reporter changed: name"]
+
+
+def test_only_an_admin_proposes_and_only_if_others_can_approve() -> None:
+    state = seeded()
+    error = refused(state, proposal(renumber(VIRAL, 2), 2, author="cara-comms"))
+    assert error.code == "NotAnAdmin"
+    assert error.message == ("cara-comms is not an admin in the active directory, so cannot "
+                             "propose a policy change")
+    strict = proposal(renumber(VIRAL, 2), 2).model_copy(
+        update={"policy": ChangePolicy(approvals=3)})
+    error = refused(state, strict)
+    assert error.code == "PolicyUnsatisfiable"
+    assert "has gabe-counsel, vera-vp to approve a change by ada-admin" in error.message

@@ -27,6 +27,7 @@ from domain.policy_versions import (
     DRY_RUN_FAILED,
     DRY_RUN_PENDING,
     NO_CHANGE,
+    NOT_AN_ADMIN,
     NOT_AN_APPROVER,
     POLICY_UNSATISFIABLE,
     PROPOSAL_CLOSED,
@@ -74,7 +75,7 @@ from ..schemas import (
 router = APIRouter(prefix="/playbooks", tags=["playbooks"])
 
 PROPOSE_ERRORS = (VERSION_TAKEN, VERSION_OUTDATED, PROPOSAL_OPEN, NO_CHANGE, STORE_NOT_SEEDED,
-                  POLICY_UNSATISFIABLE, CATALOG_FULL)
+                  POLICY_UNSATISFIABLE, CATALOG_FULL, NOT_AN_ADMIN)
 DECIDE_ERRORS = (VERSION_NOT_FOUND, PROPOSAL_CLOSED, DRY_RUN_PENDING, DRY_RUN_FAILED,
                  AUTHOR_CANNOT_APPROVE, NOT_AN_APPROVER, ALREADY_DECIDED)
 VersionNumber = Annotated[int, Path(ge=1, examples=[3])]
