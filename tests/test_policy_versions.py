@@ -536,3 +536,26 @@ async def test_the_catalog_and_review_histories_replay(policy_stack: ApiStack) -
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
         assert result.replay_failure is None, workflow_id
+
+
+async def test_a_new_playbook_is_reviewed_before_incidents_can_use_it(
+        policy_stack: ApiStack) -> None:
+    stack = policy_stack
+    text = playbook_text("pv-brand-new", 1)
+    response = await stack.call("POST", "/playbooks", AUTHOR,
+                                json={"yaml": text, "note": "a playbook for recalls"})
+    assert response.status_code == 202, response.text
+    unknown = await stack.call("POST", "/incidents", COMMS, json={
+        "title": "Recall", "summary": "A batch is faulty", "severity": "high",
+        "playbook": "pv-brand-new"})
+    assert unknown.status_code == 422 and unknown.json()["error"] == "UnknownPlaybook"
+
+    path = "/playbooks/pv-brand-new/versions/1"
+    version = await reviewed(stack, path)
+    assert version["review"]["dry_run"]["note"] == (
+        "no scenario file names pv-brand-new: only validation was checked")
+    assert version["note"] == "a playbook for recalls"
+    for admin in (BEN, DAN):
+        assert (await decide(stack, path, admin)).status_code == 200
+    _, ref = await incident_playbook(stack, "pv-brand-new")
+    assert ref == {"id": "pv-brand-new", "version": 1, "sha256": sha256(text.encode())}
