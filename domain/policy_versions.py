@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import re
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -142,6 +142,7 @@ class ChangePolicy(BaseModel):
 
     channels: list[Channel] = Field(default_factory=_log_only, min_length=1)
     escalation: list[ChangeTier] = Field(default_factory=list, max_length=10)
+    deadline: Duration = timedelta(days=30)  # then the review ends `rejected` (expired)
 
     access: list[AccessRole] = Field(default_factory=lambda: [AccessRole.admin], min_length=1)
     approvals: int = Field(default=2, ge=1, le=20)

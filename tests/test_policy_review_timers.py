@@ -73,3 +73,32 @@ async def test_an_undecided_review_escalates_like_a_statement(redis_url: str) ->
         assert decided.outcome == "approved"
         active = await store.active()
         assert active is not None and active.subjects[playbook_subject("timed")].number == 2
+
+
+async def test_a_review_nobody_decides_expires_and_frees_the_playbook(redis_url: str) -> None:
+    async with fresh_time_env() as env, harness(env, redis_url) as h:
+        settings = Settings(task_queue=h.task_queue,
+                            change_policy=ChangePolicy(deadline=timedelta(days=2)),
+                            policy_catalog_id=f"catalog-{uuid.uuid4().hex[:6]}")
+        store = PolicyStore(env.client, settings)
+        await store.bootstrap(DIRECTORY, yaml.safe_dump(PEOPLE).encode(), 1)
+        await store.bootstrap(playbook_subject("timed"), playbook(1, "any"), 1)
+        proposed = await store.propose(playbook_subject("timed"), playbook(2, "all"), "ada",
+                                       number=2)
+
+        async def review() -> ReviewState:
+            state = await store.review(proposed.proposal_id or "")
+            assert state is not None
+            return state
+
+        await eventually(review, lambda r: len(r.notified) == 2)
+        await env.sleep(timedelta(days=2, minutes=1))
+        expired = await eventually(review, lambda r: r.outcome == "rejected")
+        assert expired.reason == "expired: no decision within 2d"
+
+        async def closed() -> str:
+            return (await store.version(playbook_subject("timed"), 2)).status
+        assert await eventually(closed, lambda s: s == "rejected") == "rejected"
+        again = await store.propose(playbook_subject("timed"), playbook(3, "all"), "ada",
+                                    number=3)
+        assert again.status == "proposed"

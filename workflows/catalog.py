@@ -16,8 +16,6 @@ Handlers:
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -83,8 +81,7 @@ class PolicyCatalogWorkflow:
         assert record.proposal_id is not None
         await workflow.start_child_workflow(
             ChangeApprovalWorkflow.run, self._change_input(req, record), id=record.proposal_id,
-            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            execution_timeout=timedelta(days=90))
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON)
         return record.without_text()
 
     @propose.validator

@@ -16,7 +16,7 @@ so the rules hold even if the API is bypassed.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from temporalio import workflow
@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.directory import Directory, Target, resolve_targets
+    from domain.durations import format_duration
     from domain.effects import NotifyRequest, NotifyResult, Recipient
     from domain.loader import parse_yaml
     from domain.policy_versions import (
@@ -92,8 +93,14 @@ class ChangeApprovalWorkflow:
                             f"the change policy ({self.review.policy}) cannot be met")
         if self.review.outcome is ReviewOutcome.pending:
             await self._notify([Target(person=p) for p in self.review.eligible], "review", None)
-            await self._escalate()
-        await workflow.wait_condition(self._decided)
+            deadline = workflow.now() + change.policy.deadline
+            await self._escalate(deadline)
+            try:
+                await workflow.wait_condition(
+                    self._decided, timeout=max(deadline - workflow.now(), timedelta(0)))
+            except TimeoutError:
+                self._close(ReviewOutcome.rejected, "expired: no decision within "
+                            f"{format_duration(change.policy.deadline)}")
         await workflow.get_external_workflow_handle(change.catalog_id).signal(
             "proposal_closed", ProposalClosed(review=self.review))
         try:
@@ -116,12 +123,14 @@ class ChangeApprovalWorkflow:
     def _decided(self) -> bool:
         return self.review.outcome is not ReviewOutcome.pending
 
-    async def _escalate(self) -> None:
+    async def _escalate(self, deadline: datetime) -> None:
         """Each tier fires `after` the review opened if it is still undecided, like a
         statement's escalation: durable timers, so a worker restart changes nothing."""
         opened = workflow.now()
         tiers = sorted(enumerate(self.change.policy.escalation), key=lambda t: t[1].after)
         for index, tier in tiers:
+            if opened + tier.after >= deadline:
+                return
             wait = opened + tier.after - workflow.now()
             if wait > timedelta(0):
                 try:
