@@ -19,6 +19,10 @@ holds their API roles, and everyone is implicitly a `reporter`. The rules, in on
 |                                          | update validator checks the holder again             |
 | GET /playbooks, /playbooks/{id}          | approver, communicator, leader, admin                |
 | POST /playbooks/validate                 | admin                                                |
+| POST /playbooks, /directory/versions,    | admin; approve: an admin other than the author (the  |
+| their approve, reject and rollback       | change-approval workflow checks the reviewer again)  |
+| GET /playbooks/{id}/versions, diff       | approver, communicator, leader, admin                |
+| GET /directory/versions, diff            | admin (addresses and webhook URLs)                   |
 | /demo/sink/{name}                        | loopback clients without a token; others need admin  |
 
 A reporter-only user sees nothing but the receipt that POST /reports returns.

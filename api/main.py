@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.config import Settings, get_settings
+from core.policy_store import PolicyStore
 from core.tokens import TokenStore
 from readmodel.reader import ReadModel
 
@@ -27,7 +28,17 @@ from .idempotency import IdempotencyMiddleware
 from .intake import Intake
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
 from .playbook_registry import PlaybookRegistry
-from .routes import demo, drafts, health, incidents, playbooks, reports, review, tasks
+from .routes import (
+    demo,
+    directory,
+    drafts,
+    health,
+    incidents,
+    playbooks,
+    reports,
+    review,
+    tasks,
+)
 from .routing import ROUTING_FILE, RoutingTable
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -47,7 +58,9 @@ async def build_services(settings: Settings) -> Services:
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
                                   data_converter=pydantic_data_converter, lazy=True)
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
+    registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file,
+                                store=PolicyStore(client, settings),
+                                refresh_seconds=settings.policy_refresh_seconds)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
     return Services(
         settings=settings, temporal=client, redis=redis, registry=registry,
@@ -63,15 +76,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        await services.registry.start()  # the active playbook versions, from the store
         try:
             yield
         finally:
+            await services.registry.stop()
             await services.redis.aclose()
 
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, incidents, drafts, review, reports, tasks, playbooks, demo):
+    for module in (health, incidents, drafts, review, reports, tasks, playbooks, directory,
+                   demo):
         app.include_router(module.router)
 
     @app.get("/", response_class=FileResponse, summary="The web UI",

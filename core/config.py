@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.policy_versions import ChangePolicy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
     continue_as_new_after_events: int = 8000
+    # reviewed policy (issue 12): the version store's workflow id ("" = derived from the task
+    # queue), who approves a change (JSON, e.g. {"approvals": 2, "access": ["admin"]}), and
+    # how often an API process re-reads the active versions
+    policy_catalog_id: str = ""
+    change_policy: ChangePolicy = ChangePolicy()
+    policy_refresh_seconds: float = 1.0
 
 
 @lru_cache

@@ -20,7 +20,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
+from activities.policy_activities import PolicyActivities
 from core.config import Settings
+from workflows.catalog import PolicyCatalogWorkflow
+from workflows.change_approval import ChangeApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml")
@@ -38,15 +41,28 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         redis=redis, http=http,
         smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
                           sender=settings.smtp_sender))
+    policy = PolicyActivities(settings.playbooks_dir, settings.public_url)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[IncidentWorkflow],
-        activities=[activities.notify, activities.run_action, activities.project],
+        workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow],
+        activities=[activities.notify, activities.run_action, activities.project,
+                    policy.dry_run],
         workflow_runner=workflow_runner(),
         max_concurrent_activities=64,
         graceful_shutdown_timeout=graceful_shutdown,
     )
+
+
+async def seed_on_first_start(client: Client, settings: Settings) -> None:
+    """Publish the shipped playbooks and directory as active versions if the version store
+    has none yet (bootstrap, no review); never fatal for the worker."""
+    from core.policy_store import seed_shipped_versions
+
+    try:
+        await seed_shipped_versions(client, settings)
+    except Exception:  # the worker must run even if the shipped files are broken
+        structlog.get_logger("worker").exception("policy_seed_failed")
 
 
 async def connect(settings: Settings) -> Client:
@@ -71,6 +87,7 @@ async def run_worker(settings: Settings) -> None:
         log.info("worker started", task_queue=settings.task_queue,
                  temporal=settings.temporal_address)
         async with worker:
+            await seed_on_first_start(client, settings)
             await stop.wait()
         log.info("worker stopped")
     await redis.aclose()

@@ -1,0 +1,153 @@
+"""`PolicyCatalogWorkflow`: the version store of the playbooks and the directory.
+
+One long-lived workflow per deployment (id from `core.policy_store.catalog_id`). Its state,
+`domain.policy_versions.CatalogState`, holds every version of every subject (exact bytes,
+compressed, with sha256, number, author, time, note, status and review) and which version is
+active; it is carried across continue-as-new. Temporal is the source of truth: the API's
+registry only caches what the `active` query answers.
+
+Handlers:
+- update `propose`: record a `proposed` version and start its `ChangeApprovalWorkflow`
+  (a child that outlives this run: parent close policy ABANDON);
+- update `bootstrap`: the first version of a subject, active without review;
+- signal `proposal_closed`: a review ended; activate or reject, then tell the review;
+- queries `active`, `versions`, `version`.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.policy_versions import (
+        DIRECTORY,
+        PLAYBOOK_PREFIX,
+        ActiveSet,
+        BootstrapRequest,
+        CatalogStart,
+        CatalogState,
+        ChangeInput,
+        DryRunRequest,
+        PolicyError,
+        ProposalClosed,
+        ProposeRequest,
+        VersionRecord,
+        add_proposal,
+        bootstrap,
+        check_propose,
+        close_proposal,
+    )
+    from workflows.change_approval import ChangeApprovalWorkflow
+
+
+def proposal_id_template(catalog_id: str, subject: str) -> str:
+    return f"{catalog_id}/change/{subject}/v{{number}}"
+
+
+def _business(error: PolicyError) -> ApplicationError:
+    return ApplicationError(error.message, type=error.code, non_retryable=True)
+
+
+@workflow.defn(name="PolicyCatalog")
+class PolicyCatalogWorkflow:
+    @workflow.init
+    def __init__(self, start: CatalogStart) -> None:
+        self.start = start
+        self.state = start.state or CatalogState()
+        if start.state is not None:
+            self.state.runs += 1
+
+    @workflow.run
+    async def run(self, start: CatalogStart) -> None:
+        await workflow.wait_condition(self._should_continue)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(start.model_copy(update={"state": self.state}))
+
+    def _should_continue(self) -> bool:
+        info = workflow.info()
+        return (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self.start.continue_as_new_after_events)
+
+    # ---- updates ---------------------------------------------------------------------
+
+    @workflow.update(name="propose")
+    async def propose(self, req: ProposeRequest) -> VersionRecord:
+        existing = check_propose(self.state, req)
+        if existing is not None:
+            return existing.without_text()  # the same text again: idempotent
+        record = add_proposal(self.state, req, workflow.now(),
+                              proposal_id_template(self.start.catalog_id, req.subject))
+        assert record.proposal_id is not None
+        await workflow.start_child_workflow(
+            ChangeApprovalWorkflow.run, self._change_input(req, record), id=record.proposal_id,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+        return record.without_text()
+
+    @propose.validator
+    def _validate_propose(self, req: ProposeRequest) -> None:
+        try:
+            check_propose(self.state, req)
+            if req.subject == DIRECTORY or req.subject.startswith(PLAYBOOK_PREFIX):
+                return
+        except PolicyError as exc:
+            raise _business(exc) from None
+        raise ApplicationError(f"unknown subject {req.subject!r}", type="ValidationError",
+                               non_retryable=True)
+
+    def _change_input(self, req: ProposeRequest, record: VersionRecord) -> ChangeInput:
+        directory = self.state.active_record(DIRECTORY)
+        assert directory is not None and record.proposal_id is not None
+        playbooks: dict[str, str] = {}
+        if req.subject == DIRECTORY:
+            for name in self.state.subjects:
+                active = self.state.active_record(name)
+                if name.startswith(PLAYBOOK_PREFIX) and active is not None:
+                    playbooks[name[len(PLAYBOOK_PREFIX):]] = active.text_z
+        dry_run = DryRunRequest(
+            subject=req.subject, number=record.number, text_z=req.text_z,
+            directory_z=req.text_z if req.subject == DIRECTORY else directory.text_z,
+            playbooks_z=playbooks)
+        return ChangeInput(
+            catalog_id=self.start.catalog_id, proposal_id=record.proposal_id,
+            subject=req.subject, number=record.number, sha256=record.sha256,
+            author=req.author, note=req.note, policy=req.policy,
+            reviewers_directory_z=directory.text_z, dry_run=dry_run, public_url=req.public_url)
+
+    @workflow.update(name="bootstrap")
+    def bootstrap(self, req: BootstrapRequest) -> VersionRecord:
+        return bootstrap(self.state, req, workflow.now()).without_text()
+
+    # ---- reviews ------------------------------------------------------------------------
+
+    @workflow.signal(name="proposal_closed")
+    async def proposal_closed(self, closed: ProposalClosed) -> None:
+        review = closed.review
+        try:
+            close_proposal(self.state, review, workflow.now())
+        except PolicyError as exc:
+            workflow.logger.warning("ignoring a closed review: %s", exc.message)
+            return
+        await workflow.get_external_workflow_handle(review.proposal_id).signal("recorded")
+
+    # ---- queries ------------------------------------------------------------------------
+
+    @workflow.query(name="active")
+    def active(self) -> ActiveSet:
+        return self.state.active_set()
+
+    @workflow.query(name="versions")
+    def versions(self, subject: str) -> list[VersionRecord]:
+        return [v.without_text() for v in self.state.subject(subject).versions]
+
+    @workflow.query(name="version")
+    def version(self, subject: str, number: int) -> VersionRecord | None:
+        """With its text; `number` 0 means the active version."""
+        state = self.state.subject(subject)
+        return state.find(number or state.active or 0)
+
+    @workflow.query(name="stats")
+    def stats(self) -> dict[str, int]:
+        """How many runs (continue-as-new), changes and subjects the catalog has seen."""
+        return {"runs": self.state.runs, "revision": self.state.revision,
+                "subjects": len(self.state.subjects)}
