@@ -149,6 +149,11 @@ class Ledger:
         self._changed_tasks: set[str] = set()
         self._changed_nodes: set[str] = set()
         self._incident_changed = True
+        # Behaviour added after incidents were already running; the workflow turns it on
+        # only where `workflow.patched` says the history allows it.
+        self.widen_quorum = False  # rejects that make quorum impossible add voters first
+        self.widened: list[Task] = []
+        self.tier_names_person = False  # a tier's `add_approvers: person` reaches them
 
     @classmethod
     def open(cls, start: StartIncident, at: datetime) -> Ledger:
@@ -517,8 +522,9 @@ class Ledger:
         self.record(at, "awaiting_draft", "system", node=step_id, round=node.round + 1)
 
     def _top_up(self, step_id: str, approval: Approval, *, title: str, content: str,
-                at: datetime, deadline: datetime | None,
-                draft: Draft | None = None) -> list[Task]:
+                at: datetime, deadline: datetime | None, draft: Draft | None = None,
+                reason: str = "needed for quorum although outside working hours"
+                ) -> list[Task]:
         """If off-hours substitution left a role too few voters, add off-hours members back:
         a vote they might give beats a node that can never be decided."""
         created = []
@@ -530,8 +536,7 @@ class Ledger:
                     for p in self._people_of(target, role) if p.id not in holders]
             created += self._add_tasks(
                 step_id, pool[:missing], title=title, content=content, at=at,
-                deadline=deadline, reason="needed for quorum although outside working hours",
-                draft=draft)
+                deadline=deadline, reason=reason, draft=draft)
         return created
 
     def _people_of(self, target: Target, role: str | None) -> list[Person]:
@@ -623,10 +628,27 @@ class Ledger:
                     waiting_on=waiting)
         added: list[Task] = []
         if tier.add_approvers:
-            added = self._add_tasks(step_id, self.resolve(tier.add_approvers, at), title=title,
-                                    content=content, at=at, deadline=node.deadline,
+            assignments = self.resolve(tier.add_approvers, at)
+            if self.tier_names_person:
+                # a tier that names a person means that person, even off-hours and even if
+                # the on-call stand-in who covers them already holds a task
+                named = [t for t in tier.add_approvers if t.person is not None]
+                direct = self.resolve(named, at, respect_hours=False)
+                others = self.resolve([t for t in tier.add_approvers if t.person is None], at)
+                assignments = [*direct, *[a for a in others if a.person_id not in
+                                          {d.person_id for d in direct}]]
+            draft = self._current_draft(step_id)
+            added = self._add_tasks(step_id, assignments, title=title,
+                                    content=draft.text if draft else content, at=at,
+                                    deadline=node.deadline, draft=draft,
                                     reason=f"escalation tier {index + 1}")
         return firing, waiting, added
+
+    def _current_draft(self, step_id: str) -> Draft | None:
+        node = self.state.nodes[step_id]
+        if node.draft_version is None or node.awaiting_draft:
+            return None
+        return next(d for d in self.drafts(step_id) if d.version == node.draft_version)
 
     def expire_node(self, step_id: str, at: datetime) -> None:
         self.close_node(step_id, Outcome.expired, at, reason="deadline passed without quorum")
@@ -811,6 +833,8 @@ class Ledger:
         approval = self.playbook.step(step_id).approval
         assert approval is not None
         outcome = self.evaluate(step_id, approval)
+        if outcome == Outcome.rejected and self.widen_quorum:
+            outcome = self._widen(step_id, approval, at)
         if outcome == Outcome.pending:
             return
         node = self.state.nodes[step_id]
@@ -822,6 +846,29 @@ class Ledger:
                 is None else next(d.sha256 for d in self.drafts(step_id)
                                   if d.version == node.draft_version)
         self.close_node(step_id, outcome, at, reason=reason)
+
+    def _widen(self, step_id: str, approval: Approval, at: datetime) -> Outcome:
+        """Rejects made the quorum impossible among the current voters: before ending the
+        node, ask the role's other members (those left out as off-hours) if there are any.
+        A veto never gets here: it ends the node at once."""
+        node = self.state.nodes[step_id]
+        draft = self._current_draft(step_id)
+        added = self._top_up(step_id, approval, title=node.title,
+                             content=draft.text if draft else self._task_text(step_id),
+                             at=at, deadline=node.deadline, draft=draft,
+                             reason="rejects made the quorum impossible among the current "
+                                    "voters; widened to the role's other members")
+        self.widened = added
+        return self.evaluate(step_id, approval)
+
+    def _task_text(self, step_id: str) -> str:
+        tasks = self.node_tasks(step_id)
+        return tasks[-1].content if tasks else ""
+
+    def take_widened(self) -> list[Task]:
+        """Tasks a widening added since the last call (the workflow notifies them)."""
+        added, self.widened = self.widened, []
+        return added
 
     def _check_new_holder(self, task: Task, to: str) -> None:
         if not self.directory.has_person(to):

@@ -10,13 +10,15 @@ open, approved or rejected. A `Policy` says when the node is decided:
 Veto: a reject from a slot whose role is in `veto` ends the node at once (`vetoed`).
 The node is rejected as soon as the policy can no longer be met with the open slots.
 
-These functions only judge a set of slots. Which tasks are slots, refusing votes once a
-node has ended, and closing the node belong to the incident aggregate (`domain.ledger`).
+These functions only judge a set of slots. For incidents, which tasks are slots, refusing
+votes once a node has ended, and closing the node belong to the incident aggregate
+(`domain.ledger`). `Tally` is the small mutable node that a playbook-change review
+(`workflows.change_approval`) votes on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
@@ -92,3 +94,55 @@ def shortfall(policy: Policy, slots: dict[str, Slot]) -> dict[str | None, int]:
     need = policy.k if policy.mode == "k" else 1
     return {None: need - len(live)} if len(live) < need else {}
 
+
+class QuorumError(Exception):
+    """A vote that the node can't take: unknown slot, already voted, or node decided."""
+
+
+@dataclass
+class Tally:
+    """Mutable node state: slots and the outcome once decided."""
+
+    policy: Policy
+    slots: dict[str, Slot] = field(default_factory=dict)
+    outcome: Outcome = Outcome.pending
+
+    def add_slot(self, slot_id: str, role: str | None) -> None:
+        if self.outcome is not Outcome.pending:
+            raise QuorumError("node already decided")
+        if slot_id in self.slots:
+            raise QuorumError(f"slot {slot_id} exists")
+        self.slots[slot_id] = Slot(role=role)
+
+    def check(self) -> Outcome:
+        """Evaluate after the initial slots are in (a node short of voters ends rejected)."""
+        if self.outcome is Outcome.pending:
+            self.outcome = evaluate(self.policy, self.slots)
+        return self.outcome
+
+    def remove_slot(self, slot_id: str) -> None:
+        """Drop an open slot (its task moved to a delegate, who gets a new slot).
+
+        Refused once the node is decided, like `add_slot`, so a delegation is never
+        half-applied (slot removed, delegate's slot refused)."""
+        if self.outcome is not Outcome.pending:
+            raise QuorumError("node already decided")
+        if self.slots.get(slot_id, Slot(None, Vote.approved)).vote is not Vote.open:
+            raise QuorumError(f"slot {slot_id} is not open")
+        del self.slots[slot_id]
+
+    def vote(self, slot_id: str, approve: bool) -> Outcome:
+        if self.outcome is not Outcome.pending:
+            raise QuorumError("node already decided")
+        slot = self.slots.get(slot_id)
+        if slot is None:
+            raise QuorumError(f"unknown slot {slot_id}")
+        if slot.vote is not Vote.open:
+            raise QuorumError(f"slot {slot_id} already voted")
+        self.slots[slot_id] = Slot(role=slot.role, vote=Vote.approved if approve else Vote.rejected)
+        self.outcome = evaluate(self.policy, self.slots)
+        return self.outcome
+
+    def expire(self) -> None:
+        if self.outcome is Outcome.pending:
+            self.outcome = Outcome.expired

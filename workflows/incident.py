@@ -84,6 +84,9 @@ class IncidentWorkflow:
         self.start = start
         self.playbook = start.playbook.definition
         self.ledger = Ledger.open(start, workflow.now())
+        # Rules added while incidents were running: on only for histories that allow them.
+        self.ledger.widen_quorum = workflow.patched("widen-quorum-before-reject")
+        self.ledger.tier_names_person = workflow.patched("tier-adds-named-person")
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -457,7 +460,15 @@ class IncidentWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, req: DecideRequest) -> DecideResult:
-        return await self._answer(lambda: self.ledger.decide(req, workflow.now()))
+        result = await self._answer(lambda: self.ledger.decide(req, workflow.now()))
+        await self._notify_widened(result.task.node_id)
+        return result
+
+    async def _notify_widened(self, node_id: str) -> None:
+        added = self.ledger.take_widened()
+        if added:
+            await self._notify_tasks(node_id, added, self.ledger.approval_of(added[0]),
+                                     added[0].content, suffix=f"widened.{added[0].id}")
 
     @decide.validator
     def _validate_decide(self, req: DecideRequest) -> None:
@@ -485,7 +496,9 @@ class IncidentWorkflow:
 
     @workflow.update(name="cancel_task")
     async def cancel_task(self, req: CancelTaskRequest) -> DecideResult:
-        return await self._answer(lambda: self.ledger.cancel_task(req, workflow.now()))
+        result = await self._answer(lambda: self.ledger.cancel_task(req, workflow.now()))
+        await self._notify_widened(result.task.node_id)
+        return result
 
     @cancel_task.validator
     def _validate_cancel_task(self, req: CancelTaskRequest) -> None:
