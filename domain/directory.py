@@ -83,6 +83,31 @@ class WorkingHours(_Strict):
         )
 
 
+class Period(_Strict):
+    """A span of time, [start, end), with UTC offsets (e.g. a vacation or a weekend)."""
+
+    start: datetime
+    end: datetime
+    reason: str = Field(default="", max_length=200)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("give start and end with a UTC offset, e.g. 2026-12-24T00:00:00Z")
+        if self.end <= self.start:
+            raise ValueError("a period must end after it starts")
+        return self
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+
+class RosterOverride(Period):
+    """"Leo covers legal on-call this weekend": `member` is on call for the period."""
+
+    member: Ident = Field(pattern=IDENT_PATTERN)
+
+
 class Person(_Strict):
     id: Ident = Field(pattern=IDENT_PATTERN)
     name: str = Field(min_length=1, max_length=200)
@@ -96,6 +121,8 @@ class Person(_Strict):
     # people who may carry this person's votes when they delegate (besides the role's
     # members and its on-call roster)
     deputies: list[Ident] = Field(default_factory=list)
+    # time off (vacation, travel): skipped like someone outside their working hours
+    away: list[Period] = Field(default_factory=list, max_length=100)
 
     @field_validator("timezone")
     @classmethod
@@ -106,7 +133,12 @@ class Person(_Strict):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
+    def away_at(self, at: datetime) -> Period | None:
+        return next((p for p in self.away if p.contains(at)), None)
+
     def available_at(self, at: datetime) -> bool:
+        if self.away_at(at) is not None:
+            return False
         if self.working_hours is None:
             return True
         return self.working_hours.contains(at.astimezone(ZoneInfo(self.timezone)))
@@ -126,6 +158,7 @@ class Roster(_Strict):
     members: list[Ident] = Field(min_length=1)
     rotation: Duration = timedelta(weeks=1)
     start: datetime = datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("UTC"))
+    overrides: list[RosterOverride] = Field(default_factory=list, max_length=100)
 
     @field_validator("start")
     @classmethod
@@ -135,6 +168,10 @@ class Roster(_Strict):
         return value
 
     def on_call(self, at: datetime) -> Ident:
+        """Who is on call at `at`: an override covering `at` wins over the rotation."""
+        override = next((o for o in self.overrides if o.contains(at)), None)
+        if override is not None:
+            return override.member
         shifts = int((at - self.start) // self.rotation)
         return self.members[shifts % len(self.members)]
 
@@ -166,6 +203,8 @@ class Directory(_Strict):
         for roster in self.rosters:
             errors += [f"roster {roster.id!r} has unknown member {m!r}" for m in roster.members
                        if m not in people]
+            errors += [f"roster {roster.id!r} override names unknown person {o.member!r}"
+                       for o in roster.overrides if o.member not in people]
         for role in self.roles:
             if role.oncall is not None and role.oncall not in rosters:
                 errors.append(f"role {role.id!r} names unknown on-call roster {role.oncall!r}")
