@@ -18,14 +18,17 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import delivery, mail, webhooks
+from activities import delivery, mail, render, webhooks
+from activities.apprise_channel import AppriseChannel
 from activities.mail import SmtpSettings
 from domain.effects import (
     ActionRequest,
     ActionResult,
+    ChannelReceipt,
     NotifyRequest,
     NotifyResult,
     ProjectionBatch,
@@ -36,6 +39,7 @@ from readmodel.writer import ProjectionWriter
 
 IDEMPOTENCY_TTL = timedelta(days=30)
 NOTIFICATION_FEED_SIZE = 200
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 log = structlog.get_logger("crisis.activities")
 
@@ -44,94 +48,232 @@ def _attempt() -> int | None:
     return activity.info().attempt if activity.in_activity() else None
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_at(value: str | bytes) -> datetime | None:
+    try:
+        return datetime.fromisoformat(_text(value))
+    except ValueError:
+        return None
+
+
+def _failed_receipt(channel: Channel, target: str | None,
+                    error: ApplicationError) -> ChannelReceipt:
+    return ChannelReceipt(channel=channel, target=target, status="failed",
+                          permanent=error.non_retryable,
+                          infrastructure=delivery.is_infrastructure(error),
+                          reason=error.message)
+
+
 class IncidentActivities:
     """Activities bound to their clients; register `notify`, `run_action` and `project`."""
 
     def __init__(self, redis: aioredis.Redis, http: httpx.AsyncClient,
-                 smtp: SmtpSettings) -> None:
+                 smtp: SmtpSettings, *, apprise: AppriseChannel | None = None,
+                 public_url: str | None = None) -> None:
         self._redis = redis
         self._http = http
         self._smtp = smtp
+        self._apprise = apprise or AppriseChannel(None)
+        # links in messages point at the web UI; the worker's client has it as base_url
+        self._public_url = (public_url or str(http.base_url) or DEFAULT_PUBLIC_URL).rstrip("/")
         self._writer = ProjectionWriter(redis)
 
     # ---- notify -----------------------------------------------------------------------
 
     @activity.defn(name="notify")
     async def notify(self, req: NotifyRequest) -> NotifyResult:
-        """Deliver one message to one recipient on each requested channel, once."""
+        """Deliver one message to one recipient on each requested channel, once per target.
+
+        Returns receipts per target. Raises `DeliveryRejected` when every failure is a
+        permanent refusal, `InfrastructureUnavailable` when only our Redis / SMTP relay
+        failed, `DeliveryFailed` otherwise; the error details carry the partial result
+        (`NotifyResult.from_failure_details`).
+        """
         with structlog.contextvars.bound_contextvars(
                 incident_id=req.incident_id, step_id=req.step_id,
                 idempotency_key=req.idempotency_key, attempt=_attempt()):
-            channels: list[Channel] = list(dict.fromkeys(req.channels))
-            done = await self._redis.mget(
-                [keys.idem_notify(req.idempotency_key, channel) for channel in channels])
-            refused = await self._redis.mget(
-                [keys.idem_notify_rejected(req.idempotency_key, channel) for channel in channels])
-            result = NotifyResult()
-            failures: dict[str, ApplicationError] = {}
-            for channel, was_done, refusal in zip(channels, done, refused, strict=True):
-                if was_done is not None:
-                    result.already_done.append(channel)
-                elif refusal is not None:
-                    reason = refusal.decode() if isinstance(refusal, bytes) else refusal
-                    result.skipped[channel] = f"rejected on an earlier attempt: {reason}"
-                elif (missing := req.missing_address(channel)) is not None:
-                    result.skipped[channel] = missing
-                else:
-                    try:
-                        await self._deliver(req, channel)
-                    except ApplicationError as error:
-                        failures[channel] = error
-                        await self._record_failure(req, channel, error)
-                        continue
-                    result.delivered.append(channel)
-            if failures:
-                raise delivery.combine(failures, delivered=[*result.already_done,
-                                                            *result.delivered])
-            log.info("notify_done", person_id=req.recipient.person_id,
-                     delivered=result.delivered, already_done=result.already_done,
-                     skipped=result.skipped)
-            return result
+            try:
+                return await self._notify(req)
+            except RedisError as exc:
+                log.warning("notify_redis_unavailable", error=type(exc).__name__)
+                raise delivery.infrastructure(
+                    f"Redis unavailable for the idempotency record: {type(exc).__name__}: "
+                    f"{exc}") from exc
 
-    async def _deliver(self, req: NotifyRequest, channel: Channel) -> None:
+    async def _notify(self, req: NotifyRequest) -> NotifyResult:
+        channels: list[Channel] = list(dict.fromkeys(req.channels))
+        simple = [channel for channel in channels if channel != "apprise"]
+        done = await self._redis.mget(
+            [keys.idem_notify(req.idempotency_key, channel) for channel in simple]) \
+            if simple else []
+        refused = await self._redis.mget(
+            [keys.idem_notify_rejected(req.idempotency_key, channel) for channel in simple]) \
+            if simple else []
+        earlier = {channel: (was_done, refusal)
+                   for channel, was_done, refusal in zip(simple, done, refused, strict=True)}
+        message = render.compose(req, self._public_url)
+        result = NotifyResult()
+        failures: dict[str, ApplicationError] = {}
+        for channel in channels:
+            if channel == "apprise":
+                await self._notify_apprise(req, message, result, failures)
+                continue
+            was_done, refusal = earlier[channel]
+            if was_done is not None:
+                result.already_done.append(channel)
+                result.receipts.append(ChannelReceipt(
+                    channel=channel, status="already_delivered", at=_parse_at(was_done)))
+            elif refusal is not None:
+                reason = f"rejected on an earlier attempt: {_text(refusal)}"
+                result.skipped[channel] = reason
+                result.receipts.append(ChannelReceipt(
+                    channel=channel, status="failed", permanent=True, reason=reason))
+            elif (missing := req.missing_address(channel)) is not None:
+                result.skipped[channel] = missing
+                result.receipts.append(ChannelReceipt(channel=channel, status="skipped",
+                                                      reason=missing))
+            else:
+                try:
+                    await self._deliver(req, channel, message)
+                except ApplicationError as error:
+                    failures[channel] = error
+                    result.receipts.append(_failed_receipt(channel, None, error))
+                    await self._record_failure(req, channel, error)
+                    continue
+                result.delivered.append(channel)
+                result.receipts.append(ChannelReceipt(channel=channel, status="delivered",
+                                                      at=datetime.now(UTC)))
+        if failures:
+            raise delivery.combine(failures, delivered=[*result.already_done,
+                                                        *result.delivered],
+                                   result=result.model_dump(mode="json"))
+        log.info("notify_done", person_id=req.recipient.person_id,
+                 delivered=result.delivered, already_done=result.already_done,
+                 skipped=result.skipped)
+        return result
+
+    async def _notify_apprise(self, req: NotifyRequest, message: render.Message,
+                              result: NotifyResult,
+                              failures: dict[str, ApplicationError]) -> None:
+        """One receipt per Apprise service; each service delivered once per key."""
+        if (missing := req.missing_address("apprise")) is not None:
+            result.skipped["apprise"] = missing
+            result.receipts.append(ChannelReceipt(channel="apprise", status="skipped",
+                                                  reason=missing))
+            return
+        if not self._apprise.configured:
+            reason = "Apprise is not configured (set CRISIS_APPRISE_CONFIG)"
+            result.skipped["apprise"] = reason
+            result.receipts.append(ChannelReceipt(channel="apprise", status="skipped",
+                                                  reason=reason))
+            return
+        try:
+            targets, unknown = self._apprise.targets(req.recipient.apprise_tags)
+        except ApplicationError as error:  # config file unreadable: our infrastructure
+            failures["apprise"] = error
+            result.receipts.append(_failed_receipt("apprise", None, error))
+            return
+        for tag in unknown:
+            result.receipts.append(ChannelReceipt(
+                channel="apprise", target=f"apprise:{tag}", status="skipped",
+                reason=f"no Apprise service is tagged {tag!r}"))
+        if not targets:
+            result.skipped["apprise"] = "no Apprise service matches the recipient's tags"
+            return
+        subkeys = [f"apprise:{target.url_id}" for target in targets]
+        done = await self._redis.mget(
+            [keys.idem_notify(req.idempotency_key, sub) for sub in subkeys])
+        refused = await self._redis.mget(
+            [keys.idem_notify_rejected(req.idempotency_key, sub) for sub in subkeys])
+        ttl = int(IDEMPOTENCY_TTL.total_seconds())
+        errors: dict[str, ApplicationError] = {}
+        fresh = 0
+        for target, sub, was_done, refusal in zip(targets, subkeys, done, refused,
+                                                  strict=True):
+            if was_done is not None:
+                result.receipts.append(ChannelReceipt(
+                    channel="apprise", target=target.label, status="already_delivered",
+                    at=_parse_at(was_done)))
+                continue
+            if refusal is not None:
+                errors[target.label] = delivery.rejected(
+                    f"rejected on an earlier attempt: {_text(refusal)}")
+                result.receipts.append(ChannelReceipt(
+                    channel="apprise", target=target.label, status="failed", permanent=True,
+                    reason=f"rejected on an earlier attempt: {_text(refusal)}"))
+                continue
+            try:
+                await self._apprise.send(target, message)
+            except ApplicationError as error:
+                errors[target.label] = error
+                result.receipts.append(_failed_receipt("apprise", target.label, error))
+                await self._record_failure(req, sub, error, target=target.label)
+                continue
+            at = datetime.now(UTC)
+            await self._redis.set(keys.idem_notify(req.idempotency_key, sub), at.isoformat(),
+                                  ex=ttl)
+            fresh += 1
+            result.receipts.append(ChannelReceipt(channel="apprise", target=target.label,
+                                                  status="delivered", at=at))
+            log.info("notification_delivered", channel="apprise", target=target.label,
+                     person_id=req.recipient.person_id)
+        if errors:
+            failures["apprise"] = delivery.combine(errors, delivered=[])
+        elif fresh:
+            result.delivered.append("apprise")
+        else:
+            result.already_done.append("apprise")
+
+    async def _deliver(self, req: NotifyRequest, channel: Channel,
+                       message: render.Message) -> None:
         done_key = keys.idem_notify(req.idempotency_key, channel)
         ttl = int(IDEMPOTENCY_TTL.total_seconds())
         if channel == "log":
-            await self._log(req, done_key, ttl)
+            await self._log(req, message, done_key, ttl)
             return
         if channel == "webhook":
             assert req.recipient.webhook is not None
             headers = httpx.Headers({"Idempotency-Key": req.idempotency_key})
-            body = webhooks.slack_message(
-                req.subject, req.message, f"incident {req.incident_id} · {req.kind}")
-            await webhooks.send(self._http, "POST", req.recipient.webhook, body, headers)
+            await webhooks.send(self._http, "POST", req.recipient.webhook,
+                                render.slack(message), headers)
         else:
             assert req.recipient.email is not None
-            message = mail.build_message(
-                self._smtp.sender, req.recipient.name, req.recipient.email, req.subject,
-                req.message, req.idempotency_key, req.incident_id)
-            await asyncio.to_thread(mail.send, self._smtp, message)
+            email = mail.build_message(
+                self._smtp.sender, req.recipient.name, req.recipient.email, message.subject,
+                render.text_body(message), req.idempotency_key, req.incident_id,
+                html=render.html_body(message))
+            await asyncio.to_thread(mail.send, self._smtp, email)
         await self._redis.set(done_key, datetime.now(UTC).isoformat(), ex=ttl)
         log.info("notification_delivered", channel=channel, person_id=req.recipient.person_id)
 
-    async def _log(self, req: NotifyRequest, done_key: str, ttl: int) -> None:
+    async def _log(self, req: NotifyRequest, message: render.Message, done_key: str,
+                   ttl: int) -> None:
         """The `log` channel: a JSON log line plus the person's notification feed."""
-        entry = {"at": datetime.now(UTC).isoformat(), "incident_id": req.incident_id,
+        at = datetime.now(UTC).isoformat()
+        entry = {"at": at, "incident_id": req.incident_id,
                  "step_id": req.step_id, "kind": req.kind, "subject": req.subject,
-                 "message": req.message, "idempotency_key": req.idempotency_key}
+                 "message": req.message, "idempotency_key": req.idempotency_key,
+                 "task_id": req.task_id,
+                 "links": [{"label": link.label, "url": link.url} for link in message.links],
+                 "actions": [{"label": link.label, "url": link.url}
+                             for link in message.actions]}
         feed = keys.notifications(req.recipient.person_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(feed, json.dumps(entry))
             pipe.ltrim(feed, 0, NOTIFICATION_FEED_SIZE - 1)
-            pipe.set(done_key, entry["at"], ex=ttl)
+            pipe.set(done_key, at, ex=ttl)
             await pipe.execute()
         log.info("notification", channel="log", person_id=req.recipient.person_id,
                  kind=req.kind, subject=req.subject, message=req.message)
 
-    async def _record_failure(self, req: NotifyRequest, channel: Channel,
-                              error: ApplicationError) -> None:
-        log.warning("notification_failed", channel=channel, person_id=req.recipient.person_id,
-                    error=error.message, retryable=not error.non_retryable)
+    async def _record_failure(self, req: NotifyRequest, channel: str,
+                              error: ApplicationError, target: str | None = None) -> None:
+        log.warning("notification_failed", channel=channel.split(":")[0], target=target,
+                    person_id=req.recipient.person_id, error=error.message,
+                    error_type=error.type, retryable=not error.non_retryable)
         if error.non_retryable:  # never knock on that door again for this key
             await self._redis.set(keys.idem_notify_rejected(req.idempotency_key, channel),
                                   error.message, ex=int(IDEMPOTENCY_TTL.total_seconds()))
