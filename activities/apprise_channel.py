@@ -33,8 +33,9 @@ from activities import delivery, render
 
 log = structlog.get_logger("crisis.apprise")
 
-# Apprise logs through stdlib logging; keep its own chatter (which can name hosts) out of ours.
-logging.getLogger("apprise").setLevel(logging.ERROR)
+# Apprise logs through stdlib logging; keep its chatter (which can name hosts) out of our log
+# stream. Its per-call capture (`AppriseResult.logs()`) still sees it: we read status codes.
+logging.getLogger("apprise").propagate = False
 
 _HTTP_ERROR = re.compile(r"error=(\d{3})\b")
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -138,7 +139,7 @@ class AppriseChannel:
         sender = apprise.Apprise(asset=self._asset)
         sender.add(service)
         result = await sender.async_notify(body=body, title=title, body_format=body_format,
-                                           timeout=self._timeout)
+                                           timeout=self._timeout, log_level=logging.WARNING)
         if result:
             return
         raise self._classify(target, result)

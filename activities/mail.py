@@ -75,7 +75,16 @@ def build_message(sender: str, to_name: str, to_address: str, subject: str, body
     return message
 
 
+# "authentication / encryption required", "auth mechanism too weak", "login failed":
+# the relay refuses *us*, whatever the recipient; fix the relay settings, then it delivers.
+RELAY_REFUSES_US = frozenset({530, 534, 535, 538})
+
+
 def _classify(code: int, what: str) -> ApplicationError:
+    if code in RELAY_REFUSES_US:
+        return delivery.infrastructure(
+            f"SMTP relay refused us for {what}: {code} (check CRISIS_SMTP_SECURITY and the "
+            "login)", smtp_code=code)
     if code >= 500:
         return delivery.rejected(f"SMTP server refused {what}: {code}", smtp_code=code)
     return delivery.failed(f"SMTP server deferred {what}: {code}", smtp_code=code)
