@@ -134,8 +134,10 @@ class AppriseChannel:
         service.retry = 0  # Temporal retries, Apprise never does
         body_format = service.resolve_format(None)
         if self._is_slack(service):
-            body_format = apprise.NotifyFormat.TEXT  # see _body: Slack text is escaped here
-        title, body = self._body(message, body_format, slack=self._is_slack(service))
+            # Apprise's Slack plugin turns `<!channel>` (even escaped) back into a mention in
+            # Markdown mode; in text mode it escapes `& < >` itself.
+            body_format = apprise.NotifyFormat.TEXT
+        title, body = self._body(message, body_format)
         sender = apprise.Apprise(asset=self._asset)
         sender.add(service)
         result = await sender.async_notify(body=body, title=title, body_format=body_format,
@@ -153,14 +155,12 @@ class AppriseChannel:
         return any(p.startswith("slack") for p in flat)
 
     @staticmethod
-    def _body(message: render.Message, body_format: str, *, slack: bool) -> tuple[str, str]:
+    def _body(message: render.Message, body_format: str) -> tuple[str, str]:
+        """The body rendered in the format the service takes, so Apprise converts nothing."""
         if body_format == apprise.NotifyFormat.HTML:
             return message.subject, render.html_body(message)
         if body_format == apprise.NotifyFormat.MARKDOWN:
             return render.markdown_escape(message.subject), render.markdown(message)
-        if slack:  # Slack reads `& < >` as markup even in "text": escape them ourselves
-            return (render.slack_escape(message.subject),
-                    render.slack_escape(render.text_body(message)))
         return message.subject, render.text_body(message)
 
     @staticmethod

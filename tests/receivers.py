@@ -12,6 +12,7 @@ import json
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -33,6 +34,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    received_at: float = 0.0  # time.perf_counter() when it arrived (for latency figures)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -96,7 +98,7 @@ class HttpReceiver:
                 status = receiver._record(ReceivedRequest(
                     method=self.command, path=self.path,
                     headers={name.lower(): value for name, value in self.headers.items()},
-                    body=body))
+                    body=body, received_at=time.perf_counter()))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(receiver._response_body)))

@@ -24,8 +24,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import IncidentActivities, SmtpSettings
 from activities.apprise_channel import AppriseChannel
+from core.config import ROOT
 from domain.directory import Person
 from domain.effects import MessageLink, NotifyRequest, NotifyResult, Recipient
+from domain.loader import load_directory
 from domain.playbook import Channel
 from tests.activity_probe_workflows import NotifyProbe
 from tests.receivers import HttpReceiver, SmtpReceiver
@@ -399,3 +401,12 @@ def test_request_without_structured_fields_still_validates() -> None:
     req = NotifyRequest.model_validate_json(old)
     assert req.body == [] and req.task_id is None and req.recipient.apprise_tags == []
     assert NotifyResult.model_validate_json('{"delivered": ["log"]}').receipts == []
+
+
+def test_example_apprise_config_covers_the_demo_directory() -> None:
+    directory = load_directory(ROOT / "config" / "directory.yaml").definition
+    tags = [tag for person in directory.people for tag in person.apprise_tags]
+    assert tags, "the demo directory shows how people get Apprise tags"
+    targets, unknown = AppriseChannel(ROOT / "config" / "apprise.example.yaml").targets(tags)
+    assert unknown == [] and len(targets) == len(tags)
+    assert all(target.url.startswith("json://127.0.0.1:8000/demo/sink/") for target in targets)
