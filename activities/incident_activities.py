@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -23,7 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import delivery, mail, render, webhooks
-from activities.apprise_channel import AppriseChannel
+from activities.apprise_channel import AppriseChannel, AppriseTarget
 from activities.mail import SmtpSettings
 from domain.effects import (
     ActionRequest,
@@ -57,6 +59,14 @@ def _parse_at(value: str | bytes) -> datetime | None:
         return datetime.fromisoformat(_text(value))
     except ValueError:
         return None
+
+
+async def _all(calls: list[Coroutine[Any, Any, None]]) -> None:
+    """Run all; once every one has finished, raise the first exception any of them raised."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _failed_receipt(channel: Channel, target: str | None,
@@ -115,37 +125,22 @@ class IncidentActivities:
         earlier = {channel: (was_done, refusal)
                    for channel, was_done, refusal in zip(simple, done, refused, strict=True)}
         message = render.compose(req, self._public_url)
+        # Every channel at once (a slow mail relay must not hold up the pager), each into
+        # its own part; parts are merged in the requested order.
+        parts = [(NotifyResult(), dict[str, ApplicationError]()) for _ in channels]
+        await _all([
+            self._notify_apprise(req, message, part, part_failures) if channel == "apprise"
+            else self._notify_channel(req, message, channel, earlier[channel], part,
+                                      part_failures)
+            for channel, (part, part_failures) in zip(channels, parts, strict=True)])
         result = NotifyResult()
         failures: dict[str, ApplicationError] = {}
-        for channel in channels:
-            if channel == "apprise":
-                await self._notify_apprise(req, message, result, failures)
-                continue
-            was_done, refusal = earlier[channel]
-            if was_done is not None:
-                result.already_done.append(channel)
-                result.receipts.append(ChannelReceipt(
-                    channel=channel, status="already_delivered", at=_parse_at(was_done)))
-            elif refusal is not None:
-                reason = f"rejected on an earlier attempt: {_text(refusal)}"
-                result.skipped[channel] = reason
-                result.receipts.append(ChannelReceipt(
-                    channel=channel, status="failed", permanent=True, reason=reason))
-            elif (missing := req.missing_address(channel)) is not None:
-                result.skipped[channel] = missing
-                result.receipts.append(ChannelReceipt(channel=channel, status="skipped",
-                                                      reason=missing))
-            else:
-                try:
-                    await self._deliver(req, channel, message)
-                except ApplicationError as error:
-                    failures[channel] = error
-                    result.receipts.append(_failed_receipt(channel, None, error))
-                    await self._record_failure(req, channel, error)
-                    continue
-                result.delivered.append(channel)
-                result.receipts.append(ChannelReceipt(channel=channel, status="delivered",
-                                                      at=datetime.now(UTC)))
+        for part, part_failures in parts:
+            result.delivered += part.delivered
+            result.already_done += part.already_done
+            result.skipped.update(part.skipped)
+            result.receipts += part.receipts
+            failures.update(part_failures)
         if failures:
             raise delivery.combine(failures, delivered=[*result.already_done,
                                                         *result.delivered],
@@ -154,6 +149,35 @@ class IncidentActivities:
                  delivered=result.delivered, already_done=result.already_done,
                  skipped=result.skipped)
         return result
+
+    async def _notify_channel(self, req: NotifyRequest, message: render.Message,
+                              channel: Channel, earlier: tuple[Any, Any], result: NotifyResult,
+                              failures: dict[str, ApplicationError]) -> None:
+        was_done, refusal = earlier
+        if was_done is not None:
+            result.already_done.append(channel)
+            result.receipts.append(ChannelReceipt(
+                channel=channel, status="already_delivered", at=_parse_at(was_done)))
+        elif refusal is not None:
+            reason = f"rejected on an earlier attempt: {_text(refusal)}"
+            result.skipped[channel] = reason
+            result.receipts.append(ChannelReceipt(
+                channel=channel, status="failed", permanent=True, reason=reason))
+        elif (missing := req.missing_address(channel)) is not None:
+            result.skipped[channel] = missing
+            result.receipts.append(ChannelReceipt(channel=channel, status="skipped",
+                                                  reason=missing))
+        else:
+            try:
+                await self._deliver(req, channel, message)
+            except ApplicationError as error:
+                failures[channel] = error
+                result.receipts.append(_failed_receipt(channel, None, error))
+                await self._record_failure(req, channel, error)
+                return
+            result.delivered.append(channel)
+            result.receipts.append(ChannelReceipt(channel=channel, status="delivered",
+                                                  at=datetime.now(UTC)))
 
     async def _notify_apprise(self, req: NotifyRequest, message: render.Message,
                               result: NotifyResult,
@@ -190,38 +214,44 @@ class IncidentActivities:
             [keys.idem_notify_rejected(req.idempotency_key, sub) for sub in subkeys])
         ttl = int(IDEMPOTENCY_TTL.total_seconds())
         errors: dict[str, ApplicationError] = {}
-        fresh = 0
-        for target, sub, was_done, refusal in zip(targets, subkeys, done, refused,
-                                                  strict=True):
+        receipts: list[ChannelReceipt | None] = [None] * len(targets)
+
+        async def one(index: int, target: AppriseTarget, sub: str, was_done: Any,
+                      refusal: Any) -> None:
             if was_done is not None:
-                result.receipts.append(ChannelReceipt(
+                receipts[index] = ChannelReceipt(
                     channel="apprise", target=target.label, status="already_delivered",
-                    at=_parse_at(was_done)))
-                continue
+                    at=_parse_at(was_done))
+                return
             if refusal is not None:
-                errors[target.label] = delivery.rejected(
-                    f"rejected on an earlier attempt: {_text(refusal)}")
-                result.receipts.append(ChannelReceipt(
-                    channel="apprise", target=target.label, status="failed", permanent=True,
-                    reason=f"rejected on an earlier attempt: {_text(refusal)}"))
-                continue
+                reason = f"rejected on an earlier attempt: {_text(refusal)}"
+                errors[target.label] = delivery.rejected(reason)
+                receipts[index] = ChannelReceipt(channel="apprise", target=target.label,
+                                                 status="failed", permanent=True,
+                                                 reason=reason)
+                return
             try:
                 await self._apprise.send(target, message)
             except ApplicationError as error:
                 errors[target.label] = error
-                result.receipts.append(_failed_receipt("apprise", target.label, error))
+                receipts[index] = _failed_receipt("apprise", target.label, error)
                 await self._record_failure(req, sub, error, target=target.label)
-                continue
+                return
             at = datetime.now(UTC)
             await self._redis.set(keys.idem_notify(req.idempotency_key, sub), at.isoformat(),
                                   ex=ttl)
-            fresh += 1
-            result.receipts.append(ChannelReceipt(channel="apprise", target=target.label,
-                                                  status="delivered", at=at))
+            receipts[index] = ChannelReceipt(channel="apprise", target=target.label,
+                                             status="delivered", at=at)
             log.info("notification_delivered", channel="apprise", target=target.label,
                      person_id=req.recipient.person_id)
-        if errors:
-            failures["apprise"] = delivery.combine(errors, delivered=[])
+
+        await _all([one(index, *row) for index, row in enumerate(
+            zip(targets, subkeys, done, refused, strict=True))])
+        result.receipts += [receipt for receipt in receipts if receipt is not None]
+        fresh = sum(1 for r in receipts if r is not None and r.status == "delivered")
+        if errors:  # in target order, whatever order they finished in
+            failures["apprise"] = delivery.combine(
+                {t.label: errors[t.label] for t in targets if t.label in errors}, delivered=[])
         elif fresh:
             result.delivered.append("apprise")
         else:

@@ -19,6 +19,8 @@ import httpx
 import markdown as markdown_lib
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -372,7 +374,8 @@ async def test_smtp_relay_that_demands_starttls_refuses_plain_senders(
 
 
 async def test_redis_down_is_an_infrastructure_failure(http_client: httpx.AsyncClient) -> None:
-    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=1)
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=1,
+                          retry=Retry(NoBackoff(), 0))
     acts = make_acts(dead, http_client, free_port(), None)
     with pytest.raises(ApplicationError) as failure:
         await acts.notify(request(channels=("log",)))
