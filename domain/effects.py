@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from domain.directory import Person
 from domain.incident import Incident, NodeState, Task, TimelineEntry
 from domain.playbook import Channel
 
@@ -24,6 +25,12 @@ class Recipient(BaseModel):
     # Apprise tags of this person (`Person.apprise_tags`); the URLs live in the secret
     # Apprise config file (CRISIS_APPRISE_CONFIG), never in a request or a log.
     apprise_tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def for_person(cls, person: Person) -> Recipient:
+        """Everything the activities need to reach `person` (addresses and Apprise tags)."""
+        return cls(person_id=person.id, name=person.name, email=person.email,
+                   webhook=person.webhook, apprise_tags=list(person.apprise_tags))
 
 
 class MessageLink(BaseModel):

@@ -7,6 +7,7 @@ Every channel talks to a real loopback receiver (HTTP for webhooks and Apprise `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -33,7 +34,7 @@ from domain.loader import load_directory
 from domain.playbook import Channel
 from tests.activity_probe_workflows import NotifyProbe
 from tests.receivers import HttpReceiver, SmtpReceiver
-from tests.servers import free_port
+from tests.servers import free_port, redis_server
 from tests.test_activities import feed, run_probe
 
 SENDER = "crisis-engine@example.test"
@@ -413,3 +414,32 @@ def test_example_apprise_config_covers_the_demo_directory() -> None:
     targets, unknown = AppriseChannel(ROOT / "config" / "apprise.example.yaml").targets(tags)
     assert unknown == [] and len(targets) == len(tags)
     assert all(target.url.startswith("json://127.0.0.1:8000/demo/sink/") for target in targets)
+
+
+async def test_redis_outage_is_retried_and_delivers_once_it_is_back(
+        dev_env: WorkflowEnvironment, tmp_path: Path, http_client: httpx.AsyncClient,
+        push: HttpReceiver, sms: HttpReceiver) -> None:
+    """Through a real worker: the first attempt finds Redis down (InfrastructureUnavailable,
+    retryable); Redis comes up; the retry delivers, once, to every service."""
+    port = free_port()
+    redis = aioredis.Redis(port=port, decode_responses=True, socket_connect_timeout=0.5,
+                           retry=Retry(NoBackoff(), 0))
+    acts = make_acts(redis, http_client, free_port(), apprise_config(tmp_path, push, sms))
+    probe = asyncio.create_task(run_probe(dev_env, acts, NotifyProbe,
+                                          request(channels=("log", "apprise"))))
+    await asyncio.sleep(0.5)  # the first attempt has failed by now (retry in 1 s)
+    assert not probe.done() and push.count == 0
+    with redis_server(port):
+        result = await asyncio.wait_for(probe, 30)
+        assert sorted(result.delivered) == ["apprise", "log"]
+        assert (push.count, sms.count) == (1, 1)
+        assert len(await feed(redis, "alice")) == 1
+    await redis.aclose()
+
+
+def test_recipient_for_a_person_carries_their_apprise_tags() -> None:
+    person = Person(id="lena-legal", name="Lena", email="lena@example.test",
+                    apprise_tags=["lena-sms"])
+    recipient = Recipient.for_person(person)
+    assert (recipient.person_id, recipient.email, recipient.apprise_tags) == (
+        "lena-legal", "lena@example.test", ["lena-sms"])
