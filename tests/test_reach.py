@@ -22,7 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 from temporalio.testing import WorkflowEnvironment
 
 from activities import IncidentActivities, SmtpSettings
@@ -443,3 +444,25 @@ def test_recipient_for_a_person_carries_their_apprise_tags() -> None:
     recipient = Recipient.for_person(person)
     assert (recipient.person_id, recipient.email, recipient.apprise_tags) == (
         "lena-legal", "lena@example.test", ["lena-sms"])
+
+
+async def test_receipts_of_a_refused_notification_survive_temporal(
+        time_env: WorkflowEnvironment, tmp_path: Path, redis_client: aioredis.Redis,
+        http_client: httpx.AsyncClient, push: HttpReceiver, sms: HttpReceiver) -> None:
+    """What the workflow sees: `ActivityError.cause.details` -> NotifyResult.unreachable()."""
+    acts = make_acts(redis_client, http_client, free_port(), apprise_config(tmp_path, push, sms))
+    push.answer(404)
+    sms.answer(403)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_probe(time_env, acts, NotifyProbe,
+                        request(channels=("log", "email", "apprise"), email=None))
+    activity_error = failure.value.cause
+    assert isinstance(activity_error, ActivityError)
+    assert activity_error.retry_state == RetryState.NON_RETRYABLE_FAILURE
+    cause = activity_error.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "DeliveryRejected"
+    result = NotifyResult.from_failure_details(cause.details)
+    assert result is not None and result.unreachable()
+    assert [(r.channel, r.status) for r in result.receipts] == [
+        ("log", "delivered"), ("email", "skipped"), ("apprise", "failed"), ("apprise", "failed")]
+    assert (push.count, sms.count) == (1, 1)  # permanent: no retry
