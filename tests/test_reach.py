@@ -466,3 +466,16 @@ async def test_receipts_of_a_refused_notification_survive_temporal(
     assert [(r.channel, r.status) for r in result.receipts] == [
         ("log", "delivered"), ("email", "skipped"), ("apprise", "failed"), ("apprise", "failed")]
     assert (push.count, sms.count) == (1, 1)  # permanent: no retry
+
+
+async def test_apprise_never_retries_on_its_own(
+        tmp_path: Path, redis_client: aioredis.Redis, http_client: httpx.AsyncClient) -> None:
+    """Even a URL that asks for retries gets one try per attempt: Temporal decides."""
+    with HttpReceiver(statuses=[503]) as pager:
+        config = tmp_path / "apprise.txt"
+        config.write_text(f"alice-pager=json://127.0.0.1:{pager.port}/p?retry=5&wait=0\n")
+        acts = make_acts(redis_client, http_client, free_port(), config)
+        with pytest.raises(ApplicationError) as failure:
+            await acts.notify(request(channels=("apprise",), tags=("alice-pager",)))
+        assert failure.value.type == "DeliveryFailed" and "HTTP 503" in failure.value.message
+        assert pager.count == 1
