@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def web_ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    ratelimit.document(app, settings)  # 429 + Retry-After in the OpenAPI of limited routes
+    ratelimit.document(app)  # 429 + Retry-After in the OpenAPI of limited routes
 
     # Added last = runs first: log and request id, then the size limit, then idempotency.
     app.add_middleware(IdempotencyMiddleware)

@@ -114,18 +114,22 @@ def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
             yield from _api_routes(nested.routes)
 
 
-def document(app: FastAPI, settings: Settings) -> None:
-    """Add the 429 response (with Retry-After) to the OpenAPI of every rate-limited route."""
+def document(app: FastAPI) -> None:
+    """Add the 429 response (with Retry-After) to the OpenAPI of every rate-limited route.
+
+    Routers are module-level and shared by every app in a process, so the text names the
+    setting and its default rather than one app's value (idempotent)."""
     for route in _api_routes(app.routes):
         name = _limited_route(route)
         if name is None:
             continue
-        spec = getattr(settings, f"rate_limit_{name}")
-        state = spec if settings.rate_limit_enabled else f"{spec} (disabled)"
+        setting = f"rate_limit_{name}"
+        default = Settings.model_fields[setting].default
         route.responses.setdefault(429, {
             "model": ErrorBody,
-            "description": f"Too many requests from this user on this route: at most {state} "
-                           f"(CRISIS_RATE_LIMIT_{name.upper()}). Retry after the given seconds.",
+            "description": f"Too many requests from this user on this route: the budget is "
+                           f"CRISIS_{setting.upper()} (default {default}), per user. Retry "
+                           "after the seconds in Retry-After.",
             "headers": {"Retry-After": {"description": "Seconds until a request is allowed",
                                         "schema": {"type": "integer"}}},
             "content": {"application/json": {"example": {
