@@ -17,9 +17,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-DELIVERY_FAILED = "DeliveryFailed"
-DELIVERY_REJECTED = "DeliveryRejected"
-INFRASTRUCTURE_UNAVAILABLE = "InfrastructureUnavailable"
+from domain.effects import DELIVERY_FAILED, DELIVERY_REJECTED, INFRASTRUCTURE_UNAVAILABLE
 
 
 def failed(message: str, *, retry_after: timedelta | None = None,

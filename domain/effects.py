@@ -64,6 +64,12 @@ class NotifyRequest(BaseModel):
         return None
 
 
+# ApplicationError types a failed `notify` / `run_action` raises (see activities.delivery):
+DELIVERY_FAILED = "DeliveryFailed"  # the channel said "not now": retryable
+DELIVERY_REJECTED = "DeliveryRejected"  # the channel refused: final (non-retryable)
+INFRASTRUCTURE_UNAVAILABLE = "InfrastructureUnavailable"  # our Redis / SMTP relay: retryable
+RETRYABLE_DELIVERY_ERRORS = frozenset({DELIVERY_FAILED, INFRASTRUCTURE_UNAVAILABLE})
+
 ReceiptStatus = Literal["delivered", "already_delivered", "failed", "skipped"]
 
 
@@ -96,6 +102,11 @@ class NotifyResult(BaseModel):
         outward = [r for r in self.receipts if r.channel != "log"]
         return bool(outward) and all(
             r.status == "skipped" or (r.status == "failed" and r.permanent) for r in outward)
+
+    def delayed(self) -> bool:
+        """Some target failed for now (the channel said "not now", or our infrastructure
+        is down): retrying can still deliver."""
+        return any(r.status == "failed" and not r.permanent for r in self.receipts)
 
     @classmethod
     def from_failure_details(cls, details: Sequence[Any]) -> NotifyResult | None:

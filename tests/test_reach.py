@@ -181,7 +181,7 @@ async def test_retry_after_partial_failure_resends_only_to_failed_targets(
             ("log", "delivered", False), ("email", "delivered", False),
             ("webhook", "failed", False), ("apprise", "failed", False),
             ("apprise", "delivered", False)}
-        assert not partial.unreachable()
+        assert not partial.unreachable() and partial.delayed()
 
         retried = await acts.notify(req)
 
@@ -220,6 +220,7 @@ async def test_every_channel_refusing_makes_the_recipient_unreachable(
     assert failure.value.type == "DeliveryRejected" and failure.value.non_retryable
     result = NotifyResult.from_failure_details(failure.value.details)
     assert result is not None and result.unreachable() and not result.reached()
+    assert not result.delayed()
     reasons = {r.target or r.channel: r.reason or "" for r in result.receipts
                if r.status == "failed"}
     assert all(r.endswith("HTTP 404") for k, r in reasons.items() if "alice-push" in k)
@@ -393,7 +394,7 @@ async def test_smtp_relay_down_is_an_infrastructure_failure(
         await acts.notify(request(channels=("log", "email")))
     assert failure.value.type == "InfrastructureUnavailable"
     partial = NotifyResult.from_failure_details(failure.value.details)
-    assert partial is not None and not partial.unreachable()
+    assert partial is not None and not partial.unreachable() and partial.delayed()
     [email] = [r for r in partial.receipts if r.channel == "email"]
     assert email.status == "failed" and email.infrastructure and not email.permanent
 
