@@ -88,3 +88,20 @@ async def test_openapi_documents_the_limit(limited_stack: ApiStack) -> None:
         assert "per user" in documented["description"]
         assert documented["content"]["application/json"]["example"]["error"] == "RateLimited"
     assert "429" not in schema["paths"]["/incidents"]["get"]["responses"]
+
+
+async def test_a_rate_limited_request_can_be_retried_with_its_idempotency_key(
+        limited_stack: ApiStack) -> None:
+    stack = limited_stack
+    body = {"title": "Keyed", "summary": "keyed retry", "severity": "low",
+            "playbook": "matrix-quiet", "dedup_key": "keyed"}
+    for _ in range(2):  # use up adam's /incidents budget (2/minute)
+        await stack.call("POST", "/incidents", "adam", json={**body, "dedup_key": "other"})
+    key = {"Idempotency-Key": "retry-after-429"}
+    limited = await stack.call("POST", "/incidents", "adam", json=body, headers=key)
+    assert limited.status_code == 429
+    # the window passes (here: its Redis entries go), and the same key goes through
+    for stale in await stack.redis.keys("ce:ratelimit*"):
+        await stack.redis.delete(stale)
+    retried = await stack.call("POST", "/incidents", "adam", json=body, headers=key)
+    assert retried.status_code == 201, retried.text
