@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,10 @@ from domain.effects import (
 from domain.playbook import Channel
 from readmodel import keys
 from readmodel.writer import ProjectionWriter
+
+# Signed action links for a request, as (label, url) pairs, e.g. from core.action_links:
+# lambda req: [("Approve", issue_link(req.task_id, ...)), ...] if req.task_id else []
+ActionLinkHook = Callable[[NotifyRequest], Sequence[tuple[str, str]]]
 
 IDEMPOTENCY_TTL = timedelta(days=30)
 NOTIFICATION_FEED_SIZE = 200
@@ -82,11 +86,13 @@ class IncidentActivities:
 
     def __init__(self, redis: aioredis.Redis, http: httpx.AsyncClient,
                  smtp: SmtpSettings, *, apprise: AppriseChannel | None = None,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None,
+                 action_links: ActionLinkHook | None = None) -> None:
         self._redis = redis
         self._http = http
         self._smtp = smtp
         self._apprise = apprise or AppriseChannel(None)
+        self._action_links = action_links
         # links in messages point at the web UI; the worker's client has it as base_url
         self._public_url = (public_url or str(http.base_url) or DEFAULT_PUBLIC_URL).rstrip("/")
         self._writer = ProjectionWriter(redis)
@@ -124,7 +130,10 @@ class IncidentActivities:
             if simple else []
         earlier = {channel: (was_done, refusal)
                    for channel, was_done, refusal in zip(simple, done, refused, strict=True)}
-        message = render.compose(req, self._public_url)
+        # HOOK: signed one-click links (approve / reject) are made here, in the activity, so
+        # these bearer links never enter the workflow history.
+        actions = self._action_links(req) if self._action_links is not None else ()
+        message = render.compose(req, self._public_url, action_links=actions)
         # Every channel at once (a slow mail relay must not hold up the pager), each into
         # its own part; parts are merged in the requested order.
         parts = [(NotifyResult(), dict[str, ApplicationError]()) for _ in channels]

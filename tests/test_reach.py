@@ -480,3 +480,31 @@ async def test_apprise_never_retries_on_its_own(
             await acts.notify(request(channels=("apprise",), tags=("alice-pager",)))
         assert failure.value.type == "DeliveryFailed" and "HTTP 503" in failure.value.message
         assert pager.count == 1
+
+
+async def test_action_link_hook_adds_one_click_links_to_task_messages(
+        redis_client: aioredis.Redis, http_client: httpx.AsyncClient,
+        smtp: SmtpReceiver) -> None:
+    """The worker passes a hook that signs links in the activity (never in the history)."""
+    def links(req: NotifyRequest) -> list[tuple[str, str]]:
+        if req.task_id is None:
+            return []
+        return [("Approve", f"{PUBLIC}/ui/act/{req.task_id}/approve?sig=abc"),
+                ("Reject with a reason", f"{PUBLIC}/ui/act/{req.task_id}/reject?sig=def")]
+
+    acts = IncidentActivities(redis_client, http_client,
+                              SmtpSettings(host="127.0.0.1", port=smtp.port, sender=SENDER),
+                              public_url=PUBLIC, action_links=links)
+    with HttpReceiver() as hook:
+        await acts.notify(request(channels=("webhook", "email"), webhook=hook.url(),
+                                  task_id="task-9"))
+        await acts.notify(request(channels=("webhook",), webhook=hook.url()))
+        task_message, plain_message = (r.json() for r in hook.requests)
+    [buttons] = [b["elements"] for b in task_message["blocks"] if b["type"] == "actions"]
+    assert [b["url"] for b in buttons] == [f"{PUBLIC}/ui/act/task-9/approve?sig=abc",
+                                           f"{PUBLIC}/ui/act/task-9/reject?sig=def"]
+    assert not [b for b in plain_message["blocks"] if b["type"] == "actions"]
+    html_part = smtp.messages[0].get_body(("html",))
+    assert html_part is not None
+    assert 'href="https://crisis.example.test/ui/act/task-9/approve?sig=abc"' in \
+        html_part.get_content()
