@@ -325,27 +325,36 @@ class IncidentActivities:
         with structlog.contextvars.bound_contextvars(
                 incident_id=req.incident_id, step_id=req.step_id,
                 idempotency_key=req.idempotency_key, attempt=_attempt()):
-            done_key = keys.idem_action(req.idempotency_key)
-            stored = await self._redis.get(done_key)
-            if stored is not None:
-                log.info("action_already_done")
-                return ActionResult.model_validate_json(stored).model_copy(
-                    update={"already_done": True})
-            headers = httpx.Headers(req.headers)
-            headers["Idempotency-Key"] = req.idempotency_key
             try:
-                response = await webhooks.send(self._http, req.method, req.url, req.payload,
-                                               headers)
-            except ApplicationError as error:
-                log.warning("action_failed", url=req.url, error=error.message,
-                            retryable=not error.non_retryable)
-                raise
-            result = ActionResult(status_code=response.status_code,
-                                  body_excerpt=response.text[:webhooks.EXCERPT_CHARS])
-            await self._redis.set(done_key, result.model_dump_json(),
-                                  ex=int(IDEMPOTENCY_TTL.total_seconds()))
-            log.info("action_done", url=req.url, status_code=response.status_code)
-            return result
+                return await self._run_action(req)
+            except RedisError as exc:
+                log.warning("action_redis_unavailable", error=type(exc).__name__)
+                raise delivery.infrastructure(
+                    f"Redis unavailable for the idempotency record: {type(exc).__name__}: "
+                    f"{exc}") from exc
+
+    async def _run_action(self, req: ActionRequest) -> ActionResult:
+        done_key = keys.idem_action(req.idempotency_key)
+        stored = await self._redis.get(done_key)
+        if stored is not None:
+            log.info("action_already_done")
+            return ActionResult.model_validate_json(stored).model_copy(
+                update={"already_done": True})
+        headers = httpx.Headers(req.headers)
+        headers["Idempotency-Key"] = req.idempotency_key
+        try:
+            response = await webhooks.send(self._http, req.method, req.url, req.payload,
+                                           headers)
+        except ApplicationError as error:
+            log.warning("action_failed", url=req.url, error=error.message,
+                        retryable=not error.non_retryable)
+            raise
+        result = ActionResult(status_code=response.status_code,
+                              body_excerpt=response.text[:webhooks.EXCERPT_CHARS])
+        await self._redis.set(done_key, result.model_dump_json(),
+                              ex=int(IDEMPOTENCY_TTL.total_seconds()))
+        log.info("action_done", url=req.url, status_code=response.status_code)
+        return result
 
     # ---- project ----------------------------------------------------------------------
 

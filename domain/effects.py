@@ -52,6 +52,9 @@ class NotifyRequest(BaseModel):
     task_id: str | None = None  # adds a link to the task's web page
     links: list[MessageLink] = Field(default_factory=list)  # more page links
     action_links: list[MessageLink] = Field(default_factory=list)  # signed one-click actions
+    # What the activity's action-link hook signs (core.action_links.issue_link) for a task:
+    content_sha256: str | None = None  # the draft being approved
+    expires_at: datetime | None = None  # the task's deadline
 
     def missing_address(self, channel: Channel) -> str | None:
         """Why this recipient can't get `channel` (None if they can): no address, no message."""

@@ -30,7 +30,7 @@ from activities import IncidentActivities, SmtpSettings
 from activities.apprise_channel import AppriseChannel
 from core.config import ROOT
 from domain.directory import Person
-from domain.effects import MessageLink, NotifyRequest, NotifyResult, Recipient
+from domain.effects import ActionRequest, MessageLink, NotifyRequest, NotifyResult, Recipient
 from domain.loader import load_directory
 from domain.playbook import Channel
 from tests.activity_probe_workflows import NotifyProbe
@@ -382,6 +382,22 @@ async def test_redis_down_is_an_infrastructure_failure(http_client: httpx.AsyncC
     acts = make_acts(dead, http_client, free_port(), None)
     with pytest.raises(ApplicationError) as failure:
         await acts.notify(request(channels=("log",)))
+    assert failure.value.type == "InfrastructureUnavailable"
+    assert not failure.value.non_retryable
+    await dead.aclose()
+
+
+async def test_redis_down_during_an_action_is_an_infrastructure_failure(
+        http_client: httpx.AsyncClient) -> None:
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=1,
+                          retry=Retry(NoBackoff(), 0))
+    acts = make_acts(dead, http_client, free_port(), None)
+    with HttpReceiver() as publish:
+        with pytest.raises(ApplicationError) as failure:
+            await acts.run_action(ActionRequest(
+                idempotency_key="inc-1:publish", incident_id="inc-1", step_id="publish",
+                url=publish.url(), payload={"statement": "We hear you."}))
+        assert publish.count == 0  # never sent without its idempotency record
     assert failure.value.type == "InfrastructureUnavailable"
     assert not failure.value.non_retryable
     await dead.aclose()
