@@ -1,7 +1,13 @@
 """How a failed delivery is reported to Temporal: retry it, or give up at once.
 
-`DeliveryFailed` is retryable (the workflow's RetryPolicy bounds the attempts);
-`DeliveryRejected` is not, because the receiver said the request itself is wrong.
+- `DeliveryFailed` is retryable: the channel itself answered "not now" (HTTP 5xx/408/429,
+  SMTP 4xx, a receiver that is down).
+- `InfrastructureUnavailable` is retryable: *our* side could not work (Redis for the
+  idempotency record, the SMTP relay refused/timed out/failed TLS or login). Nothing is
+  wrong with the recipient; retry for as long as the incident is open, show "delayed".
+- `DeliveryRejected` is not retryable: the channel refused the request itself (HTTP 4xx,
+  SMTP 5xx, an unusable address or URL).
+The number and spacing of attempts is the workflow's RetryPolicy, never decided here.
 """
 
 from __future__ import annotations
@@ -11,8 +17,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-DELIVERY_FAILED = "DeliveryFailed"
-DELIVERY_REJECTED = "DeliveryRejected"
+from domain.effects import DELIVERY_FAILED, DELIVERY_REJECTED, INFRASTRUCTURE_UNAVAILABLE
 
 
 def failed(message: str, *, retry_after: timedelta | None = None,
@@ -22,18 +27,34 @@ def failed(message: str, *, retry_after: timedelta | None = None,
                             next_retry_delay=retry_after)
 
 
+def infrastructure(message: str, *, retry_after: timedelta | None = None,
+                   **details: Any) -> ApplicationError:
+    """Our own dependency is down (Redis, SMTP relay): always retryable."""
+    return ApplicationError(message, details, type=INFRASTRUCTURE_UNAVAILABLE,
+                            non_retryable=False, next_retry_delay=retry_after)
+
+
+def is_infrastructure(error: ApplicationError) -> bool:
+    return error.type == INFRASTRUCTURE_UNAVAILABLE
+
+
 def rejected(message: str, **details: Any) -> ApplicationError:
     """A permanent refusal: HTTP 4xx (but 408/429), SMTP 5xx, unusable address."""
     return ApplicationError(message, details, type=DELIVERY_REJECTED, non_retryable=True)
 
 
-def combine(failures: dict[str, ApplicationError], delivered: list[str]) -> ApplicationError:
-    """One error for several failed channels: retryable if any of them is."""
+def combine(failures: dict[str, ApplicationError], delivered: list[str],
+            **extra: Any) -> ApplicationError:
+    """One error for several failed channels: retryable if any of them is; of type
+    `InfrastructureUnavailable` if only our infrastructure failed."""
     summary = "; ".join(f"{channel}: {error.message}" for channel, error in failures.items())
     details = {"channels": {channel: error.message for channel, error in failures.items()},
-               "delivered": delivered}
+               "delivered": delivered, **extra}
     retryable = [error for error in failures.values() if not error.non_retryable]
     if not retryable:
         return rejected(summary, **details)
     delays = [error.next_retry_delay for error in retryable if error.next_retry_delay]
-    return failed(summary, retry_after=max(delays) if delays else None, **details)
+    delay = max(delays) if delays else None
+    if all(is_infrastructure(error) for error in retryable):
+        return infrastructure(summary, retry_after=delay, **details)
+    return failed(summary, retry_after=delay, **details)

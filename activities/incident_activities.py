@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import delivery, mail, webhooks
+from activities import delivery, mail, render, webhooks
+from activities.apprise_channel import AppriseChannel, AppriseTarget
 from activities.mail import SmtpSettings
 from domain.effects import (
     ActionRequest,
     ActionResult,
+    ChannelReceipt,
     NotifyRequest,
     NotifyResult,
     ProjectionBatch,
@@ -34,8 +39,13 @@ from domain.playbook import Channel
 from readmodel import keys
 from readmodel.writer import ProjectionWriter
 
+# Signed action links for a request, as (label, url) pairs, e.g. from core.action_links:
+# lambda req: [("Approve", issue_link(req.task_id, ...)), ...] if req.task_id else []
+ActionLinkHook = Callable[[NotifyRequest], Sequence[tuple[str, str]]]
+
 IDEMPOTENCY_TTL = timedelta(days=30)
 NOTIFICATION_FEED_SIZE = 200
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 log = structlog.get_logger("crisis.activities")
 
@@ -44,94 +54,265 @@ def _attempt() -> int | None:
     return activity.info().attempt if activity.in_activity() else None
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_at(value: str | bytes) -> datetime | None:
+    try:
+        return datetime.fromisoformat(_text(value))
+    except ValueError:
+        return None
+
+
+async def _all(calls: list[Coroutine[Any, Any, None]]) -> None:
+    """Run all; once every one has finished, raise the first exception any of them raised."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _failed_receipt(channel: Channel, target: str | None,
+                    error: ApplicationError) -> ChannelReceipt:
+    return ChannelReceipt(channel=channel, target=target, status="failed",
+                          permanent=error.non_retryable,
+                          infrastructure=delivery.is_infrastructure(error),
+                          reason=error.message)
+
+
 class IncidentActivities:
     """Activities bound to their clients; register `notify`, `run_action` and `project`."""
 
     def __init__(self, redis: aioredis.Redis, http: httpx.AsyncClient,
-                 smtp: SmtpSettings) -> None:
+                 smtp: SmtpSettings, *, apprise: AppriseChannel | None = None,
+                 public_url: str | None = None,
+                 action_links: ActionLinkHook | None = None) -> None:
         self._redis = redis
         self._http = http
         self._smtp = smtp
+        self._apprise = apprise or AppriseChannel(None)
+        self._action_links = action_links
+        # links in messages point at the web UI; the worker's client has it as base_url
+        self._public_url = (public_url or str(http.base_url) or DEFAULT_PUBLIC_URL).rstrip("/")
         self._writer = ProjectionWriter(redis)
 
     # ---- notify -----------------------------------------------------------------------
 
     @activity.defn(name="notify")
     async def notify(self, req: NotifyRequest) -> NotifyResult:
-        """Deliver one message to one recipient on each requested channel, once."""
+        """Deliver one message to one recipient on each requested channel, once per target.
+
+        Returns receipts per target. Raises `DeliveryRejected` when every failure is a
+        permanent refusal, `InfrastructureUnavailable` when only our Redis / SMTP relay
+        failed, `DeliveryFailed` otherwise; the error details carry the partial result
+        (`NotifyResult.from_failure_details`).
+        """
         with structlog.contextvars.bound_contextvars(
                 incident_id=req.incident_id, step_id=req.step_id,
                 idempotency_key=req.idempotency_key, attempt=_attempt()):
-            channels: list[Channel] = list(dict.fromkeys(req.channels))
-            done = await self._redis.mget(
-                [keys.idem_notify(req.idempotency_key, channel) for channel in channels])
-            refused = await self._redis.mget(
-                [keys.idem_notify_rejected(req.idempotency_key, channel) for channel in channels])
-            result = NotifyResult()
-            failures: dict[str, ApplicationError] = {}
-            for channel, was_done, refusal in zip(channels, done, refused, strict=True):
-                if was_done is not None:
-                    result.already_done.append(channel)
-                elif refusal is not None:
-                    reason = refusal.decode() if isinstance(refusal, bytes) else refusal
-                    result.skipped[channel] = f"rejected on an earlier attempt: {reason}"
-                elif (missing := req.missing_address(channel)) is not None:
-                    result.skipped[channel] = missing
-                else:
-                    try:
-                        await self._deliver(req, channel)
-                    except ApplicationError as error:
-                        failures[channel] = error
-                        await self._record_failure(req, channel, error)
-                        continue
-                    result.delivered.append(channel)
-            if failures:
-                raise delivery.combine(failures, delivered=[*result.already_done,
-                                                            *result.delivered])
-            log.info("notify_done", person_id=req.recipient.person_id,
-                     delivered=result.delivered, already_done=result.already_done,
-                     skipped=result.skipped)
-            return result
+            try:
+                return await self._notify(req)
+            except RedisError as exc:
+                log.warning("notify_redis_unavailable", error=type(exc).__name__)
+                raise delivery.infrastructure(
+                    f"Redis unavailable for the idempotency record: {type(exc).__name__}: "
+                    f"{exc}") from exc
 
-    async def _deliver(self, req: NotifyRequest, channel: Channel) -> None:
+    async def _notify(self, req: NotifyRequest) -> NotifyResult:
+        channels: list[Channel] = list(dict.fromkeys(req.channels))
+        simple = [channel for channel in channels if channel != "apprise"]
+        done = await self._redis.mget(
+            [keys.idem_notify(req.idempotency_key, channel) for channel in simple]) \
+            if simple else []
+        refused = await self._redis.mget(
+            [keys.idem_notify_rejected(req.idempotency_key, channel) for channel in simple]) \
+            if simple else []
+        earlier = {channel: (was_done, refusal)
+                   for channel, was_done, refusal in zip(simple, done, refused, strict=True)}
+        # HOOK: signed one-click links (approve / reject) are made here, in the activity, so
+        # these bearer links never enter the workflow history.
+        actions = self._action_links(req) if self._action_links is not None else ()
+        message = render.compose(req, self._public_url, action_links=actions)
+        # Every channel at once (a slow mail relay must not hold up the pager), each into
+        # its own part; parts are merged in the requested order.
+        parts = [(NotifyResult(), dict[str, ApplicationError]()) for _ in channels]
+        await _all([
+            self._notify_apprise(req, message, part, part_failures) if channel == "apprise"
+            else self._notify_channel(req, message, channel, earlier[channel], part,
+                                      part_failures)
+            for channel, (part, part_failures) in zip(channels, parts, strict=True)])
+        result = NotifyResult()
+        failures: dict[str, ApplicationError] = {}
+        for part, part_failures in parts:
+            result.delivered += part.delivered
+            result.already_done += part.already_done
+            result.skipped.update(part.skipped)
+            result.receipts += part.receipts
+            failures.update(part_failures)
+        if failures:
+            raise delivery.combine(failures, delivered=[*result.already_done,
+                                                        *result.delivered],
+                                   result=result.model_dump(mode="json"))
+        log.info("notify_done", person_id=req.recipient.person_id,
+                 delivered=result.delivered, already_done=result.already_done,
+                 skipped=result.skipped)
+        return result
+
+    async def _notify_channel(self, req: NotifyRequest, message: render.Message,
+                              channel: Channel, earlier: tuple[Any, Any], result: NotifyResult,
+                              failures: dict[str, ApplicationError]) -> None:
+        was_done, refusal = earlier
+        if was_done is not None:
+            result.already_done.append(channel)
+            result.receipts.append(ChannelReceipt(
+                channel=channel, status="already_delivered", at=_parse_at(was_done)))
+        elif refusal is not None:
+            reason = f"rejected on an earlier attempt: {_text(refusal)}"
+            result.skipped[channel] = reason
+            result.receipts.append(ChannelReceipt(
+                channel=channel, status="failed", permanent=True, reason=reason))
+        elif (missing := req.missing_address(channel)) is not None:
+            result.skipped[channel] = missing
+            result.receipts.append(ChannelReceipt(channel=channel, status="skipped",
+                                                  reason=missing))
+        else:
+            try:
+                await self._deliver(req, channel, message)
+            except ApplicationError as error:
+                failures[channel] = error
+                result.receipts.append(_failed_receipt(channel, None, error))
+                await self._record_failure(req, channel, error)
+                return
+            result.delivered.append(channel)
+            result.receipts.append(ChannelReceipt(channel=channel, status="delivered",
+                                                  at=datetime.now(UTC)))
+
+    async def _notify_apprise(self, req: NotifyRequest, message: render.Message,
+                              result: NotifyResult,
+                              failures: dict[str, ApplicationError]) -> None:
+        """One receipt per Apprise service; each service delivered once per key."""
+        if (missing := req.missing_address("apprise")) is not None:
+            result.skipped["apprise"] = missing
+            result.receipts.append(ChannelReceipt(channel="apprise", status="skipped",
+                                                  reason=missing))
+            return
+        if not self._apprise.configured:
+            reason = "Apprise is not configured (set CRISIS_APPRISE_CONFIG)"
+            result.skipped["apprise"] = reason
+            result.receipts.append(ChannelReceipt(channel="apprise", status="skipped",
+                                                  reason=reason))
+            return
+        try:
+            targets, unknown = self._apprise.targets(req.recipient.apprise_tags)
+        except ApplicationError as error:  # config file unreadable: our infrastructure
+            failures["apprise"] = error
+            result.receipts.append(_failed_receipt("apprise", None, error))
+            return
+        for tag in unknown:
+            result.receipts.append(ChannelReceipt(
+                channel="apprise", target=f"apprise:{tag}", status="skipped",
+                reason=f"no Apprise service is tagged {tag!r}"))
+        if not targets:
+            result.skipped["apprise"] = "no Apprise service matches the recipient's tags"
+            return
+        subkeys = [f"apprise:{target.url_id}" for target in targets]
+        done = await self._redis.mget(
+            [keys.idem_notify(req.idempotency_key, sub) for sub in subkeys])
+        refused = await self._redis.mget(
+            [keys.idem_notify_rejected(req.idempotency_key, sub) for sub in subkeys])
+        ttl = int(IDEMPOTENCY_TTL.total_seconds())
+        errors: dict[str, ApplicationError] = {}
+        receipts: list[ChannelReceipt | None] = [None] * len(targets)
+
+        async def one(index: int, target: AppriseTarget, sub: str, was_done: Any,
+                      refusal: Any) -> None:
+            if was_done is not None:
+                receipts[index] = ChannelReceipt(
+                    channel="apprise", target=target.label, status="already_delivered",
+                    at=_parse_at(was_done))
+                return
+            if refusal is not None:
+                reason = f"rejected on an earlier attempt: {_text(refusal)}"
+                errors[target.label] = delivery.rejected(reason)
+                receipts[index] = ChannelReceipt(channel="apprise", target=target.label,
+                                                 status="failed", permanent=True,
+                                                 reason=reason)
+                return
+            try:
+                await self._apprise.send(target, message)
+            except ApplicationError as error:
+                errors[target.label] = error
+                receipts[index] = _failed_receipt("apprise", target.label, error)
+                await self._record_failure(req, sub, error, target=target.label)
+                return
+            at = datetime.now(UTC)
+            await self._redis.set(keys.idem_notify(req.idempotency_key, sub), at.isoformat(),
+                                  ex=ttl)
+            receipts[index] = ChannelReceipt(channel="apprise", target=target.label,
+                                             status="delivered", at=at)
+            log.info("notification_delivered", channel="apprise", target=target.label,
+                     person_id=req.recipient.person_id)
+
+        await _all([one(index, *row) for index, row in enumerate(
+            zip(targets, subkeys, done, refused, strict=True))])
+        result.receipts += [receipt for receipt in receipts if receipt is not None]
+        fresh = sum(1 for r in receipts if r is not None and r.status == "delivered")
+        if errors:  # in target order, whatever order they finished in
+            failures["apprise"] = delivery.combine(
+                {t.label: errors[t.label] for t in targets if t.label in errors}, delivered=[])
+        elif fresh:
+            result.delivered.append("apprise")
+        else:
+            result.already_done.append("apprise")
+
+    async def _deliver(self, req: NotifyRequest, channel: Channel,
+                       message: render.Message) -> None:
         done_key = keys.idem_notify(req.idempotency_key, channel)
         ttl = int(IDEMPOTENCY_TTL.total_seconds())
         if channel == "log":
-            await self._log(req, done_key, ttl)
+            await self._log(req, message, done_key, ttl)
             return
         if channel == "webhook":
             assert req.recipient.webhook is not None
             headers = httpx.Headers({"Idempotency-Key": req.idempotency_key})
-            body = webhooks.slack_message(
-                req.subject, req.message, f"incident {req.incident_id} · {req.kind}")
-            await webhooks.send(self._http, "POST", req.recipient.webhook, body, headers)
+            await webhooks.send(self._http, "POST", req.recipient.webhook,
+                                render.slack(message), headers)
         else:
             assert req.recipient.email is not None
-            message = mail.build_message(
-                self._smtp.sender, req.recipient.name, req.recipient.email, req.subject,
-                req.message, req.idempotency_key, req.incident_id)
-            await asyncio.to_thread(mail.send, self._smtp, message)
+            email = mail.build_message(
+                self._smtp.sender, req.recipient.name, req.recipient.email, message.subject,
+                render.text_body(message), req.idempotency_key, req.incident_id,
+                html=render.html_body(message))
+            await asyncio.to_thread(mail.send, self._smtp, email)
         await self._redis.set(done_key, datetime.now(UTC).isoformat(), ex=ttl)
         log.info("notification_delivered", channel=channel, person_id=req.recipient.person_id)
 
-    async def _log(self, req: NotifyRequest, done_key: str, ttl: int) -> None:
+    async def _log(self, req: NotifyRequest, message: render.Message, done_key: str,
+                   ttl: int) -> None:
         """The `log` channel: a JSON log line plus the person's notification feed."""
-        entry = {"at": datetime.now(UTC).isoformat(), "incident_id": req.incident_id,
+        at = datetime.now(UTC).isoformat()
+        entry = {"at": at, "incident_id": req.incident_id,
                  "step_id": req.step_id, "kind": req.kind, "subject": req.subject,
-                 "message": req.message, "idempotency_key": req.idempotency_key}
+                 "message": req.message, "idempotency_key": req.idempotency_key,
+                 "task_id": req.task_id,
+                 "links": [{"label": link.label, "url": link.url} for link in message.links],
+                 "actions": [{"label": link.label, "url": link.url}
+                             for link in message.actions]}
         feed = keys.notifications(req.recipient.person_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(feed, json.dumps(entry))
             pipe.ltrim(feed, 0, NOTIFICATION_FEED_SIZE - 1)
-            pipe.set(done_key, entry["at"], ex=ttl)
+            pipe.set(done_key, at, ex=ttl)
             await pipe.execute()
         log.info("notification", channel="log", person_id=req.recipient.person_id,
                  kind=req.kind, subject=req.subject, message=req.message)
 
-    async def _record_failure(self, req: NotifyRequest, channel: Channel,
-                              error: ApplicationError) -> None:
-        log.warning("notification_failed", channel=channel, person_id=req.recipient.person_id,
-                    error=error.message, retryable=not error.non_retryable)
+    async def _record_failure(self, req: NotifyRequest, channel: str,
+                              error: ApplicationError, target: str | None = None) -> None:
+        log.warning("notification_failed", channel=channel.split(":")[0], target=target,
+                    person_id=req.recipient.person_id, error=error.message,
+                    error_type=error.type, retryable=not error.non_retryable)
         if error.non_retryable:  # never knock on that door again for this key
             await self._redis.set(keys.idem_notify_rejected(req.idempotency_key, channel),
                                   error.message, ex=int(IDEMPOTENCY_TTL.total_seconds()))
@@ -144,27 +325,36 @@ class IncidentActivities:
         with structlog.contextvars.bound_contextvars(
                 incident_id=req.incident_id, step_id=req.step_id,
                 idempotency_key=req.idempotency_key, attempt=_attempt()):
-            done_key = keys.idem_action(req.idempotency_key)
-            stored = await self._redis.get(done_key)
-            if stored is not None:
-                log.info("action_already_done")
-                return ActionResult.model_validate_json(stored).model_copy(
-                    update={"already_done": True})
-            headers = httpx.Headers(req.headers)
-            headers["Idempotency-Key"] = req.idempotency_key
             try:
-                response = await webhooks.send(self._http, req.method, req.url, req.payload,
-                                               headers)
-            except ApplicationError as error:
-                log.warning("action_failed", url=req.url, error=error.message,
-                            retryable=not error.non_retryable)
-                raise
-            result = ActionResult(status_code=response.status_code,
-                                  body_excerpt=response.text[:webhooks.EXCERPT_CHARS])
-            await self._redis.set(done_key, result.model_dump_json(),
-                                  ex=int(IDEMPOTENCY_TTL.total_seconds()))
-            log.info("action_done", url=req.url, status_code=response.status_code)
-            return result
+                return await self._run_action(req)
+            except RedisError as exc:
+                log.warning("action_redis_unavailable", error=type(exc).__name__)
+                raise delivery.infrastructure(
+                    f"Redis unavailable for the idempotency record: {type(exc).__name__}: "
+                    f"{exc}") from exc
+
+    async def _run_action(self, req: ActionRequest) -> ActionResult:
+        done_key = keys.idem_action(req.idempotency_key)
+        stored = await self._redis.get(done_key)
+        if stored is not None:
+            log.info("action_already_done")
+            return ActionResult.model_validate_json(stored).model_copy(
+                update={"already_done": True})
+        headers = httpx.Headers(req.headers)
+        headers["Idempotency-Key"] = req.idempotency_key
+        try:
+            response = await webhooks.send(self._http, req.method, req.url, req.payload,
+                                           headers)
+        except ApplicationError as error:
+            log.warning("action_failed", url=req.url, error=error.message,
+                        retryable=not error.non_retryable)
+            raise
+        result = ActionResult(status_code=response.status_code,
+                              body_excerpt=response.text[:webhooks.EXCERPT_CHARS])
+        await self._redis.set(done_key, result.model_dump_json(),
+                              ex=int(IDEMPOTENCY_TTL.total_seconds()))
+        log.info("action_done", url=req.url, status_code=response.status_code)
+        return result
 
     # ---- project ----------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """HTTP delivery for webhooks and actions, with the failure rules of `activities.delivery`.
 
+(The Slack-shaped webhook body is rendered, and escaped, by `activities.render.slack`.)
+
 2xx succeeds. 408, 429, 5xx and transport errors are retryable; any other status, a bad
 URL or an unsupported scheme is a permanent rejection. A 429's `Retry-After` (in seconds)
 becomes the delay before Temporal's next attempt.
@@ -17,18 +19,6 @@ from activities import delivery
 RETRYABLE_STATUSES = frozenset({408, 429})
 MAX_RETRY_AFTER = timedelta(hours=1)
 EXCERPT_CHARS = 500
-
-
-def slack_message(subject: str, message: str, context: str) -> dict[str, Any]:
-    """A Slack-compatible incoming-webhook body: `text` as fallback, plus `blocks`."""
-    return {
-        "text": f"{subject}\n{message}",
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": subject[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": message[:3000]}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context[:300]}]},
-        ],
-    }
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

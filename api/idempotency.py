@@ -1,8 +1,8 @@
 """`Idempotency-Key` for POST requests (IETF draft semantics), stored in Redis for 24 h.
 
 - First request with a key: Redis `SET NX` marks it in flight, the request runs, and its
-  response (status, content type, body) replaces the mark. 5xx responses are not stored:
-  the mark is dropped so the client may retry.
+  response (status, content type, body) replaces the mark. 5xx and 429 responses are not
+  stored: the mark is dropped so the client may retry.
 - Same key, same fingerprint (method, path, query, canonical JSON body): the stored
   response again, with `Idempotent-Replayed: true`.
 - Same key, different fingerprint: 422 `IdempotencyKeyReused`.
@@ -120,7 +120,7 @@ class IdempotencyMiddleware:
         stored = False
         try:
             await self.app(scope, receive, capture)
-            if captured.status < 500:
+            if captured.status < 500 and captured.status != 429:  # 429: retry after
                 record = {"state": "done", "fp": fp, "status": captured.status,
                           "content_type": captured.content_type,
                           "body": b"".join(captured.chunks).decode("utf-8", "replace")}

@@ -22,6 +22,7 @@ from core.policy_store import PolicyStore
 from core.tokens import TokenStore
 from readmodel.reader import ReadModel
 
+from . import ratelimit
 from .deps import Services
 from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              tags=["ui"])
     async def web_ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    ratelimit.document(app)  # 429 + Retry-After in the OpenAPI of limited routes
 
     # Added last = runs first: log and request id, then the size limit, then idempotency.
     app.add_middleware(IdempotencyMiddleware)

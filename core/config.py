@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.policy_versions import ChangePolicy
@@ -26,6 +28,17 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_sender: str = "crisis-engine@localhost"
+    # SMTP relay security: "none", "starttls" (upgrade on 587) or "tls" (implicit, 465)
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = None  # trust this CA bundle instead of the system's
+    # Apprise config (YAML or TEXT, with tags) holding the secret-bearing service URLs
+    apprise_config: Path | None = None
+    # Rate limits on intake, per user and per route ("limits" notation, e.g. "30/minute")
+    rate_limit_enabled: bool = True
+    rate_limit_reports: str = "30/minute;300/hour"
+    rate_limit_incidents: str = "30/minute;300/hour"
     http_timeout_seconds: float = 10.0
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"

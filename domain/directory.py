@@ -114,6 +114,10 @@ class Person(_Strict):
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     # an absolute URL, or "/path" relative to CRISIS_PUBLIC_URL (the demo sink)
     webhook: str | None = Field(default=None, max_length=2000, pattern=r"^(https?://|/)")
+    # Tags that select this person's services (Teams, SMS, PagerDuty, push...) in the Apprise
+    # config file named by CRISIS_APPRISE_CONFIG. Only tags here: the secret-bearing URLs
+    # stay in that file.
+    apprise_tags: list[str] = Field(default_factory=list, max_length=20)
     roles: list[Ident] = Field(default_factory=list)
     access: list[AccessRole] = Field(default_factory=lambda: [AccessRole.reporter])
     timezone: str = "UTC"
@@ -131,6 +135,18 @@ class Person(_Strict):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("apprise_tags")
+    @classmethod
+    def _tags_not_urls(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", tag):
+                raise ValueError(f"Apprise tag {tag[:20]!r}... must be a name like 'lena-sms' "
+                                 "(letters, digits, '-', '_', '.'); put URLs in the Apprise "
+                                 "config file, never in the directory" if "://" in tag else
+                                 f"invalid Apprise tag {tag!r}: use letters, digits, '-', "
+                                 "'_' or '.'")
         return value
 
     def away_at(self, at: datetime) -> Period | None:

@@ -6,10 +6,13 @@ activities record completed keys in Redis so a retried or replayed call never de
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from domain.directory import Person
 from domain.incident import Incident, NodeState, Task, TimelineEntry
 from domain.playbook import Channel
 
@@ -19,6 +22,20 @@ class Recipient(BaseModel):
     name: str
     email: str | None = None
     webhook: str | None = None
+    # Apprise tags of this person (`Person.apprise_tags`); the URLs live in the secret
+    # Apprise config file (CRISIS_APPRISE_CONFIG), never in a request or a log.
+    apprise_tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def for_person(cls, person: Person) -> Recipient:
+        """Everything the activities need to reach `person` (addresses and Apprise tags)."""
+        return cls(person_id=person.id, name=person.name, email=person.email,
+                   webhook=person.webhook, apprise_tags=list(person.apprise_tags))
+
+
+class MessageLink(BaseModel):
+    label: str = Field(max_length=200)
+    url: str = Field(max_length=4000)
 
 
 class NotifyRequest(BaseModel):
@@ -29,7 +46,15 @@ class NotifyRequest(BaseModel):
     recipient: Recipient
     channels: list[Channel]
     subject: str
-    message: str
+    message: str  # plain text, untrusted; the body when `body` is empty
+    # Optional structured parts (additive; each channel renders and escapes them):
+    body: list[str] = Field(default_factory=list)  # paragraphs of untrusted text
+    task_id: str | None = None  # adds a link to the task's web page
+    links: list[MessageLink] = Field(default_factory=list)  # more page links
+    action_links: list[MessageLink] = Field(default_factory=list)  # signed one-click actions
+    # What the activity's action-link hook signs (core.action_links.issue_link) for a task:
+    content_sha256: str | None = None  # the draft being approved
+    expires_at: datetime | None = None  # the task's deadline
 
     def missing_address(self, channel: Channel) -> str | None:
         """Why this recipient can't get `channel` (None if they can): no address, no message."""
@@ -37,13 +62,65 @@ class NotifyRequest(BaseModel):
             return "recipient has no email address"
         if channel == "webhook" and not self.recipient.webhook:
             return "recipient has no webhook"
+        if channel == "apprise" and not self.recipient.apprise_tags:
+            return "recipient has no Apprise tags"
         return None
+
+
+# ApplicationError types a failed `notify` / `run_action` raises (see activities.delivery):
+DELIVERY_FAILED = "DeliveryFailed"  # the channel said "not now": retryable
+DELIVERY_REJECTED = "DeliveryRejected"  # the channel refused: final (non-retryable)
+INFRASTRUCTURE_UNAVAILABLE = "InfrastructureUnavailable"  # our Redis / SMTP relay: retryable
+RETRYABLE_DELIVERY_ERRORS = frozenset({DELIVERY_FAILED, INFRASTRUCTURE_UNAVAILABLE})
+
+ReceiptStatus = Literal["delivered", "already_delivered", "failed", "skipped"]
+
+
+class ChannelReceipt(BaseModel):
+    """The outcome of one delivery target: a channel, or one Apprise service of a person."""
+
+    channel: Channel
+    target: str | None = None  # non-secret label, e.g. "apprise:lena-sms json#3f2a9c01"
+    status: ReceiptStatus
+    permanent: bool = False  # failed: the channel itself refused (no retry will help)
+    infrastructure: bool = False  # failed: our side (Redis, SMTP relay) was unavailable
+    reason: str | None = None
+    at: datetime | None = None
 
 
 class NotifyResult(BaseModel):
     delivered: list[Channel] = Field(default_factory=list)
     already_done: list[Channel] = Field(default_factory=list)  # done by an earlier attempt
     skipped: dict[str, str] = Field(default_factory=dict)  # channel -> why (no address, ...)
+    receipts: list[ChannelReceipt] = Field(default_factory=list)  # one per target
+
+    def reached(self) -> bool:
+        """Delivered (now or earlier) on at least one channel other than `log`."""
+        return any(r.status in ("delivered", "already_delivered") and r.channel != "log"
+                   for r in self.receipts)
+
+    def unreachable(self) -> bool:
+        """Every channel that can reach a person (all but `log`) failed permanently or has
+        no address, so waiting or retrying cannot reach them: hand over to the stand-in."""
+        outward = [r for r in self.receipts if r.channel != "log"]
+        return bool(outward) and all(
+            r.status == "skipped" or (r.status == "failed" and r.permanent) for r in outward)
+
+    def delayed(self) -> bool:
+        """Some target failed for now (the channel said "not now", or our infrastructure
+        is down): retrying can still deliver."""
+        return any(r.status == "failed" and not r.permanent for r in self.receipts)
+
+    @classmethod
+    def from_failure_details(cls, details: Sequence[Any]) -> NotifyResult | None:
+        """The partial result a failed `notify` carries in its ApplicationError details
+        (`ActivityError.cause.details`), or None if there is none."""
+        if not details or not isinstance(details[0], dict) or "result" not in details[0]:
+            return None
+        try:
+            return cls.model_validate(details[0]["result"])
+        except ValidationError:
+            return None
 
 
 class ActionRequest(BaseModel):

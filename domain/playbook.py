@@ -46,7 +46,7 @@ class Severity(StrEnum):
     critical = "critical"
 
 
-Channel = Literal["log", "webhook", "email"]
+Channel = Literal["log", "webhook", "email", "apprise"]
 STEP_KINDS = (
     "notify", "approval", "wait", "action", "branch", "parallel", "sequence", "reminder",
     "resolution",

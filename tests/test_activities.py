@@ -96,7 +96,8 @@ async def test_notify_delivers_every_channel_once(
     assert mail["Subject"] == "[HIGH] Viral complaint about ad"
     assert mail["To"] == "Alice Martin <alice@example.test>"
     assert mail["From"] == SENDER
-    assert "A post about our ad is spreading" in mail.get_content()
+    plain = mail.get_body(("plain",))
+    assert plain is not None and "A post about our ad is spreading" in plain.get_content()
     [logged] = await feed(redis_client, "alice")
     assert logged["incident_id"] == "inc-1" and logged["subject"] == req.subject
 

@@ -18,6 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.apprise_channel import AppriseChannel
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
@@ -38,9 +39,10 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
                  http: httpx.AsyncClient, *, task_queue: str | None = None,
                  graceful_shutdown: timedelta = timedelta(0)) -> Worker:
     activities = IncidentActivities(
-        redis=redis, http=http,
-        smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
-                          sender=settings.smtp_sender))
+        redis=redis, http=http, smtp=SmtpSettings.from_settings(settings),
+        apprise=AppriseChannel(settings.apprise_config,
+                               timeout_seconds=settings.http_timeout_seconds),
+        public_url=settings.public_url)
     policy = PolicyActivities(settings.playbooks_dir, settings.public_url)
     return Worker(
         client,

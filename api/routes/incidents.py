@@ -24,7 +24,7 @@ from domain.incident import (
 from domain.playbook import Severity
 from workflows.incident import IncidentWorkflow
 
-from .. import auth, lookup
+from .. import auth, lookup, ratelimit
 from ..deps import (
     CurrentUser,
     IncidentReader,
@@ -65,7 +65,7 @@ def links(incident_id: str) -> Links:
 
 
 @router.post(
-    "", status_code=201, response_model=OpenIncidentResponse,
+    "", status_code=201, response_model=OpenIncidentResponse, dependencies=[ratelimit.INCIDENTS],
     summary="Open an incident (or add a report to the open one with this dedup_key)",
     responses={200: {"model": OpenIncidentResponse,
                      "description": "An open incident had this dedup_key: a report was added"},

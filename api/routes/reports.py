@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from domain.incident import Report, StartIncident
 
+from .. import ratelimit
 from ..deps import CurrentUser, IntakeDep, RegistryDep, ServicesDep, SettingsDep
 from ..errors import ApiError, responses
 from ..intake import new_report_id
@@ -26,7 +27,7 @@ def title_from(summary: str) -> str:
 
 
 @router.post(
-    "/reports", status_code=201, response_model=ReportReceipt,
+    "/reports", status_code=201, response_model=ReportReceipt, dependencies=[ratelimit.REPORTS],
     summary="Report a signal: attaches to the open incident with its key, or opens one",
     description=(
         "Reports with the same `dedup_key` (or, without one, the same `source_url`) attach "
