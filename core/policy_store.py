@@ -170,8 +170,9 @@ async def seed_shipped_versions(client: Client, settings: Settings) -> list[str]
     lines: list[str] = []
     directory_raw = settings.directory_file.read_bytes()
     directory = load_directory(settings.directory_file)
-    record = await store.bootstrap(DIRECTORY, directory_raw, 1)
-    lines.append(_seed_line(settings.directory_file, record, directory.sha256))
+    # Playbooks first, the directory last: the API switches from files to the store once
+    # the store has an active directory, so every shipped playbook must already be there
+    # (seen: a first start answering `UnknownPlaybook viral-complaint` in between).
     for path in sorted(settings.playbooks_dir.glob("*.yaml")):
         raw = path.read_bytes()
         try:
@@ -183,6 +184,8 @@ async def seed_shipped_versions(client: Client, settings: Settings) -> list[str]
             continue
         record = await store.bootstrap(playbook_subject(snapshot.id), raw, snapshot.version)
         lines.append(_seed_line(path, record, snapshot.sha256))
+    record = await store.bootstrap(DIRECTORY, directory_raw, 1)
+    lines.insert(0, _seed_line(settings.directory_file, record, directory.sha256))
     for line in lines:
         log.info("policy_seed", result=line)
     return lines
