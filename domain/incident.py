@@ -40,7 +40,7 @@ TimelineKind = Literal[
     "delegation", "escalation", "node_outcome", "task_cancelled", "task_expired", "action_run",
     "action_failed", "status_update", "reminder", "waited", "branch_taken", "resolved",
     "task_reassigned", "draft_submitted", "awaiting_draft", "round_outcome",
-    "publish_confirmed", "awaiting_publish_confirmation",
+    "publish_confirmed", "awaiting_publish_confirmation", "notification_delayed",
 ]
 
 
@@ -120,6 +120,8 @@ class Task(BaseModel):
     round: int = 1
     draft_version: int | None = None
     draft_sha256: str | None = None
+    # per-channel delivery receipts of the last task message to the holder
+    deliveries: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class NodeState(BaseModel):

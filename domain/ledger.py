@@ -38,7 +38,7 @@ from domain.directory import (
     Target,
     resolve_targets,
 )
-from domain.effects import ProjectionBatch
+from domain.effects import ChannelReceipt, ProjectionBatch
 from domain.ids import task_id
 from domain.incident import (
     CancelTaskRequest,
@@ -138,6 +138,12 @@ def eligible_voters(directory: Directory, role: str | None, for_person: str) -> 
             seen.add(pid)
             out.append(directory.person(pid))
     return out
+
+
+def _receipts(receipts: list[ChannelReceipt] | None) -> list[dict[str, Any]] | None:
+    if not receipts:
+        return None
+    return [r.model_dump(mode="json", exclude_none=True) for r in receipts]
 
 
 class Ledger:
@@ -684,15 +690,59 @@ class Ledger:
     # ---- deliveries and actions ----------------------------------------------------
 
     def record_delivery(self, *, at: datetime, step_id: str, kind: str, assignment: Assignment,
-                        channels: list[str], skipped: dict[str, str] | None) -> None:
+                        channels: list[str], skipped: dict[str, str] | None,
+                        receipts: list[ChannelReceipt] | None = None) -> None:
         self.record(at, "reminder" if kind == "reminder" else "notified", "system",
                     step=step_id, to=assignment.person_id, purpose=kind, channels=channels,
-                    skipped=skipped or None, via=assignment.via, replaces=assignment.replaces)
+                    skipped=skipped or None, via=assignment.via, replaces=assignment.replaces,
+                    receipts=_receipts(receipts))
+        self._note_delivery(step_id, assignment.person_id, kind, receipts)
 
     def record_delivery_failure(self, *, at: datetime, step_id: str, kind: str,
-                                person_id: str, error: str) -> None:
+                                person_id: str, error: str,
+                                receipts: list[ChannelReceipt] | None = None) -> None:
         self.record(at, "notification_failed", "system", step=step_id, to=person_id,
-                    purpose=kind, error=error)
+                    purpose=kind, error=error, receipts=_receipts(receipts))
+        self._note_delivery(step_id, person_id, kind, receipts)
+
+    def record_delivery_delayed(self, *, at: datetime, step_id: str, kind: str,
+                                person_id: str, error: str, infrastructure: bool) -> None:
+        self.record(at, "notification_delayed", "system", step=step_id, to=person_id,
+                    purpose=kind, error=error,
+                    cause="our infrastructure is unavailable" if infrastructure
+                    else "the channel asked us to retry later")
+
+    def _note_delivery(self, step_id: str, person_id: str, kind: str,
+                       receipts: list[ChannelReceipt] | None) -> None:
+        """Per-channel receipts also land on the person's open task in the node."""
+        if kind != "task" or not receipts:
+            return
+        for task in self.node_tasks(step_id):
+            if task.assignee == person_id and task.state == TaskState.open:
+                task.deliveries = _receipts(receipts) or []
+                task.rev += 1
+                self._changed_tasks.add(task.id)
+
+    def stand_in_for_unreachable(self, task_id_: str, at: datetime) -> list[Task]:
+        """Every channel failed for a task's holder: like someone outside working hours,
+        the role's on-call stand-in gets a task at once (their own stays open)."""
+        task = self.state.tasks.get(task_id_)
+        node = self.state.nodes.get(task.node_id) if task is not None else None
+        if task is None or node is None or node.outcome != Outcome.pending \
+                or task.state != TaskState.open or task.role is None:
+            return []
+        role = self.directory.role(task.role)
+        if role is None or role.oncall is None:
+            return []
+        stand_in = self.directory.roster(role.oncall).on_call(at)
+        if stand_in == task.assignee or stand_in in self.open_holders(task.node_id):
+            return []
+        assignment = Assignment(person_id=stand_in, role=task.role, via="oncall",
+                                replaces=task.assignee)
+        return self._add_tasks(task.node_id, [assignment], title=task.title,
+                               content=task.content, at=at, deadline=task.deadline,
+                               draft=self._current_draft(task.node_id), actor="system",
+                               reason=f"{task.assignee} is unreachable: every channel failed")
 
     def record_action(self, *, at: datetime, step_id: str, url: str,
                       status_code: int | None = None, error: str | None = None,

@@ -18,6 +18,7 @@ reads its own write. Side effects happen only in activities (`notify`, `run_acti
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from domain.directory import Assignment
     from domain.effects import (
+        RETRYABLE_DELIVERY_ERRORS,
         ActionRequest,
         ActionResult,
         NotifyRequest,
@@ -67,6 +69,12 @@ T = TypeVar("T")
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                            maximum_interval=timedelta(minutes=1), maximum_attempts=5,
                            non_retryable_error_types=["DeliveryRejected"])
+# After the first round: a channel that said "not now", or our Redis / SMTP relay being down,
+# is retried with backoff for as long as the incident is open (one call bounded at 24 h).
+NOTIFY_RETRY_DELAYED = RetryPolicy(initial_interval=timedelta(seconds=30), backoff_coefficient=2.0,
+                                   maximum_interval=timedelta(minutes=10), maximum_attempts=0,
+                                   non_retryable_error_types=["DeliveryRejected"])
+DELAYED_CALL_LIMIT = timedelta(hours=24)
 ACTION_RETRY = NOTIFY_RETRY
 PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=8)
@@ -87,6 +95,8 @@ class IncidentWorkflow:
         # Rules added while incidents were running: on only for histories that allow them.
         self.ledger.widen_quorum = workflow.patched("widen-quorum-before-reject")
         self.ledger.tier_names_person = workflow.patched("tier-adds-named-person")
+        # delivery receipts; unreachable approvers handed to on-call; outages retried
+        self._reach = workflow.patched("delivery-receipts-and-outage-retries")
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -270,7 +280,7 @@ class IncidentWorkflow:
                    "'{{incident.title}}', severity {{incident.severity}}). Policy: "
                    f"{self.ledger.state.nodes[step_id].policy}.\n\n{content}\n\n{{{{incident.url}}}}")
         await self._notify(step_id, self.ledger.assignments_of(tasks), message, kind="task",
-                           suffix=suffix)
+                           suffix=suffix, tasks={t.assignee: t for t in tasks})
 
     # ---- effects -------------------------------------------------------------------
 
@@ -283,7 +293,7 @@ class IncidentWorkflow:
 
     async def _notify(self, step_id: str, assignments: list[Assignment], template: str, *,
                       kind: str, channels: list[Channel] | None = None,
-                      suffix: str | None = None) -> None:
+                      suffix: str | None = None, tasks: dict[str, Task] | None = None) -> None:
         message = self._render(template)
         incident = self.ledger.incident
         subject = f"[{incident.severity.value.upper()}] {incident.title}"
@@ -291,29 +301,91 @@ class IncidentWorkflow:
         calls = []
         for assignment in assignments:
             person = self.ledger.directory.person(assignment.person_id)
+            task = (tasks or {}).get(person.id)
+            if self._reach:
+                recipient = Recipient.for_person(person)
+            else:
+                recipient = Recipient(person_id=person.id, name=person.name,
+                                      email=person.email, webhook=person.webhook)
             request = NotifyRequest(
                 idempotency_key=f"{key}:{person.id}", incident_id=incident.id,
-                step_id=step_id, kind=kind,
-                recipient=Recipient(person_id=person.id, name=person.name, email=person.email,
-                                    webhook=person.webhook),
+                step_id=step_id, kind=kind, recipient=recipient,
                 channels=channels or self.playbook.defaults.channels, subject=subject,
-                message=message)
-            calls.append(self._deliver(request, assignment))
+                message=message,
+                task_id=task.id if task is not None and self._reach else None,
+                content_sha256=(task.draft_sha256 or hashlib.sha256(
+                    task.content.encode()).hexdigest()) if task is not None and self._reach
+                else None,
+                expires_at=task.deadline if task is not None and self._reach else None)
+            calls.append(self._deliver(request, assignment, task))
         await self._gather(calls)
         await self._sync()
 
-    async def _deliver(self, request: NotifyRequest, assignment: Assignment) -> None:
-        try:
-            result = await self._activity("notify", request, NotifyResult, NOTIFY_RETRY)
-        except ActivityError as exc:
+    async def _deliver(self, request: NotifyRequest, assignment: Assignment,
+                       task: Task | None = None) -> None:
+        if not self._reach:
+            try:
+                result = await self._activity("notify", request, NotifyResult, NOTIFY_RETRY)
+            except ActivityError as exc:
+                self.ledger.record_delivery_failure(
+                    at=workflow.now(), step_id=request.step_id, kind=request.kind,
+                    person_id=request.recipient.person_id, error=str(exc.cause or exc))
+                return
+            self.ledger.record_delivery(
+                at=workflow.now(), step_id=request.step_id, kind=request.kind,
+                assignment=assignment, channels=[*result.delivered, *result.already_done],
+                skipped=result.skipped)
+            return
+        outcome, error = await self._deliver_until_done(request)
+        if outcome is not None and error is None:
+            self.ledger.record_delivery(
+                at=workflow.now(), step_id=request.step_id, kind=request.kind,
+                assignment=assignment, channels=[*outcome.delivered, *outcome.already_done],
+                skipped=outcome.skipped, receipts=outcome.receipts)
+        else:
             self.ledger.record_delivery_failure(
                 at=workflow.now(), step_id=request.step_id, kind=request.kind,
-                person_id=request.recipient.person_id, error=str(exc.cause or exc))
-            return
-        self.ledger.record_delivery(
-            at=workflow.now(), step_id=request.step_id, kind=request.kind,
-            assignment=assignment, channels=[*result.delivered, *result.already_done],
-            skipped=result.skipped)
+                person_id=request.recipient.person_id, error=error or "unknown error",
+                receipts=outcome.receipts if outcome is not None else None)
+        if task is not None and outcome is not None and outcome.unreachable():
+            added = self.ledger.stand_in_for_unreachable(task.id, workflow.now())
+            if added:
+                await self._sync()
+                approval = self.ledger.approval_of(added[0])
+                await self._notify_tasks(added[0].node_id, added, approval, added[0].content,
+                                         suffix=f"unreachable.{task.id}")
+
+    async def _deliver_until_done(self, request: NotifyRequest
+                                  ) -> tuple[NotifyResult | None, str | None]:
+        """Deliver; a temporary failure (the channel said "not now", or our Redis or SMTP
+        relay is down) is recorded as delayed and retried while the incident is open. Only
+        a permanent refusal by the channel ends in a failure."""
+        policy = NOTIFY_RETRY
+        delayed = False
+        while True:
+            try:
+                done: NotifyResult = await workflow.execute_activity(
+                    "notify", request, result_type=NotifyResult,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=policy,
+                    schedule_to_close_timeout=DELAYED_CALL_LIMIT if delayed else None)
+                return done, None
+            except ActivityError as exc:
+                cause = exc.cause
+                partial = None
+                if isinstance(cause, ApplicationError):
+                    partial = NotifyResult.from_failure_details(list(cause.details))
+                retryable = isinstance(cause, ApplicationError) and \
+                    cause.type in RETRYABLE_DELIVERY_ERRORS
+                if not retryable or self._halted():
+                    return partial, str(cause or exc)
+                if not delayed:
+                    self.ledger.record_delivery_delayed(
+                        at=workflow.now(), step_id=request.step_id, kind=request.kind,
+                        person_id=request.recipient.person_id, error=str(cause),
+                        infrastructure=bool(partial and any(
+                            r.infrastructure for r in partial.receipts)))
+                    await self._sync()
+                delayed, policy = True, NOTIFY_RETRY_DELAYED
 
     async def _gather(self, calls: Sequence[Awaitable[None]]) -> None:
         if not calls:
@@ -407,7 +479,8 @@ class IncidentWorkflow:
         incident = self.ledger.incident
         data = incident.model_dump(mode="json", exclude={"playbook", "rev"})
         data.update(playbook_id=incident.playbook.id, playbook_version=incident.playbook.version,
-                    url=f"{self.start.public_url}/incidents/{incident.id}")
+                    url=f"{self.start.public_url}/ui/incidents/{incident.id}" if self._reach
+                    else f"{self.start.public_url}/incidents/{incident.id}")
         return data
 
     def _render(self, template: str) -> str:
