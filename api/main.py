@@ -14,10 +14,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.config import Settings, get_settings
+from core.temporal_client import connect_temporal
 from core.tokens import TokenStore
 from readmodel.reader import ReadModel
 
@@ -44,8 +43,7 @@ Request bodies are limited to 256 KiB.
 
 
 async def build_services(settings: Settings) -> Services:
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  data_converter=pydantic_data_converter, lazy=True)
+    client = await connect_temporal(settings, lazy=True)
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly

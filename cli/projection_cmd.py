@@ -24,13 +24,11 @@ def register(sub: Any) -> None:
 
 async def run_rebuild(settings: Settings, *, clear: bool) -> dict[str, Any]:
     import redis.asyncio as aioredis
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
 
+    from core.temporal_client import connect_temporal
     from readmodel.rebuild import rebuild
 
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  data_converter=pydantic_data_converter)
+    client = await connect_temporal(settings)
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
         report = await rebuild(client, redis, task_queue=settings.task_queue, clear=clear)

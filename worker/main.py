@@ -14,13 +14,13 @@ import httpx
 import redis.asyncio as aioredis
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from core.config import Settings
+from core.temporal_client import connect_temporal
 from workflows.incident import IncidentWorkflow
 
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml")
@@ -50,8 +50,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter)
+    return await connect_temporal(settings)
 
 
 async def run_worker(settings: Settings) -> None:
