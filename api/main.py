@@ -24,6 +24,8 @@ from .deps import Services
 from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware
 from .intake import Intake
+from .metrics import MetricsMiddleware
+from .metrics import router as metrics_router
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
 from .playbook_registry import PlaybookRegistry
 from .routes import demo, health, incidents, playbooks, reports, review, tasks
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, incidents, review, reports, tasks, playbooks, demo):
         app.include_router(module.router)
+    app.include_router(metrics_router)
 
     @app.get("/", response_class=FileResponse, summary="The web UI",
              responses={200: {"content": {"text/html": {"example": "<!doctype html>..."}},
@@ -83,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: counts every answer, 413s included
     return app

@@ -19,6 +19,8 @@ def register(sub: Any) -> None:
     rebuild = actions.add_parser("rebuild", help="rebuild every read model from Temporal")
     rebuild.add_argument("--clear", action="store_true",
                          help="delete the read-model keys first (never idempotency records)")
+    rebuild.add_argument("--json", action="store_true",
+                         help="print the report as JSON (the default; for symmetry)")
     rebuild.set_defaults(handler=_rebuild)
 
 
@@ -29,8 +31,10 @@ async def run_rebuild(settings: Settings, *, clear: bool) -> dict[str, Any]:
     from readmodel.rebuild import rebuild
 
     client = await connect_temporal(settings)
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                    socket_connect_timeout=5)
     try:
+        await redis.ping()  # one line naming Redis, before any work
         report = await rebuild(client, redis, task_queue=settings.task_queue, clear=clear)
     finally:
         await redis.aclose()
