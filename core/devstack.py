@@ -84,6 +84,7 @@ class StackConfig:
     temporal_ui_port: int = 8233
     redis_port: int = 6379
     smtp_port: int = 1025
+    worker_metrics_port: int = 0  # 0 = the worker serves no metrics
     namespace: str = "default"
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -122,15 +123,24 @@ class StackConfig:
     def token_hashes_file(self) -> Path:
         return self.data_dir / "tokens.json"
 
+    @property
+    def worker_metrics_url(self) -> str | None:
+        port = self.worker_metrics_port
+        return f"http://{LOOPBACK}:{port}/metrics" if port else None
+
     def ports(self) -> list[tuple[str, str, str, int]]:
         """(what, command-line flag, host, port) for every port the stack listens on."""
-        return [
+        ports = [
             ("Temporal gRPC", "--temporal-port", LOOPBACK, self.temporal_port),
             ("Temporal UI", "--temporal-ui-port", LOOPBACK, self.temporal_ui_port),
             ("Redis", "--redis-port", LOOPBACK, self.redis_port),
             ("SMTP sink", "--smtp-port", LOOPBACK, self.smtp_port),
             ("API", "--api-port", self.host, self.api_port),
         ]
+        if self.worker_metrics_port:
+            ports.append(("worker metrics", "--worker-metrics-port", LOOPBACK,
+                          self.worker_metrics_port))
+        return ports
 
 
 def load_demo_users(path: Path) -> list[DemoUser]:
@@ -380,6 +390,8 @@ class Stack:
             CRISIS_PUBLIC_URL=self.config.api_url,
             CRISIS_SMTP_HOST=LOOPBACK,
             CRISIS_SMTP_PORT=str(self.config.smtp_port),
+            CRISIS_WORKER_METRICS_HOST=LOOPBACK,
+            CRISIS_WORKER_METRICS_PORT=str(self.config.worker_metrics_port),
             PYTHONUNBUFFERED="1",
         )
         return env
