@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 from core.config import Settings, get_settings
 from core.temporal_client import connect_temporal
 from core.tokens import TokenStore
+from core.tracing import instrument_app, tracing_interceptors
 from readmodel.reader import ReadModel
 
 from .deps import Services
@@ -45,7 +46,8 @@ Request bodies are limited to 256 KiB.
 
 
 async def build_services(settings: Settings) -> Services:
-    client = await connect_temporal(settings, lazy=True)
+    client = await connect_temporal(
+        settings, lazy=True, interceptors=tracing_interceptors(settings, "crisis-api"))
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
@@ -87,4 +89,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: counts every answer, 413s included
+    instrument_app(app, settings)  # OpenTelemetry server spans, when CRISIS_OTLP_ENDPOINT is set
     return app

@@ -15,8 +15,9 @@ class CommandError(Exception):
 def one_line(exc: BaseException) -> str | None:
     """The one-line message for a failure to reach a server, or None if it is a bug."""
     from core.temporal_client import TemporalUnavailable
+    from core.tracing import TracingUnavailable
 
-    if isinstance(exc, CommandError | TemporalUnavailable):
+    if isinstance(exc, CommandError | TemporalUnavailable | TracingUnavailable):
         return str(exc)
     try:
         import redis

@@ -509,7 +509,7 @@ def test_the_dev_extra_has_the_servers_and_make_installs_it() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
     assert DEV_ONLY <= {Requirement_name(r) for r in extras["dev"]}
-    assert "crisis-engine[dev]" in extras["test"]
+    assert "crisis-engine[dev,otel]" in extras["test"]
     makefile = (ROOT / "Makefile").read_text()
     assert "install -q -e '.[dev]'" in makefile and "install -q -e '.[test]'" in makefile
 

@@ -22,9 +22,12 @@ from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from core.config import Settings
 from core.temporal_client import connect_temporal
+from core.tracing import shutdown as shutdown_tracing
+from core.tracing import tracing_interceptors
 from workflows.incident import IncidentWorkflow
 
-PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml")
+PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml",
+               "opentelemetry")  # the tracing interceptor's spans, when tracing is on
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -64,7 +67,8 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await connect_temporal(settings, runtime=runtime)
+    return await connect_temporal(settings, runtime=runtime,
+                                  interceptors=tracing_interceptors(settings, "crisis-worker"))
 
 
 async def run_worker(settings: Settings) -> None:
@@ -94,3 +98,4 @@ async def run_worker(settings: Settings) -> None:
             await stop.wait()
         log.info("worker stopped")
     await redis.aclose()
+    shutdown_tracing()
