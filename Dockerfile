@@ -17,8 +17,12 @@ RUN groupadd --system --gid 10001 crisis \
 # runtime set (`[project] dependencies`): the dev stack's server binaries (the `dev` extra:
 # Temporal dev/test servers, Valkey, aiosmtpd) stay out of the image. `--compile` writes the
 # .pyc files now, so a read-only container never compiles at start.
+# EXTRAS adds optional runtime extras, e.g. `docker build --build-arg EXTRAS=otel .` for
+# tracing; `dev` and `test` are refused (they are the server binaries and test tools).
+ARG EXTRAS=""
 COPY pyproject.toml README.md /src/
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN case " $EXTRAS " in *" dev "*|*" test "*) echo "EXTRAS may not name dev or test" >&2; exit 1;; esac \
+ && python -c "import sys, tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + [r for e in sys.argv[1:] for r in p['optional-dependencies'][e]]))" $EXTRAS > /tmp/requirements.txt \
  && pip install --compile -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 

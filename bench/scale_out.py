@@ -138,16 +138,30 @@ async def drive(urls: list[str], tokens: dict[str, str], incidents: int,
                                   "cora", {"summary": "done"})
             assert resolved.status_code == 200, resolved.text
 
+    async def reads(client: httpx.AsyncClient, count: int) -> float:
+        """GET /incidents/{id} from the read model, `concurrency` at a time: reads/s."""
+        read_gate = asyncio.Semaphore(concurrency)
+
+        async def read(n: int) -> None:
+            async with read_gate:
+                got = await call(client, n, "GET", f"/incidents/{ids[n % len(ids)]}", "cora")
+                assert got.status_code == 200, got.text
+        began = time.perf_counter()
+        await asyncio.gather(*(read(n) for n in range(count)))
+        return count / (time.perf_counter() - began)
+
     async with httpx.AsyncClient(timeout=120) as client:
         began = time.perf_counter()
         await asyncio.gather(*(one(client, n) for n in range(incidents)))
         elapsed = time.perf_counter() - began
+        reads_per_s = await reads(client, 300)
     latencies.sort()
     return {"incidents": incidents, "seconds": round(elapsed, 2),
             "incidents_per_s": round(incidents / elapsed, 2),
             "decisions_per_s": round(incidents * len(HOLDERS) / elapsed, 1),
             "decision_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "decision_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+            "reads_per_s": round(reads_per_s, 1),
             "ids": ids}
 
 

@@ -247,6 +247,11 @@ def test_dockerfile_env_sets_only_real_settings() -> None:
         assert name.removeprefix("CRISIS_").lower() in Settings.model_fields, name
 
 
+def test_history_shards_are_set_for_production_not_the_dev_default() -> None:
+    shards = int(with_defaults(environment("temporal")["NUM_HISTORY_SHARDS"]))
+    assert shards >= 128 and shards & (shards - 1) == 0, shards  # a power of two, chosen once
+
+
 def test_temporal_runs_on_postgresql_with_the_mounted_dynamic_config() -> None:
     env = environment("temporal")
     assert environment("temporal-schema")["SQL_PASSWORD"] == env["POSTGRES_PWD"]
@@ -518,7 +523,18 @@ def test_image_installs_only_the_runtime_and_precompiles() -> None:
     installs = [run for run in dockerfile("RUN") if "pip install" in run]
     assert installs and all("--compile" in run for run in installs), installs
     assert not any("[dev]" in run or "[test]" in run for run in installs)
-    assert any("['project']['dependencies']" in run for run in installs)
+    (resolve,) = [run for run in installs if "tomllib" in run]
+    # run the image's own requirement step against this pyproject.toml, with and without
+    # the optional tracing extra: never a server binary
+    script = re.search(r'python -c "([^"]+)"', resolve)
+    assert script, resolve
+    code = script.group(1).replace("/src/pyproject.toml", str(ROOT / "pyproject.toml"))
+    for extras in ([], ["otel"]):
+        out = subprocess.run([sys.executable, "-c", code, *extras], capture_output=True,
+                             text=True, check=True, timeout=30).stdout
+        names = {Requirement_name(line) for line in out.splitlines() if line.strip()}
+        assert {"temporalio", "fastapi"} <= names and not names & DEV_ONLY, names
+        assert ("opentelemetry-sdk" in names) == bool(extras)
 
 
 # --- the worker's health check, live -------------------------------------------------------
