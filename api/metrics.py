@@ -33,10 +33,8 @@ UNMATCHED = "unmatched"
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", summary="Prometheus metrics of this API process",
-            response_class=Response,
-            responses={200: {"content": {"text/plain": {}},
-                             "description": "Prometheus text exposition format"}})
+# An operations endpoint for scrapers, not part of the API's contract: kept out of OpenAPI.
+@router.get("/metrics", response_class=Response, include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
