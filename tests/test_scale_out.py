@@ -242,6 +242,7 @@ async def test_two_workers_two_apis_survive_losing_one_of_each(
     cluster.apis[0].kill()
     outcomes = Counter(await asyncio.gather(*racing))
     assert cluster.alive_urls() == [cluster.urls[1]]
+    assert cluster.retried["POST tasks"] > 0, "no decision was caught by the API's death"
 
     resolved = await asyncio.gather(*(
         send(cluster, http, 0, "POST", f"/incidents/{incident_id}/resolve", OPENER,
