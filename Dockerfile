@@ -13,10 +13,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 crisis \
  && useradd --system --uid 10001 --gid crisis --home-dir /app --shell /usr/sbin/nologin crisis
 
-# Dependencies first, in their own layer, so a code change does not reinstall them.
+# Dependencies first, in their own layer, so a code change does not reinstall them. Only the
+# runtime set (`[project] dependencies`): the dev stack's server binaries (the `dev` extra:
+# Temporal dev/test servers, Valkey, aiosmtpd) stay out of the image. `--compile` writes the
+# .pyc files now, so a read-only container never compiles at start.
+# EXTRAS adds optional runtime extras, e.g. `docker build --build-arg EXTRAS=otel .` for
+# tracing; `dev` and `test` are refused (they are the server binaries and test tools).
+ARG EXTRAS="dryrun"
 COPY pyproject.toml README.md /src/
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt \
+RUN case " $EXTRAS " in *" dev "*|*" test "*) echo "EXTRAS may not name dev or test" >&2; exit 1;; esac \
+ && python -c "import sys, tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + [r for e in sys.argv[1:] for r in p['optional-dependencies'][e]]))" $EXTRAS > /tmp/requirements.txt \
+ && pip install --compile -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
 # The packages that pyproject.toml installs ([tool.setuptools.packages.find]).
@@ -29,7 +36,7 @@ COPY cli/ /src/cli/
 COPY readmodel/ /src/readmodel/
 COPY worker/ /src/worker/
 COPY dryrun/ /src/dryrun/
-RUN pip install --no-deps /src && rm -rf /src
+RUN pip install --compile --no-deps /src && rm -rf /src
 
 # Data the processes read at run time: playbooks, the directory and the routing table.
 # Installed code can't find them next to itself, so their paths are set explicitly.
@@ -37,6 +44,7 @@ WORKDIR /app
 COPY playbooks/ /app/playbooks/
 COPY config/ /app/config/
 COPY deploy/worker_healthcheck.py /app/deploy/worker_healthcheck.py
+RUN python -m compileall -q /app/deploy
 RUN mkdir -p /data && chown crisis:crisis /data
 ENV CRISIS_PLAYBOOKS_DIR=/app/playbooks \
     CRISIS_DIRECTORY_FILE=/app/config/directory.yaml \
@@ -45,7 +53,8 @@ ENV CRISIS_PLAYBOOKS_DIR=/app/playbooks \
 USER crisis
 # Hashed API tokens (written by `crisis users issue-tokens`) persist here.
 VOLUME ["/data"]
-EXPOSE 8000
+# 8000: the API (and its /metrics); 9464: the worker's Temporal SDK metrics when enabled
+EXPOSE 8000 9464
 
 # Liveness of the API process; the worker's compose service replaces it with its own check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

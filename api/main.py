@@ -14,12 +14,12 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.config import Settings, get_settings
 from core.policy_store import PolicyStore
+from core.temporal_client import connect_temporal
 from core.tokens import TokenStore
+from core.tracing import instrument_app, tracing_interceptors
 from readmodel.reader import ReadModel
 
 from . import ratelimit
@@ -27,6 +27,8 @@ from .deps import Services
 from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware
 from .intake import Intake
+from .metrics import MetricsMiddleware
+from .metrics import router as metrics_router
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
 from .playbook_registry import PlaybookRegistry
 from .routes import (
@@ -56,8 +58,8 @@ Request bodies are limited to 256 KiB.
 
 
 async def build_services(settings: Settings) -> Services:
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  data_converter=pydantic_data_converter, lazy=True)
+    client = await connect_temporal(
+        settings, lazy=True, interceptors=tracing_interceptors(settings, "crisis-api"))
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file,
                                 store=PolicyStore(client, settings),
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, incidents, drafts, review, reports, tasks, playbooks, directory,
                    demo):
         app.include_router(module.router)
+    app.include_router(metrics_router)
 
     @app.get("/", response_class=FileResponse, summary="The web UI",
              responses={200: {"content": {"text/html": {"example": "<!doctype html>..."}},
@@ -104,4 +107,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: counts every answer, 413s included
+    instrument_app(app, settings)  # OpenTelemetry server spans, when CRISIS_OTLP_ENDPOINT is set
     return app

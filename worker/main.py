@@ -14,7 +14,7 @@ import httpx
 import redis.asyncio as aioredis
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -23,11 +23,15 @@ from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
 from core.config import Settings
+from core.temporal_client import connect_temporal
+from core.tracing import shutdown as shutdown_tracing
+from core.tracing import tracing_interceptors
 from workflows.catalog import PolicyCatalogWorkflow
 from workflows.change_approval import ChangeApprovalWorkflow
 from workflows.incident import IncidentWorkflow
 
-PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml")
+PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml",
+               "opentelemetry")  # the tracing interceptor's spans, when tracing is on
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -67,15 +71,34 @@ async def seed_on_first_start(client: Client, settings: Settings) -> None:
         structlog.get_logger("worker").exception("policy_seed_failed")
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter)
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime exporting the SDK's and the domain's metrics, when a port is set.
+
+    Served in Prometheus text format on `CRISIS_WORKER_METRICS_HOST:PORT` by the SDK core
+    (`PrometheusConfig`); the domain counters of activities/metrics.py use the same meter.
+    """
+    if not settings.worker_metrics_port:
+        return None
+    address = f"{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=address, durations_as_seconds=True)))
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await connect_temporal(settings, runtime=runtime,
+                                  interceptors=tracing_interceptors(settings, "crisis-worker"))
 
 
 async def run_worker(settings: Settings) -> None:
     log = structlog.get_logger("worker")
-    client = await connect(settings)
+    runtime = metrics_runtime(settings)
+    client = await connect(settings, runtime)
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:  # fail at start, with one line, rather than on the first activity
+        await redis.ping()
+    except BaseException:
+        await redis.aclose()
+        raise
     # base_url: playbook and directory URLs written as "/path" go to CRISIS_PUBLIC_URL
     async with httpx.AsyncClient(timeout=settings.http_timeout_seconds,
                                  base_url=settings.public_url) as http:
@@ -87,9 +110,11 @@ async def run_worker(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info("worker started", task_queue=settings.task_queue,
-                 temporal=settings.temporal_address)
+                 temporal=settings.temporal_address,
+                 metrics_port=settings.worker_metrics_port or None)
         async with worker:
             await seed_on_first_start(client, settings)
             await stop.wait()
         log.info("worker stopped")
     await redis.aclose()
+    shutdown_tracing()
