@@ -1,8 +1,9 @@
 """Example tests of quorum evaluation (`domain.quorum`) for the policies a playbook can state.
 
-`evaluate` and `shortfall` judge a set of slots and nothing else. Refusing a vote once the
-node has ended, an unknown or already decided task, delegation, expiry and topping up a
-node as it opens are the aggregate's rules and are tested in `tests/test_ledger.py`.
+`evaluate` and `shortfall` judge a set of slots and nothing else. For incidents, refusing a
+vote once the node has ended, an unknown or already decided task, delegation, expiry and
+topping up a node as it opens are the aggregate's rules (`tests/test_ledger.py`). `Tally`,
+the small mutable node that a playbook-change review votes on, is tested at the end.
 
 The headline policy comes from the brief's first scenario: a holding statement needs
 1 of Legal AND 2 of 4 Comms leads, and any Legal reject vetoes it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.quorum import Outcome, Policy, Slot, Vote, evaluate, shortfall
+from domain.quorum import Outcome, Policy, QuorumError, Slot, Tally, Vote, evaluate, shortfall
 
 LEGAL_AND_COMMS = Policy(
     mode="require", require=(("legal", 1), ("comms", 2)), veto=frozenset({"legal"}))
@@ -194,3 +195,55 @@ def test_topping_up_the_shortfall_makes_the_node_possible() -> None:
             slots[f"on-call-{role}-{n}"] = Slot(role)
     assert shortfall(policy, slots) == {}
     assert evaluate(policy, slots) is Outcome.pending
+
+
+# --- Tally: the mutable node a playbook-change review votes on -----------------------------
+# (`workflows.change_approval`, `domain.policy_versions`; incidents use the aggregate)
+
+def review_node(policy: Policy = LEGAL_AND_COMMS) -> Tally:
+    tally = Tally(policy)
+    for slot_id, slot in holding_statement_slots().items():
+        tally.add_slot(slot_id, slot.role)
+    assert tally.check() is Outcome.pending
+    return tally
+
+
+def test_a_tally_follows_evaluate_and_refuses_votes_once_decided() -> None:
+    tally = review_node()
+    assert tally.vote("comms-1", True) is Outcome.pending
+    assert tally.vote("legal-1", True) is Outcome.pending
+    assert tally.vote("comms-2", True) is Outcome.approved
+    assert tally.outcome is Outcome.approved
+    before = dict(tally.slots)
+    with pytest.raises(QuorumError):
+        tally.vote("comms-3", False)
+    with pytest.raises(QuorumError):
+        tally.add_slot("late", "legal")  # too late to top up after the node ended
+    assert (tally.slots, tally.outcome) == (before, Outcome.approved)
+
+
+def test_a_tally_vetoes_and_refuses_unknown_and_repeated_votes() -> None:
+    tally = review_node()
+    with pytest.raises(QuorumError):
+        tally.vote("nobody", True)
+    tally.vote("comms-1", True)
+    with pytest.raises(QuorumError):
+        tally.vote("comms-1", False)
+    assert tally.slots["comms-1"].vote is Vote.approved
+    with pytest.raises(QuorumError):
+        tally.add_slot("comms-1", "comms")  # a slot id is taken once
+    assert tally.vote("legal-1", False) is Outcome.vetoed
+
+
+@pytest.mark.parametrize(("policy", "roles"), [
+    (Policy(mode="k", k=3), (None, None)),
+    (LEGAL_AND_COMMS, ("comms", "comms", "comms")),
+    (Policy(mode="any"), ()),
+])
+def test_a_tally_opened_with_too_few_voters_ends_rejected(
+        policy: Policy, roles: tuple[str | None, ...]) -> None:
+    tally = Tally(policy)
+    for n, role in enumerate(roles):
+        tally.add_slot(f"s{n}", role)
+    assert tally.check() is Outcome.rejected
+    assert tally.check() is Outcome.rejected  # checking again changes nothing
