@@ -160,6 +160,9 @@ class Ledger:
         self.widen_quorum = False  # rejects that make quorum impossible add voters first
         self.widened: list[Task] = []
         self.tier_names_person = False  # a tier's `add_approvers: person` reaches them
+        # one vote per person per round: no second task or delegated vote for someone who
+        # already voted, and no tier firing into an approval that has ended
+        self.one_vote_per_person = False
 
     @classmethod
     def open(cls, start: StartIncident, at: datetime) -> Ledger:
@@ -213,6 +216,13 @@ class Ledger:
         return {t.id: Slot(role=t.role, vote=vote.get(t.state, Vote.open))
                 for t in self.node_tasks(step_id)
                 if t.round == current
+                and t.state in (TaskState.open, TaskState.approved, TaskState.rejected)}
+
+    def _voters(self, step_id: str) -> set[str]:
+        """Who holds, or already cast, a vote in the node's current round."""
+        node = self.state.nodes.get(step_id)
+        current = node.round if node is not None else 1
+        return {t.assignee for t in self.node_tasks(step_id) if t.round == current
                 and t.state in (TaskState.open, TaskState.approved, TaskState.rejected)}
 
     def round_tasks(self, step_id: str) -> list[Task]:
@@ -557,8 +567,11 @@ class Ledger:
                    content: str, at: datetime, deadline: datetime | None,
                    actor: str = "playbook", reason: str | None = None,
                    draft: Draft | None = None) -> list[Task]:
-        """One open task per assignment, skipping people who already hold one in the node."""
+        """One open task per assignment, skipping people who already hold one in the node
+        (and, with `one_vote_per_person`, anyone who already voted in its current round)."""
         holding = set(self.open_holders(step_id))
+        if self.one_vote_per_person:
+            holding |= self._voters(step_id)
         created = []
         for assignment in assignments:
             if assignment.person_id in holding:
@@ -621,6 +634,8 @@ class Ledger:
         firing count, who the node was waiting on, and the tasks added."""
         tier = approval.escalation[index]
         node = self.state.nodes[step_id]
+        if self.one_vote_per_person and node.outcome != Outcome.pending:
+            return 0, [], []  # the approval ended in the same moment: nobody to ask
         while len(node.tiers_fired) <= index:
             node.tiers_fired.append(0)
         node.tiers_fired[index] += 1
@@ -928,6 +943,9 @@ class Ledger:
         if to in self.open_holders(task.node_id):
             raise LedgerError(errors.INVALID_DELEGATE,
                               f"{to} already holds a task in this approval")
+        if self.one_vote_per_person and to in self._voters(task.node_id):
+            raise LedgerError(errors.INVALID_DELEGATE,
+                              f"{to} has already voted in this approval: one vote per person")
         original = self._origin(task)
         eligible = {p.id for p in eligible_voters(self.directory, task.role, original.assignee)}
         if to not in eligible:

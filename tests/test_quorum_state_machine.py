@@ -429,6 +429,7 @@ class LedgerMachine(RuleBasedStateMachine):
         # incidents started today (`workflow.patched` on) or before those changes
         self.current = data.draw(st.booleans(), label="started today")
         self._ledger.widen_quorum = self._ledger.tier_names_person = self.current
+        self._ledger.one_vote_per_person = self.current
         self.expected.entries.append(("opened", "sam"))
         notify = self.ledger.open_approval(STEP, self.approval, T0, title="t", content="c")
         for person, role, via in resolve(approvers):
@@ -535,10 +536,11 @@ class LedgerMachine(RuleBasedStateMachine):
                     to, old.role, old.origin):
                 code = errors.INVALID_DELEGATE
             elif to in self.voted():
-                # Known bug, pinned by an xfail in tests/test_ledger.py: the aggregate hands
-                # a second vote to someone who already voted. Not exercised here.
-                event("skipped: hand a vote to someone who already voted")
-                return
+                if self.current:  # one vote per person
+                    code = errors.INVALID_DELEGATE
+                else:  # incidents from before that rule: not modelled
+                    event("skipped: hand a vote to someone who already voted (old rule)")
+                    return
         if code is not None:
             self.refused(code, lambda: run(request, at), lambda: validate(request))
             return
@@ -603,10 +605,10 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             resolved = resolve(add)
         adding = [a for a in resolved if a[0] not in waiting]
-        if any(person in self.voted() for person, _, _ in adding):
-            # Known bug, pinned by an xfail in tests/test_ledger.py: a tier gives someone
-            # who already voted a second task. Not exercised here.
-            event("skipped: a tier re-adds someone who already voted")
+        if self.current:  # one vote per person: a tier never asks a voter again
+            adding = [a for a in adding if a[0] not in self.voted()]
+        elif any(person in self.voted() for person, _, _ in adding):
+            event("skipped: a tier re-adds someone who already voted (old rule)")
             return
         self.now = max(self.now, due)
         firing, was_waiting, added = self.ledger.fire_tier(STEP, self.approval, index,

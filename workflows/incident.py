@@ -95,6 +95,7 @@ class IncidentWorkflow:
         # Rules added while incidents were running: on only for histories that allow them.
         self.ledger.widen_quorum = workflow.patched("widen-quorum-before-reject")
         self.ledger.tier_names_person = workflow.patched("tier-adds-named-person")
+        self.ledger.one_vote_per_person = workflow.patched("one-vote-per-person")
         # delivery receipts; unreachable approvers handed to on-call; outages retried
         self._reach = workflow.patched("delivery-receipts-and-outage-retries")
         self._sync_lock = asyncio.Lock()
