@@ -3,12 +3,18 @@
 The lifespan connects one Temporal client (with the pydantic data converter, lazily, so the
 API starts, and `/readyz` says 503, while Temporal is still coming up) and one Redis client,
 and keeps them with the playbook registry and the token store in `app.state.services`.
+Both clients fail fast: Temporal calls give up retrying an unreachable server after
+`temporal_retry_budget_seconds`, Redis calls time out after `redis_socket_timeout_seconds`,
+so a request answers 503 with `Retry-After` within a few seconds when either is down.
+
+`/demo/sink/*` is mounted only in demo mode (`Settings.demo_mode`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -16,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RetryConfig
 
 from core.config import Settings, get_settings
 from core.tokens import TokenStore
@@ -39,14 +46,24 @@ Authenticate with `Authorization: Bearer <token>` (tokens from `crisis users iss
 `make run` prints the demo users' tokens). Every error is `{"error": code, "detail": text}`.
 POST endpoints accept an `Idempotency-Key` header: the same key and body return the stored
 response, the same key with another body is 422, and a duplicate still in flight is 409.
-Request bodies are limited to 256 KiB.
+Request bodies are limited to 256 KiB and to 64 levels of nesting (422 `BodyTooDeep`).
+When Temporal or Redis is unreachable every route that needs it answers 503 `Unavailable`
+with `Retry-After`; `GET /readyz` says which one is down.
 """
 
 
 async def build_services(settings: Settings) -> Services:
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  data_converter=pydantic_data_converter, lazy=True)
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    budget = settings.temporal_retry_budget_seconds
+    client = await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter, lazy=True,
+        retry_config=RetryConfig(max_elapsed_time_millis=int(budget * 1000), max_retries=6,
+                                 max_interval_millis=1000),
+        connect_timeout=timedelta(seconds=budget))
+    redis = aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=True,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_socket_timeout_seconds)
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
     return Services(
@@ -71,18 +88,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, incidents, review, reports, tasks, playbooks, demo):
+    for module in (health, incidents, review, reports, tasks, playbooks):
         app.include_router(module.router)
+    if settings.demo_mode:
+        app.include_router(demo.router)
 
     @app.get("/", response_class=FileResponse, summary="The web UI",
              responses={200: {"content": {"text/html": {"example": "<!doctype html>..."}},
                               "description": "A small single-page UI"}},
-             tags=["ui"])
+             tags=["ui"], operation_id="getWebUi")
     async def web_ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     # Added last = runs first: log and request id, then the size limit, then idempotency.
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       max_depth=settings.max_json_depth)
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
     continue_as_new_after_events: int = 8000
+    # `/demo/sink/{name}` exists only in demo mode (`crisis stack run`, `make run`): it takes
+    # anything from anyone, which is only right on a developer's machine
+    demo_mode: bool = False
+    max_json_depth: int = 64  # request bodies nested deeper are a 422
+    # fail fast (503 + Retry-After) when a dependency is down, instead of hanging
+    redis_socket_timeout_seconds: float = 2.0
+    temporal_retry_budget_seconds: float = 3.0
 
 
 @lru_cache

@@ -361,6 +361,7 @@ class Stack:
             CRISIS_PUBLIC_URL=self.config.api_url,
             CRISIS_SMTP_HOST=LOOPBACK,
             CRISIS_SMTP_PORT=str(self.config.smtp_port),
+            CRISIS_DEMO_MODE="true",  # the demo playbooks post to /demo/sink/*
             PYTHONUNBUFFERED="1",
         )
         return env

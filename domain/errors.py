@@ -1,21 +1,37 @@
-"""Business errors that cross the workflow boundary, and the HTTP status each maps to.
+"""The business errors of crisis-engine: one small tree, one stable code per leaf.
 
-The workflow raises `temporalio.exceptions.ApplicationError(message, type=<code>)` with one of
-these codes (from update validators, so a rejected update leaves no trace in history); the API
-maps the code to a status and answers `{"error": code, "detail": message}`.
+A command the incident can't take raises one of these in the domain (the incident
+aggregate in `domain.ledger`). The workflow turns it into
+`temporalio.exceptions.ApplicationError(message, type=error.code, non_retryable=True)` from
+an update validator (so a rejected update leaves no trace in history), and the API turns
+the code back into a class with `error_for(code, message)` and the class into an HTTP
+status (`api.errors`; the domain knows nothing about HTTP). The codes are part of the
+API's contract and of recorded workflow histories: never rename one.
 
-    TaskNotFound       404  no such task in this incident
-    NotYourTask        403  the caller is not the task's assignee or its delegate
-    Forbidden          403  the caller's access roles don't allow this
-    TaskClosed         409  the task is already decided, delegated, cancelled or expired
-    IncidentClosed     409  the incident is resolved
-    InvalidDelegate    422  unknown person, or delegating to yourself / to the current holder
-    RequestConflict    422  a request id reused with a different payload
+The hierarchy:
+
+* CrisisError                  base of every crisis-engine business error
+  * LedgerError                a command the incident refused; `LedgerError(code, message)`
+                               builds the leaf class registered for `code`
+    * NotFoundError            the command names something that does not exist
+      * TaskNotFound             no such task in this incident
+    * PermissionDenied         the caller may not do this
+      * NotYourTask              the caller is not the task's assignee or its delegate
+      * Forbidden                the caller's access roles don't allow this
+    * ConflictError            the object's state does not allow it (any more)
+      * TaskClosed               the task is already decided, delegated, cancelled or expired
+      * IncidentClosed           the incident is resolved
+    * InvalidCommand           the command itself is wrong
+      * InvalidDelegate          unknown person, or delegating to yourself / the holder
+      * RequestConflict          a request id reused with a different payload
+
+Raise a leaf (`raise TaskClosed("task ... is approved")`), catch a family
+(`except ConflictError`) or everything (`except LedgerError`).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, overload
 
 TASK_NOT_FOUND: Final = "TaskNotFound"
 NOT_YOUR_TASK: Final = "NotYourTask"
@@ -25,12 +41,175 @@ INCIDENT_CLOSED: Final = "IncidentClosed"
 INVALID_DELEGATE: Final = "InvalidDelegate"
 REQUEST_CONFLICT: Final = "RequestConflict"
 
-HTTP_STATUS: Final[dict[str, int]] = {
-    TASK_NOT_FOUND: 404,
-    NOT_YOUR_TASK: 403,
-    FORBIDDEN: 403,
-    TASK_CLOSED: 409,
-    INCIDENT_CLOSED: 409,
-    INVALID_DELEGATE: 422,
-    REQUEST_CONFLICT: 422,
-}
+
+class CrisisError(Exception):
+    """
+    Base class for every crisis-engine business error.
+
+    `code` is the stable, machine-readable name of the error; `message` says what happened
+    to a human.
+    """
+
+    code: str = "CrisisError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_BY_CODE: dict[str, type[LedgerError]] = {}
+
+
+class LedgerError(CrisisError):
+    """
+    A command (report, decide, delegate, status update, resolve) the incident refused.
+
+    `LedgerError(code, message)` builds the leaf class registered for `code` (an unknown
+    code gives a plain `LedgerError` carrying it); leaves take only the message.
+    """
+
+    code = "LedgerError"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> LedgerError:
+        if cls is LedgerError and len(args) == 2 and isinstance(args[0], str):
+            cls = _BY_CODE.get(args[0], LedgerError)
+        instance: LedgerError = super().__new__(cls)
+        return instance
+
+    @overload
+    def __init__(self, message: str, /) -> None: ...
+
+    @overload
+    def __init__(self, code: str, message: str, /) -> None: ...
+
+    def __init__(self, *args: str) -> None:
+        if len(args) == 2:
+            code, message = args
+        elif len(args) == 1:
+            code, message = type(self).code, args[0]
+        else:
+            raise TypeError("LedgerError(message) or LedgerError(code, message)")
+        super().__init__(message)
+        self.code = code
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE[cls.code] = cls
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return error_for, (self.code, self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+# Families...
+
+
+class NotFoundError(LedgerError):
+    """
+    The command names something that does not exist.
+    """
+
+    code = "NotFound"
+
+
+class PermissionDenied(LedgerError):
+    """
+    The caller may not do this.
+    """
+
+    code = "PermissionDenied"
+
+
+class ConflictError(LedgerError):
+    """
+    The object's current state does not allow the command.
+    """
+
+    code = "Conflict"
+
+
+class InvalidCommand(LedgerError):
+    """
+    The command itself is wrong, whatever the state.
+    """
+
+    code = "InvalidCommand"
+
+
+# Leaves: the codes that cross the workflow boundary...
+
+
+class TaskNotFound(NotFoundError):
+    """
+    No task with this id in this incident.
+    """
+
+    code = TASK_NOT_FOUND
+
+
+class NotYourTask(PermissionDenied):
+    """
+    The caller is neither the task's assignee nor the delegate it moved to.
+    """
+
+    code = NOT_YOUR_TASK
+
+
+class Forbidden(PermissionDenied):
+    """
+    The caller's access roles don't allow this (e.g. only a communicator or an admin
+    may post a status update), or the caller is unknown to the directory.
+    """
+
+    code = FORBIDDEN
+
+
+class TaskClosed(ConflictError):
+    """
+    The task is already decided, delegated, cancelled or expired, or its approval ended.
+    """
+
+    code = TASK_CLOSED
+
+
+class IncidentClosed(ConflictError):
+    """
+    The incident is resolved.
+    """
+
+    code = INCIDENT_CLOSED
+
+
+class InvalidDelegate(InvalidCommand):
+    """
+    A delegation to an unknown person, to the caller, or to the task's current holder.
+    """
+
+    code = INVALID_DELEGATE
+
+
+class RequestConflict(InvalidCommand):
+    """
+    A request id was reused with a different payload.
+    """
+
+    code = REQUEST_CONFLICT
+
+
+CODES: Final[frozenset[str]] = frozenset({
+    TASK_NOT_FOUND, NOT_YOUR_TASK, FORBIDDEN, TASK_CLOSED, INCIDENT_CLOSED, INVALID_DELEGATE,
+    REQUEST_CONFLICT})
+"""Every code a workflow may answer in `ApplicationError.type`."""
+
+
+def error_class(code: str) -> type[LedgerError] | None:
+    """The class registered for `code`, or None for a code this build does not know."""
+    return _BY_CODE.get(code)
+
+
+def error_for(code: str, message: str) -> LedgerError:
+    """The error for `code` (e.g. the `type` of a workflow's `ApplicationError`)."""
+    return LedgerError(code, message)
