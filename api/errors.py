@@ -183,11 +183,19 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+_FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = exc.code if isinstance(exc, ApiError) else code_for_status(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     headers = dict(exc.headers or {})
+    if exc.status_code == 400 and detail == _FASTAPI_BODY_PARSE_ERROR:
+        # FastAPI's answer to a body that is not even text (e.g. not UTF-8): like any other
+        # malformed JSON, that is a validation error
+        return JSONResponse(error_body(422, "ValidationError", "the body is not valid JSON"),
+                            status_code=422)
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(allowed_methods(request))
     return JSONResponse(error_body(exc.status_code, code, detail), status_code=exc.status_code,

@@ -33,6 +33,7 @@ from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware
 from .intake import Intake
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
+from .openapi import install_openapi
 from .playbook_registry import PlaybookRegistry
 from .routes import demo, health, incidents, playbooks, reports, review, tasks
 from .routing import ROUTING_FILE, RoutingTable
@@ -47,6 +48,7 @@ Authenticate with `Authorization: Bearer <token>` (tokens from `crisis users iss
 POST endpoints accept an `Idempotency-Key` header: the same key and body return the stored
 response, the same key with another body is 422, and a duplicate still in flight is 409.
 Request bodies are limited to 256 KiB and to 64 levels of nesting (422 `BodyTooDeep`).
+A method a path does not have is 405 with an `Allow` header listing the ones it has.
 When Temporal or Redis is unreachable every route that needs it answers 503 `Unavailable`
 with `Retry-After`; `GET /readyz` says which one is down.
 """
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
     for module in (health, incidents, review, reports, tasks, playbooks):
         app.include_router(module.router)
     if settings.demo_mode:
@@ -101,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     # Added last = runs first: log and request id, then the size limit, then idempotency.
-    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, exempt_prefixes=(demo.router.prefix + "/",))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        max_depth=settings.max_json_depth)
     app.add_middleware(RequestLogMiddleware)

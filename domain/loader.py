@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -53,6 +53,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     _depth = 0
     _aliases = 0
 
+    def _mark(self) -> Any:
+        return cast(Any, self).peek_event().start_mark  # PyYAML's stubs leave it untyped
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         """Compose one node, refusing documents nested too deep or with too many aliases
         (the composer recurses once per level: unbounded, Python's stack overflows)."""
@@ -61,13 +64,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if self._aliases > MAX_YAML_ALIASES:
                 raise yaml.composer.ComposerError(
                     None, None, f"more than {MAX_YAML_ALIASES} aliases",
-                    self.peek_event().start_mark)
+                    self._mark())
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise yaml.composer.ComposerError(
                     None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
-                    self.peek_event().start_mark)
+                    self._mark())
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

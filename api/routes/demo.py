@@ -24,7 +24,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from domain.directory import IDENT_PATTERN
 
 from ..deps import RedisDep
-from ..errors import responses
+from ..errors import ApiError, responses
 from ..schemas import SinkAck, SinkEntry, SinkList
 
 router = APIRouter(prefix="/demo/sink", tags=["demo"])
@@ -33,7 +33,8 @@ SINK_CAP = 500
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 SinkName = Annotated[str, Path(pattern=IDENT_PATTERN, max_length=64, examples=["publish"])]
 SinkKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    alias="Idempotency-Key", min_length=1, max_length=255,
+    pattern=r"^[!-~](?:[ -~]{0,253}[!-~])?$",  # printable ASCII, no surrounding spaces
     description="The same key stores once; a repeat gets the first answer")]
 
 
@@ -73,6 +74,8 @@ return {0, stored}
 async def record(name: SinkName, request: Request, redis: RedisDep, response: Response,
                  idempotency_key: SinkKey = None) -> SinkAck:
     raw = await request.body()
+    if not raw:
+        raise ApiError(422, "the sink records a request body; this request has none")
     try:
         body: Any = json.loads(raw) if raw else None
     except ValueError:
