@@ -46,10 +46,10 @@ STATUS_CODES: dict[int, str] = {
     503: "Unavailable",
 }
 
-# The API's own codes (raised in api/, not by the workflow)
-UNKNOWN_PLAYBOOK: Final = "UnknownPlaybook"
-SEVERITY_NOT_SUPPORTED: Final = "SeverityNotSupported"
-NO_ROUTE: Final = "NoRoute"
+UNKNOWN_PLAYBOOK: Final = codes.UNKNOWN_PLAYBOOK
+SEVERITY_NOT_SUPPORTED: Final = codes.SEVERITY_NOT_SUPPORTED
+NO_ROUTE: Final = codes.NO_ROUTE
+# The API's own codes: HTTP-level rules, not business ones
 IDEMPOTENCY_KEY_REUSED: Final = "IdempotencyKeyReused"
 REQUEST_IN_FLIGHT: Final = "RequestInFlight"
 BODY_TOO_DEEP: Final = "BodyTooDeep"
@@ -63,9 +63,6 @@ _FAMILY_STATUS: tuple[tuple[type[codes.LedgerError], int], ...] = (
 )
 
 API_CODE_STATUS: dict[str, int] = {
-    UNKNOWN_PLAYBOOK: 422,
-    SEVERITY_NOT_SUPPORTED: 422,
-    NO_ROUTE: 422,
     IDEMPOTENCY_KEY_REUSED: 422,
     BODY_TOO_DEEP: 422,
     REQUEST_IN_FLIGHT: 409,
@@ -135,7 +132,7 @@ def unavailable_headers() -> dict[str, str]:
 def from_update_failure(exc: WorkflowUpdateFailedError) -> ApiError:
     """Turn a workflow's rejection (`ApplicationError(type=<code>)`) into an HTTP error."""
     cause = exc.cause
-    if isinstance(cause, ApplicationError) and cause.type in codes.CODES:
+    if isinstance(cause, ApplicationError) and cause.type and codes.error_class(cause.type):
         return ApiError.of(codes.error_for(cause.type, cause.message))
     if isinstance(cause, ApplicationError):
         # pydantic rejected the update's payload inside the workflow: a client error

@@ -24,6 +24,9 @@ The hierarchy:
     * InvalidCommand           the command itself is wrong
       * InvalidDelegate          unknown person, or delegating to yourself / the holder
       * RequestConflict          a request id reused with a different payload
+      * UnknownPlaybook          opening an incident with a playbook that doesn't exist
+      * SeverityNotSupported     ... with a severity its playbook doesn't handle
+      * NoRoute                  a report whose severity the routing table doesn't route
 
 Raise a leaf (`raise TaskClosed("task ... is approved")`), catch a family
 (`except ConflictError`) or everything (`except LedgerError`).
@@ -40,6 +43,9 @@ TASK_CLOSED: Final = "TaskClosed"
 INCIDENT_CLOSED: Final = "IncidentClosed"
 INVALID_DELEGATE: Final = "InvalidDelegate"
 REQUEST_CONFLICT: Final = "RequestConflict"
+UNKNOWN_PLAYBOOK: Final = "UnknownPlaybook"
+SEVERITY_NOT_SUPPORTED: Final = "SeverityNotSupported"
+NO_ROUTE: Final = "NoRoute"
 
 
 class CrisisError(Exception):
@@ -199,10 +205,35 @@ class RequestConflict(InvalidCommand):
     code = REQUEST_CONFLICT
 
 
+class UnknownPlaybook(InvalidCommand):
+    """
+    An incident was to be opened with a playbook that does not exist (or is invalid).
+    """
+
+    code = UNKNOWN_PLAYBOOK
+
+
+class SeverityNotSupported(InvalidCommand):
+    """
+    An incident was to be opened with a severity its playbook does not handle.
+    """
+
+    code = SEVERITY_NOT_SUPPORTED
+
+
+class NoRoute(InvalidCommand):
+    """
+    A report's severity has no playbook in the routing table.
+    """
+
+    code = NO_ROUTE
+
+
 CODES: Final[frozenset[str]] = frozenset({
     TASK_NOT_FOUND, NOT_YOUR_TASK, FORBIDDEN, TASK_CLOSED, INCIDENT_CLOSED, INVALID_DELEGATE,
     REQUEST_CONFLICT})
-"""Every code a workflow may answer in `ApplicationError.type`."""
+"""Every code a workflow may answer in `ApplicationError.type` (the others are raised
+before a workflow is involved, when an incident is opened)."""
 
 
 def error_class(code: str) -> type[LedgerError] | None:

@@ -30,6 +30,9 @@ DEEP = 10_000
     (errors.INCIDENT_CLOSED, errors.ConflictError, 409),
     (errors.INVALID_DELEGATE, errors.InvalidCommand, 422),
     (errors.REQUEST_CONFLICT, errors.InvalidCommand, 422),
+    (errors.UNKNOWN_PLAYBOOK, errors.InvalidCommand, 422),
+    (errors.SEVERITY_NOT_SUPPORTED, errors.InvalidCommand, 422),
+    (errors.NO_ROUTE, errors.InvalidCommand, 422),
 ])
 def test_each_code_has_one_class_family_and_status(
         code: str, family: type[errors.LedgerError], status: int) -> None:
