@@ -13,7 +13,9 @@ The domain knows nothing about HTTP: the status of a domain error follows from i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -170,11 +172,27 @@ def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_PATH_PARAM = re.compile(r"\\{[^}/]+\\}")  # a `{param}` after re.escape
+
+
+@lru_cache(maxsize=256)
+def _template(path_template: str) -> re.Pattern[str]:
+    return re.compile(_PATH_PARAM.sub("[^/]+", re.escape(path_template)))
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route accepts on this path (for the `Allow` header of a 405):
-    a path's methods may be spread over several routes, and routers."""
+    """The methods of this path (for the `Allow` header of a 405), as the OpenAPI documents
+    them: the most literal path template that matches (`/playbooks/validate`, not
+    `/playbooks/{playbook_id}`). Paths outside the schema: every route that matches."""
+    path = request.url.path
+    best: tuple[int, dict[str, Any]] | None = None
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(path):
+            params = template.count("{")
+            if best is None or params < best[0]:
+                best = (params, item)
+    if best is not None:
+        return [m for m in _METHODS if m.lower() in best[1]]
     return [method for method in _METHODS
             if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
                    for route in request.app.router.routes)]

@@ -96,6 +96,9 @@ async def test_a_405_allows_every_method_of_the_path(matrix_stack: ApiStack) -> 
     assert response.json()["error"] == "MethodNotAllowed"
     task = await matrix_stack.call("PUT", "/tasks/inc-0000-0.sign-off.1/decision", "cora")
     assert task.status_code == 405 and task.headers["allow"] == "POST"
+    # `/playbooks/{playbook_id}` also matches this path, but the path has only POST
+    validate = await matrix_stack.call("OPTIONS", "/playbooks/validate", "adam")
+    assert validate.status_code == 405 and validate.headers["allow"] == "POST"
 
 
 # ---- bounded parsing ------------------------------------------------------------------
