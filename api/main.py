@@ -32,7 +32,7 @@ from .deps import Services
 from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware
 from .intake import Intake
-from .middleware import BodyLimitMiddleware, RequestLogMiddleware
+from .middleware import BodyLimitMiddleware, RequestLogMiddleware, WriteGateMiddleware
 from .openapi import install_openapi
 from .playbook_registry import PlaybookRegistry
 from .routes import demo, health, incidents, playbooks, reports, review, tasks
@@ -103,8 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def web_ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    # Added last = runs first: log and request id, then the size limit, then idempotency.
+    # Added last = runs first: log and request id, the size limit, the Redis gate for
+    # writes, then idempotency.
     app.add_middleware(IdempotencyMiddleware, exempt_prefixes=(demo.router.prefix + "/",))
+    app.add_middleware(WriteGateMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        max_depth=settings.max_json_depth)
     app.add_middleware(RequestLogMiddleware)

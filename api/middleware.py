@@ -10,6 +10,8 @@ An unreachable dependency (Temporal or Redis, see `api.errors.dependency_down`) 
 where FastAPI's handlers can't see it (in the idempotency middleware) is a 503 with
 `Retry-After` here, like everywhere else.
 
+`WriteGateMiddleware` refuses incident writes with 503 while Redis is down (see there).
+
 `BodyLimitMiddleware` reads the whole body before the app sees it and answers 413 as soon
 as it passes the limit: at once when `Content-Length` says so, and while reading for a
 chunked body that never declared its size. A JSON body nested deeper than `max_depth` is
@@ -21,6 +23,7 @@ middleware and replayed to the app.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -28,6 +31,7 @@ import uuid
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.ids import incident_of_task
@@ -115,6 +119,50 @@ class RequestLogMiddleware:
             finally:
                 log.info("request", method=scope["method"], path=scope["path"], status=status,
                          duration_ms=round((time.perf_counter() - began) * 1000, 2), **fields)
+
+
+class WriteGateMiddleware:
+    """Refuse incident writes (POST under `/incidents`, `/reports`, `/tasks`) with 503 while
+    Redis is unreachable, before anything is started.
+
+    A write without an Idempotency-Key needs no Redis to reach Temporal, but what follows
+    does (the read model, notification records): an incident opened during a Redis outage
+    would be half there. A successful PING answers for `interval` seconds, so this costs at
+    most one round trip per second; while Redis is down every write asks again, so the
+    first write after recovery goes through."""
+
+    WRITES = ("/incidents", "/reports", "/tasks")
+
+    def __init__(self, app: ASGIApp, interval: float = 1.0, timeout: float = 1.0) -> None:
+        self.app = app
+        self.interval = interval
+        self.timeout = timeout
+        self._checked_at = -float("inf")
+        self._down: str | None = None
+
+    async def _redis_down(self, scope: Scope) -> str | None:
+        services = getattr(scope["app"].state, "services", None)
+        now = time.monotonic()
+        if services is None or (self._down is None and now - self._checked_at < self.interval):
+            return self._down  # a success holds for `interval`; while down, ask each time
+        try:
+            async with asyncio.timeout(self.timeout):
+                await services.redis.ping()
+            self._down = None
+        except (TimeoutError, OSError, RedisError) as exc:
+            self._down = f"Redis: {type(exc).__name__}: {exc}"[:300]
+        self._checked_at = time.monotonic()
+        return self._down
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"].startswith(self.WRITES)):
+            down = await self._redis_down(scope)
+            if down is not None:
+                await _send_error(send, 503, "Unavailable", down, extra=[
+                    (b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

@@ -122,6 +122,13 @@ async def test_redis_down(outage: Outage) -> None:
             ("POST", f"/tasks/{task['id']}/decision",
              {"key": "redis-down-decision", "json": {"decision": "approve"}}),
             ("POST", "/demo/sink/publish", {"json": {"text": "while Redis was down"}}),
+            # without a key too: the incident would be half there (no read model, no
+            # notification records)
+            ("POST", "/incidents", {"json": incident_body("Unkeyed while Redis was down")}),
+            ("POST", "/reports", {"json": {"summary": "Unkeyed while Redis was down"}}),
+            ("POST", f"/incidents/{incident_id}/status-updates",
+             {"json": {"message": keyed_message}}),
+            ("POST", f"/incidents/{incident_id}/resolve", {"json": {"summary": "Not yet"}}),
         ]
         for method, path, kwargs in attempts:
             response, took = await call(o, method, path, **kwargs)
@@ -132,6 +139,8 @@ async def test_redis_down(outage: Outage) -> None:
 
     # nothing that answered 503 was done
     assert await o.stack.workflow_count() == before
+    view, _ = await call(o, "GET", f"/incidents/{incident_id}")
+    assert view.json()["incident"]["status"] == "open"
     timeline, _ = await call(o, "GET", f"/incidents/{incident_id}/timeline")
     messages = [e["details"].get("message") for e in timeline.json()["entries"]]
     assert keyed_message not in messages
