@@ -20,6 +20,10 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
@@ -65,7 +69,10 @@ async def build_services(settings: Settings) -> Services:
     redis = aioredis.Redis.from_url(
         settings.redis_url, decode_responses=True,
         socket_timeout=settings.redis_socket_timeout_seconds,
-        socket_connect_timeout=settings.redis_socket_timeout_seconds)
+        socket_connect_timeout=settings.redis_socket_timeout_seconds,
+        # a pooled connection that died with a Redis restart is retried on a fresh one
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
     return Services(

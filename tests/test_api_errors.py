@@ -121,6 +121,15 @@ async def test_json_nested_10000_deep_is_a_422(matrix_stack: ApiStack, path: str
     assert "64 levels" in response.json()["detail"]
 
 
+async def test_deep_json_is_refused_whatever_its_declared_type(matrix_stack: ApiStack) -> None:
+    for path, key in (("/demo/sink/deep", None), ("/incidents", f"deep-{uuid.uuid4().hex}")):
+        response = await matrix_stack.call(
+            "POST", path, "cora", content=deep_json(DEEP),
+            headers={"Content-Type": "text/plain", **({"Idempotency-Key": key} if key else {})})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "BodyTooDeep"
+
+
 async def test_yaml_nested_10000_deep_is_refused_with_its_reason(
         matrix_stack: ApiStack) -> None:
     deep = "steps: " + "[" * DEEP + "]" * DEEP + "\n"

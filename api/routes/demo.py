@@ -77,7 +77,7 @@ async def record(name: SinkName, request: Request, redis: RedisDep, response: Re
     if not raw:
         raise ApiError(422, "the sink records a request body; this request has none")
     try:
-        body: Any = json.loads(raw) if raw else None
+        body: Any = json.loads(raw)
     except ValueError:
         body = raw.decode("utf-8", "replace")
     entry = json.dumps({"received_at": datetime.now(UTC).isoformat(), "body": body})
