@@ -72,11 +72,13 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any],
 class IdempotencyMiddleware:
     """ASGI middleware; expects `scope[BODY_SCOPE_KEY]` set by the body-limit middleware."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, exempt_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.exempt_prefixes = exempt_prefixes  # paths that handle the header themselves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if (scope["type"] != "http" or scope["method"] != "POST"
+                or scope["path"].startswith(self.exempt_prefixes)):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -49,8 +49,9 @@ RACE_RETRIES = 5
 # RESOURCE_EXHAUSTED (or an aborted update) beyond that. Reports are idempotent by id, so
 # the burst is retried with jittered backoff.
 BUSY_RETRIES = 12
-BUSY_CODES = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
-                        RPCStatusCode.DEADLINE_EXCEEDED})
+# Not UNAVAILABLE: that is Temporal down, already retried by the client (`RetryConfig`, a
+# few seconds); retrying it again here made a request take 100 s to answer 503.
+BUSY_CODES = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.DEADLINE_EXCEEDED})
 
 
 async def _backoff(attempt: int) -> None:
@@ -135,7 +136,9 @@ class Intake:
                     continue
                 raise
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-                status = exc.status if isinstance(exc, RPCError) else RPCStatusCode.UNAVAILABLE
+                # an aborted update (a burst) is retried like RESOURCE_EXHAUSTED
+                status = (exc.status if isinstance(exc, RPCError)
+                          else RPCStatusCode.DEADLINE_EXCEEDED)
                 if status in BUSY_CODES and busy < BUSY_RETRIES:
                     await _backoff(busy)
                     busy += 1

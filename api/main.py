@@ -3,6 +3,11 @@
 The lifespan connects one Temporal client (with the pydantic data converter, lazily, so the
 API starts, and `/readyz` says 503, while Temporal is still coming up) and one Redis client,
 and keeps them with the playbook registry and the token store in `app.state.services`.
+Both clients fail fast: Temporal calls give up retrying an unreachable server after
+`temporal_retry_budget_seconds`, Redis calls time out after `redis_socket_timeout_seconds`,
+so a request answers 503 with `Retry-After` within a few seconds when either is down.
+
+`/demo/sink/*` is mounted only in demo mode (`Settings.demo_mode`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from temporalio.service import RetryConfig
 
 from core.config import Settings, get_settings
 from core.policy_store import PolicyStore
@@ -29,7 +39,8 @@ from .idempotency import IdempotencyMiddleware
 from .intake import Intake
 from .metrics import MetricsMiddleware
 from .metrics import router as metrics_router
-from .middleware import BodyLimitMiddleware, RequestLogMiddleware
+from .middleware import BodyLimitMiddleware, RequestLogMiddleware, WriteGateMiddleware
+from .openapi import install_openapi
 from .playbook_registry import PlaybookRegistry
 from .routes import (
     demo,
@@ -53,14 +64,26 @@ Authenticate with `Authorization: Bearer <token>` (tokens from `crisis users iss
 `make run` prints the demo users' tokens). Every error is `{"error": code, "detail": text}`.
 POST endpoints accept an `Idempotency-Key` header: the same key and body return the stored
 response, the same key with another body is 422, and a duplicate still in flight is 409.
-Request bodies are limited to 256 KiB.
+Request bodies are limited to 256 KiB and to 64 levels of nesting (422 `BodyTooDeep`).
+A method a path does not have is 405 with an `Allow` header listing the ones it has.
+When Temporal or Redis is unreachable every route that needs it answers 503 `Unavailable`
+with `Retry-After`; `GET /readyz` says which one is down.
 """
 
 
 async def build_services(settings: Settings) -> Services:
+    budget = settings.temporal_retry_budget_seconds
     client = await connect_temporal(
-        settings, lazy=True, interceptors=tracing_interceptors(settings, "crisis-api"))
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        settings, lazy=True, interceptors=tracing_interceptors(settings, "crisis-api"),
+        retry_config=RetryConfig(max_elapsed_time_millis=int(budget * 1000), max_retries=6,
+                                 max_interval_millis=1000))
+    redis = aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=True,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_socket_timeout_seconds,
+        # a pooled connection that died with a Redis restart is retried on a fresh one
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file,
                                 store=PolicyStore(client, settings),
                                 refresh_seconds=settings.policy_refresh_seconds)
@@ -89,23 +112,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, incidents, drafts, review, reports, tasks, playbooks, directory,
-                   demo):
+    install_openapi(app)
+    for module in (health, incidents, drafts, review, reports, tasks, playbooks, directory):
         app.include_router(module.router)
+    if settings.demo_mode:
+        app.include_router(demo.router)
     app.include_router(metrics_router)
 
     @app.get("/", response_class=FileResponse, summary="The web UI",
              responses={200: {"content": {"text/html": {"example": "<!doctype html>..."}},
                               "description": "A small single-page UI"}},
-             tags=["ui"])
+             tags=["ui"], operation_id="getWebUi")
     async def web_ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     ratelimit.document(app)  # 429 + Retry-After in the OpenAPI of limited routes
 
-    # Added last = runs first: log and request id, then the size limit, then idempotency.
-    app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last = runs first: log and request id, the size limit, the Redis gate for
+    # writes, then idempotency.
+    app.add_middleware(IdempotencyMiddleware, exempt_prefixes=(demo.router.prefix + "/",))
+    app.add_middleware(WriteGateMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       max_depth=settings.max_json_depth)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: counts every answer, 413s included
     instrument_app(app, settings)  # OpenTelemetry server spans, when CRISIS_OTLP_ENDPOINT is set

@@ -6,14 +6,24 @@ path with `structlog.contextvars` so every log line of the request carries them,
 unhandled errors with a JSON 500, and writes one JSON line per request: method, path,
 status, duration, user.
 
+An unreachable dependency (Temporal or Redis, see `api.errors.dependency_down`) raised
+where FastAPI's handlers can't see it (in the idempotency middleware) is a 503 with
+`Retry-After` here, like everywhere else.
+
+`WriteGateMiddleware` refuses incident writes with 503 while Redis is down (see there).
+
 `BodyLimitMiddleware` reads the whole body before the app sees it and answers 413 as soon
 as it passes the limit: at once when `Content-Length` says so, and while reading for a
-chunked body that never declared its size. The buffered body is left in the scope for the
-idempotency middleware and replayed to the app.
+chunked body that never declared its size. A JSON body nested deeper than `max_depth` is
+a 422 `BodyTooDeep` before anything parses it (Python's parser would overflow its stack:
+a 500), checked by a scan that never recurses, whatever the declared content type. YAML
+is bounded by `domain.loader.parse_yaml` too. The buffered body is left in the scope for
+the idempotency middleware and replayed to the app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -21,11 +31,12 @@ import uuid
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.ids import incident_of_task
 
-from .errors import error_body
+from .errors import BODY_TOO_DEEP, RETRY_AFTER_SECONDS, dependency_down, error_body
 from .idempotency import BODY_SCOPE_KEY
 
 LOG_SCOPE_KEY = "crisis.log"  # a dict routes may add fields to (e.g. the user id)
@@ -92,7 +103,15 @@ class RequestLogMiddleware:
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 await self.app(scope, receive, send_with_id)
-            except Exception:
+            except Exception as exc:
+                down = dependency_down(exc)
+                if down is not None:
+                    log.warning("dependency_unavailable", method=scope["method"],
+                                path=scope["path"], error=down)
+                    if not started:
+                        await _send_error(send_with_id, 503, "Unavailable", down, extra=[
+                            (b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+                    return
                 log.exception("unhandled_error", method=scope["method"], path=scope["path"])
                 if not started:
                     await _send_error(send_with_id, 500, "InternalError",
@@ -102,14 +121,78 @@ class RequestLogMiddleware:
                          duration_ms=round((time.perf_counter() - began) * 1000, 2), **fields)
 
 
+class WriteGateMiddleware:
+    """Refuse incident writes (POST under `/incidents`, `/reports`, `/tasks`) with 503 while
+    Redis is unreachable, before anything is started.
+
+    A write without an Idempotency-Key needs no Redis to reach Temporal, but what follows
+    does (the read model, notification records): an incident opened during a Redis outage
+    would be half there. The check is one PING per write, on loopback a fraction of a
+    millisecond next to the Temporal update the write makes."""
+
+    WRITES = ("/incidents", "/reports", "/tasks")
+
+    def __init__(self, app: ASGIApp, timeout: float = 1.0) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def _redis_down(self, scope: Scope) -> str | None:
+        services = getattr(scope["app"].state, "services", None)
+        if services is None:
+            return None
+        try:
+            async with asyncio.timeout(self.timeout):
+                await services.redis.ping()
+        except (TimeoutError, OSError, RedisError) as exc:
+            return f"Redis: {type(exc).__name__}: {exc}"[:300]
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"].startswith(self.WRITES)):
+            down = await self._redis_down(scope)
+            if down is not None:
+                await _send_error(send, 503, "Unavailable", down, extra=[
+                    (b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+                return
+        await self.app(scope, receive, send)
+
+
 class _BodyTooLarge(Exception):
     pass
 
 
+# A JSON string (with its escapes) or one bracket: everything else is skipped in C.
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
+# Every other body is scanned, whatever its declared type: some readers parse JSON without
+# looking (the idempotency fingerprint, the demo sink), and YAML's flow style nests with the
+# same brackets (block style has none, and `domain.loader` bounds it anyway).
+_NOT_JSON_TYPES = (b"multipart/", b"x-www-form-urlencoded")
+DEFAULT_MAX_DEPTH = 64
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """True if `body`, read as JSON, nests arrays/objects deeper than `max_depth`.
+
+    Counts brackets outside strings without parsing (so it never recurses); for text that
+    is not JSON the answer is only an upper bound, which is all a limit needs."""
+    depth = 0
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif token in (b"]", b"}"):
+            depth = max(depth - 1, 0)
+    return False
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,6 +206,12 @@ class BodyLimitMiddleware:
             body = await self._read(receive)
         except _BodyTooLarge:
             await self._too_large(send)
+            return
+        content_type = (_header(scope, b"content-type") or "").lower().encode("latin-1")
+        if (body and not any(t in content_type for t in _NOT_JSON_TYPES)
+                and json_depth_exceeds(body, self.max_depth)):
+            await _send_error(send, 422, BODY_TOO_DEEP,
+                              f"the JSON body nests deeper than {self.max_depth} levels")
             return
         scope[BODY_SCOPE_KEY] = body
         replayed = False

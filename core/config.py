@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         """`CRISIS_X=` (as compose passes an unset `${X:-}`) means "not set", not Path(".")."""
         return None if isinstance(value, str) and not value.strip() else value
+    # `/demo/sink/{name}` exists only in demo mode (`crisis stack run`, `make run`): it takes
+    # anything from anyone, which is only right on a developer's machine
+    demo_mode: bool = False
+    max_json_depth: int = 64  # request bodies nested deeper are a 422
+    # fail fast (503 + Retry-After) when a dependency is down, instead of hanging
+    redis_socket_timeout_seconds: float = 2.0
+    temporal_retry_budget_seconds: float = 3.0
 
 
 @lru_cache

@@ -392,6 +392,7 @@ class Stack:
             CRISIS_SMTP_PORT=str(self.config.smtp_port),
             CRISIS_WORKER_METRICS_HOST=LOOPBACK,
             CRISIS_WORKER_METRICS_PORT=str(self.config.worker_metrics_port),
+            CRISIS_DEMO_MODE="true",  # the demo playbooks post to /demo/sink/*
             PYTHONUNBUFFERED="1",
         )
         return env

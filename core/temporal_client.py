@@ -18,7 +18,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import RetryConfig, TLSConfig
 
 from core.config import Settings
 
@@ -78,8 +78,12 @@ async def connect_temporal(
     settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None,
     interceptors: Sequence[Interceptor] = (),
     data_converter: DataConverter = pydantic_data_converter,
+    retry_config: RetryConfig | None = None,
 ) -> Client:
-    """A client for `settings`; raises `TemporalUnavailable` with a one-line reason."""
+    """A client for `settings`; raises `TemporalUnavailable` with a one-line reason.
+
+    `retry_config` bounds how long one call retries an unreachable server (the API passes a
+    short budget so a request answers 503 within seconds instead of hanging)."""
     tls = tls_config(settings)
     api_key = (settings.temporal_api_key.get_secret_value()
                if settings.temporal_api_key is not None else None)
@@ -88,7 +92,8 @@ async def connect_temporal(
         return await asyncio.wait_for(Client.connect(
             settings.temporal_address, namespace=settings.temporal_namespace, api_key=api_key,
             tls=tls, data_converter=data_converter, interceptors=list(interceptors),
-            runtime=runtime, lazy=lazy, connect_timeout=timedelta(seconds=timeout)),
+            runtime=runtime, lazy=lazy, connect_timeout=timedelta(seconds=timeout),
+            retry_config=retry_config),
             timeout=timeout + 5)
     except TimeoutError:
         raise TemporalUnavailable(f"cannot reach Temporal at {describe(settings)}: no answer "

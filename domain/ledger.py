@@ -39,6 +39,7 @@ from domain.directory import (
     resolve_targets,
 )
 from domain.effects import ChannelReceipt, ProjectionBatch
+from domain.errors import LedgerError
 from domain.ids import task_id
 from domain.incident import (
     CancelTaskRequest,
@@ -74,15 +75,6 @@ COMMUNICATOR_ACCESS = frozenset({AccessRole.communicator, AccessRole.admin})
 ADMIN_ACCESS = frozenset({AccessRole.admin})
 APPROVER_ACCESS = frozenset({AccessRole.approver})
 R = TypeVar("R", bound=BaseModel)
-
-
-class LedgerError(Exception):
-    """A request the incident can't take; `code` is one of `domain.errors`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def policy_for(approval: Approval) -> Policy:

@@ -2,6 +2,10 @@
 
 The snapshot's sha256 is taken over the file's bytes, so the timeline can prove which
 exact text an incident ran, even if an admin edits a file without bumping `version`.
+
+Parsing is bounded: a document larger than `MAX_YAML_BYTES`, nested deeper than
+`MAX_YAML_DEPTH` or with more than `MAX_YAML_ALIASES` aliases is `PlaybookInvalid` (422
+in the API), never a stack overflow or an exponential "billion laughs" expansion.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -22,6 +26,10 @@ from domain.validation import (
     issues_from_validation_error,
     validate_playbook,
 )
+
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_ALIASES = 100
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -41,6 +49,31 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 if tag not in (_BOOL_TAG, _INT_TAG, _FLOAT_TAG)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    _depth = 0
+    _aliases = 0
+
+    def _mark(self) -> Any:
+        return cast(Any, self).peek_event().start_mark  # PyYAML's stubs leave it untyped
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node, refusing documents nested too deep or with too many aliases
+        (the composer recurses once per level: unbounded, Python's stack overflows)."""
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases",
+                    self._mark())
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    self._mark())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _UniqueKeyLoader.add_implicit_resolver(
@@ -77,6 +110,10 @@ _UniqueKeyLoader.add_constructor(
 
 
 def parse_yaml(text: str | bytes, source: str) -> Any:
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > MAX_YAML_BYTES:
+        raise PlaybookInvalid([PlaybookIssue(
+            "(top)", f"YAML document of {size} bytes; the limit is {MAX_YAML_BYTES}")], source)
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:

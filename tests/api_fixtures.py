@@ -173,7 +173,7 @@ async def _run_stack(env: WorkflowEnvironment, redis_url: str, workdir: Path,
         temporal_address=env.client.service_client.config.target_host,
         redis_url=redis_url, task_queue=f"api-test-{uuid.uuid4().hex[:8]}",
         tokens_file=workdir / "tokens.json", directory_file=directory_file,
-        playbooks_dir=playbooks_dir, **{**GENEROUS_LIMITS, **overrides})
+        playbooks_dir=playbooks_dir, demo_mode=True, **{**GENEROUS_LIMITS, **overrides})
     app = create_app(settings)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with (

@@ -148,7 +148,7 @@ ENDPOINTS = [
     Endpoint("POST", "validate playbook", fixed("/playbooks/validate"), {
         "anonymous": 401, "reporter": 403, "communicator": 403, "approver": 403, "leader": 403,
         "admin": 200}, body=lambda: SMALL_PLAYBOOK, content_type="application/yaml"),
-    # loopback callers need no token: the worker posts webhooks here under `make run`
+    # demo mode (the test stacks, `make run`): no token needed, the worker posts webhooks here
     Endpoint("POST", "demo sink", fixed("/demo/sink/matrix"), {r: 200 for r in ROLES},
              body=lambda: {"text": "hello"}),
     Endpoint("GET", "demo sink list", fixed("/demo/sink/matrix"), {r: 200 for r in ROLES}),

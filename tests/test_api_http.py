@@ -268,20 +268,49 @@ async def test_playbook_edit_applies_to_new_incidents_only(matrix_stack: ApiStac
 
 # ---- demo sink and UI -----------------------------------------------------------------
 
-async def test_demo_sink_records_from_loopback_only(matrix_stack: ApiStack) -> None:
+async def test_demo_sink_takes_anyone_in_demo_mode(matrix_stack: ApiStack) -> None:
     name = f"sink-{uuid.uuid4().hex[:8]}"
     posted = await matrix_stack.http.post(f"/demo/sink/{name}", json={"text": "hello"})
     assert posted.status_code == 200
-    listed = await matrix_stack.http.get(f"/demo/sink/{name}")
-    assert [i["body"] for i in listed.json()["items"]] == [{"text": "hello"}]
-
     remote = httpx.ASGITransport(app=matrix_stack.app, client=("203.0.113.9", 4000))
     async with httpx.AsyncClient(transport=remote, base_url="http://t") as outsider:
-        assert (await outsider.post(f"/demo/sink/{name}", json={})).status_code == 401
-        as_cora = await outsider.get(f"/demo/sink/{name}", headers=matrix_stack.auth("cora"))
-        assert as_cora.status_code == 403
-        as_admin = await outsider.get(f"/demo/sink/{name}", headers=matrix_stack.auth("adam"))
-        assert as_admin.status_code == 200
+        assert (await outsider.post(f"/demo/sink/{name}", json=[1])).status_code == 200
+        listed = await outsider.get(f"/demo/sink/{name}")
+    assert [i["body"] for i in listed.json()["items"]] == [{"text": "hello"}, [1]]
+
+
+async def test_demo_sink_stores_a_key_once_and_answers_the_first_response(
+        matrix_stack: ApiStack) -> None:
+    name = f"sink-{uuid.uuid4().hex[:8]}"
+    key = {"Idempotency-Key": "inc-1:publish"}
+    await matrix_stack.http.post(f"/demo/sink/{name}", json={"n": 0})
+    first = await matrix_stack.http.post(f"/demo/sink/{name}", json={"n": 1}, headers=key)
+    # a retry (even one whose body changed, e.g. a re-rendered timestamp) stores nothing
+    again = await asyncio.gather(*(
+        matrix_stack.http.post(f"/demo/sink/{name}", json={"n": 2}, headers=key)
+        for _ in range(5)))
+    other = await matrix_stack.http.post(f"/demo/sink/{name}", json={"n": 3},
+                                         headers={"Idempotency-Key": "inc-1:other"})
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers
+    assert first.json() == {"name": name, "stored": 2}
+    assert all(r.json() == first.json() for r in again)
+    assert all(r.headers["idempotent-replayed"] == "true" for r in again)
+    assert other.json()["stored"] == 3
+    listed = await matrix_stack.http.get(f"/demo/sink/{name}")
+    assert [i["body"]["n"] for i in listed.json()["items"]] == [0, 1, 3]
+
+
+async def test_no_demo_sink_outside_demo_mode() -> None:
+    from api.main import create_app
+    from core.config import Settings
+
+    app = create_app(Settings())
+    assert not [p for p in app.openapi()["paths"] if p.startswith("/demo")]
+    # no lifespan: nothing is routed there, so nothing is needed
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://127.0.0.1") as client:
+        assert (await client.post("/demo/sink/publish", json={"text": "hi"})).status_code == 404
+        assert (await client.get("/demo/sink/publish")).status_code == 404
 
 
 async def test_web_ui_is_served(matrix_stack: ApiStack) -> None:

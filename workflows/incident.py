@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ProjectionBatch,
         Recipient,
     )
+    from domain.errors import LedgerError
     from domain.incident import (
         CancelTaskRequest,
         ConfirmPublishRequest,
@@ -59,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         Task,
         TimelineEntry,
     )
-    from domain.ledger import Ledger, LedgerError
+    from domain.ledger import Ledger
     from domain.playbook import Approval, Channel, Step
     from domain.quorum import Outcome
     from domain.templates import render

@@ -18,7 +18,8 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers",
+            operation_id="getHealth")
 async def healthz() -> Health:
     return Health(status="ok")
 
@@ -36,7 +37,7 @@ async def _check(probe: Awaitable[Any]) -> str:
 
 @router.get(
     "/readyz", response_model=Readiness,
-    summary="Readiness: Temporal and Redis both answer",
+    summary="Readiness: Temporal and Redis both answer", operation_id="getReadiness",
     responses={503: {"model": Readiness, "description": "Which dependency failed"}},
 )
 async def readyz(services: ServicesDep) -> JSONResponse:

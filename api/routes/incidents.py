@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
+from domain import errors as codes
 from domain.directory import AccessRole
 from domain.ids import INCIDENT_ID
 from domain.incident import (
@@ -35,7 +36,14 @@ from ..deps import (
     SettingsDep,
     TemporalDep,
 )
-from ..errors import ApiError, responses
+from ..errors import (
+    IDEMPOTENCY_KEY_REUSED,
+    REQUEST_IN_FLIGHT,
+    SEVERITY_NOT_SUPPORTED,
+    UNKNOWN_PLAYBOOK,
+    ApiError,
+    responses,
+)
 from ..intake import new_report_id
 from ..schemas import (
     IncidentDetail,
@@ -65,11 +73,14 @@ def links(incident_id: str) -> Links:
 
 
 @router.post(
-    "", status_code=201, response_model=OpenIncidentResponse, dependencies=[ratelimit.INCIDENTS],
+    "", status_code=201, response_model=OpenIncidentResponse, operation_id="openIncident",
+    dependencies=[ratelimit.INCIDENTS],
     summary="Open an incident (or add a report to the open one with this dedup_key)",
     responses={200: {"model": OpenIncidentResponse,
                      "description": "An open incident had this dedup_key: a report was added"},
-               **responses(401, 403, 409, 413, 422)},
+               **responses(401, 403, 409, 413, 422, 503,
+                           errors=[REQUEST_IN_FLIGHT, IDEMPOTENCY_KEY_REUSED, UNKNOWN_PLAYBOOK,
+                                   SEVERITY_NOT_SUPPORTED, codes.REQUEST_CONFLICT])},
 )
 async def open_incident(
     body: OpenIncidentRequest, user: IncidentWriter, registry: RegistryDep, intake: IntakeDep,
@@ -106,7 +117,7 @@ async def open_incident(
 
 @router.get(
     "", response_model=IncidentPage, summary="List incidents, newest first",
-    responses=responses(401, 403, 422),
+    operation_id="listIncidents", responses=responses(401, 403, 422, 503),
 )
 async def list_incidents(
     user: IncidentReader, read_model: ReadModelDep,
@@ -144,9 +155,9 @@ async def readable_view(user: auth.Principal, read_model: ReadModelDep, client: 
 
 
 @router.get(
-    "/{incident_id}", response_model=IncidentDetail,
+    "/{incident_id}", response_model=IncidentDetail, operation_id="getIncident",
     summary="An incident: state, approval nodes, open tasks and its playbook version",
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 422, 503),
 )
 async def get_incident(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
                        client: TemporalDep) -> IncidentDetail:
@@ -157,9 +168,9 @@ async def get_incident(incident_id: IncidentId, user: CurrentUser, read_model: R
 
 
 @router.get(
-    "/{incident_id}/timeline", response_model=Timeline,
+    "/{incident_id}/timeline", response_model=Timeline, operation_id="getTimeline",
     summary="The incident's timeline, oldest first",
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 422, 503),
 )
 async def get_timeline(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
                        client: TemporalDep) -> Timeline:
@@ -170,8 +181,10 @@ async def get_timeline(incident_id: IncidentId, user: CurrentUser, read_model: R
 
 @router.post(
     "/{incident_id}/status-updates", status_code=201, response_model=StatusUpdateOut,
-    summary="Post a status update to the incident's timeline",
-    responses=responses(401, 403, 404, 409, 413, 422),
+    summary="Post a status update to the incident's timeline", operation_id="postStatusUpdate",
+    responses=responses(401, 403, 404, 409, 413, 422, 503,
+                        errors=[codes.FORBIDDEN, codes.INCIDENT_CLOSED, REQUEST_IN_FLIGHT,
+                                codes.REQUEST_CONFLICT, IDEMPOTENCY_KEY_REUSED]),
 )
 async def post_status_update(
     incident_id: IncidentId, body: StatusUpdateBody, user: IncidentWriter, client: TemporalDep,
@@ -186,7 +199,10 @@ async def post_status_update(
 
 @router.post(
     "/{incident_id}/resolve", response_model=IncidentOut, summary="Resolve the incident",
-    responses=responses(401, 403, 404, 409, 413, 422),
+    operation_id="resolveIncident",
+    responses=responses(401, 403, 404, 409, 413, 422, 503,
+                        errors=[codes.FORBIDDEN, codes.INCIDENT_CLOSED, REQUEST_IN_FLIGHT,
+                                codes.REQUEST_CONFLICT, IDEMPOTENCY_KEY_REUSED]),
 )
 async def resolve_incident(
     incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,

@@ -10,7 +10,15 @@ from domain.incident import Report, StartIncident
 
 from .. import ratelimit
 from ..deps import CurrentUser, IntakeDep, RegistryDep, ServicesDep, SettingsDep
-from ..errors import ApiError, responses
+from ..errors import (
+    IDEMPOTENCY_KEY_REUSED,
+    NO_ROUTE,
+    REQUEST_IN_FLIGHT,
+    SEVERITY_NOT_SUPPORTED,
+    UNKNOWN_PLAYBOOK,
+    ApiError,
+    responses,
+)
 from ..intake import new_report_id
 from ..schemas import ReportReceipt, ReportRequest
 from .incidents import IdempotencyKey
@@ -27,7 +35,8 @@ def title_from(summary: str) -> str:
 
 
 @router.post(
-    "/reports", status_code=201, response_model=ReportReceipt, dependencies=[ratelimit.REPORTS],
+    "/reports", status_code=201, response_model=ReportReceipt, operation_id="postReport",
+    dependencies=[ratelimit.REPORTS],
     summary="Report a signal: attaches to the open incident with its key, or opens one",
     description=(
         "Reports with the same `dedup_key` (or, without one, the same `source_url`) attach "
@@ -36,7 +45,9 @@ def title_from(summary: str) -> str:
         "201 when this report opened the incident, 200 when it was added to an open one. "
         "The receipt is all a reporter sees."),
     responses={200: {"model": ReportReceipt, "description": "Added to an open incident"},
-               **responses(401, 409, 413, 422)},
+               **responses(401, 409, 413, 422, 503, errors=[
+                   REQUEST_IN_FLIGHT, IDEMPOTENCY_KEY_REUSED, NO_ROUTE, UNKNOWN_PLAYBOOK,
+                   SEVERITY_NOT_SUPPORTED])},
 )
 async def post_report(
     body: ReportRequest, user: CurrentUser, services: ServicesDep, registry: RegistryDep,

@@ -26,10 +26,10 @@ REPORT_EXAMPLE = ("# Post-incident report: Holiday ad backlash\n\n- **Severity:*
 
 
 @router.get(
-    "/{incident_id}/metrics", response_model=IncidentMetricsOut,
+    "/{incident_id}/metrics", response_model=IncidentMetricsOut, operation_id="getMetrics",
     summary="Decision-latency metrics: time to first ack, to quorum, to resolution; "
             "the slowest role and person",
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 422, 503),
 )
 async def get_metrics(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
                       client: TemporalDep) -> IncidentMetricsOut:
@@ -40,11 +40,11 @@ async def get_metrics(incident_id: IncidentId, user: CurrentUser, read_model: Re
 
 
 @router.get(
-    "/{incident_id}/report", response_class=Response,
+    "/{incident_id}/report", response_class=Response, operation_id="getIncidentReport",
     summary="The post-incident report, as Markdown",
     responses={200: {"content": {"text/markdown": {"example": REPORT_EXAMPLE}},
                      "description": "A Markdown document"},
-               **responses(401, 403, 404, 422)},
+               **responses(401, 403, 404, 422, 503)},
 )
 async def get_report(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
                      client: TemporalDep) -> Response:

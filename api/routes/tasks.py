@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from domain import errors as codes
 from domain.ids import INCIDENT_ID, incident_of_task
 from domain.incident import (
     CancelTaskRequest,
@@ -28,7 +29,7 @@ from workflows.incident import IncidentWorkflow
 
 from .. import auth, lookup
 from ..deps import InboxUser, ReadModelDep, TaskAdmin, TemporalDep
-from ..errors import ApiError, responses
+from ..errors import IDEMPOTENCY_KEY_REUSED, REQUEST_IN_FLIGHT, ApiError, responses
 from ..schemas import (
     CancelTaskBody,
     DecisionBody,
@@ -50,11 +51,12 @@ TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="task id",
 
 @router.get(
     "", response_model=TaskPage, summary="The caller's tasks (inbox), newest first",
+    operation_id="listTasks",
     description=(
         "Without `assignee` this is the caller's inbox. Leaders and admins may pass any "
         "`assignee`; others only themselves. With `incident_id`, communicators, leaders "
         "and admins see every task of that incident."),
-    responses=responses(401, 403, 422),
+    responses=responses(401, 403, 422, 503),
 )
 async def list_tasks(
     user: InboxUser, read_model: ReadModelDep,
@@ -84,8 +86,9 @@ async def _load(read_model: ReadModelDep, client: TemporalDep, task_id: str) -> 
 
 
 @router.get(
-    "/{task_id}", response_model=TaskOut, summary="One task",
-    responses=responses(401, 403, 404, 422),
+    "/{task_id}", response_model=TaskOut, summary="One task", operation_id="getTask",
+    responses=responses(401, 403, 404, 422, 503,
+                        errors=[codes.TASK_NOT_FOUND, codes.NOT_YOUR_TASK]),
 )
 async def get_task(task_id: TaskId, user: InboxUser, read_model: ReadModelDep,
                    client: TemporalDep) -> TaskOut:
@@ -98,7 +101,11 @@ async def get_task(task_id: TaskId, user: InboxUser, read_model: ReadModelDep,
 @router.post(
     "/{task_id}/decision", response_model=DecisionOut,
     summary="Approve or reject your task; answers the node's outcome so far",
-    responses=responses(401, 403, 404, 409, 413, 422),
+    operation_id="decideTask",
+    responses=responses(401, 403, 404, 409, 413, 422, 503, errors=[
+        codes.TASK_NOT_FOUND, codes.NOT_YOUR_TASK, codes.FORBIDDEN, codes.TASK_CLOSED,
+        codes.INCIDENT_CLOSED, REQUEST_IN_FLIGHT, codes.REQUEST_CONFLICT,
+        IDEMPOTENCY_KEY_REUSED]),
 )
 async def decide(
     task_id: TaskId, body: DecisionBody, user: InboxUser,
@@ -115,7 +122,11 @@ async def decide(
 @router.post(
     "/{task_id}/delegate", response_model=DelegateOut,
     summary="Hand your task to someone else (e.g. a deputy while you travel)",
-    responses=responses(401, 403, 404, 409, 413, 422),
+    operation_id="delegateTask",
+    responses=responses(401, 403, 404, 409, 413, 422, 503, errors=[
+        codes.TASK_NOT_FOUND, codes.NOT_YOUR_TASK, codes.FORBIDDEN, codes.TASK_CLOSED,
+        codes.INCIDENT_CLOSED, REQUEST_IN_FLIGHT, codes.INVALID_DELEGATE,
+        codes.REQUEST_CONFLICT, IDEMPOTENCY_KEY_REUSED]),
 )
 async def delegate(
     task_id: TaskId, body: DelegateBody, user: InboxUser,
