@@ -70,7 +70,7 @@ _VERSION_EXAMPLE: dict[str, Any] = {
 }
 
 
-class DecisionBody(BaseModel):
+class ReviewVoteBody(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"comment": "checked the dry run: legal still vetoes"}]})
 

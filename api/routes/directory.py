@@ -28,8 +28,8 @@ from ..deps import PlaybookAdmin, ServicesDep
 from ..errors import responses
 from ..playbook_registry import directory_from_text
 from ..policy_views import (
-    DecisionBody,
     ProposeBody,
+    ReviewVoteBody,
     RollbackBody,
     VersionList,
     VersionOut,
@@ -115,7 +115,7 @@ async def diff_directory_versions(user: PlaybookAdmin, services: ServicesDep,
              operation_id="approveDirectoryProposal",
              summary="Approve a proposed directory version",
              responses={**responses(401, 403, 422), **error_doc(*DECIDE_ERRORS)})
-async def approve_directory(number: VersionNumber, body: DecisionBody, user: PlaybookAdmin,
+async def approve_directory(number: VersionNumber, body: ReviewVoteBody, user: PlaybookAdmin,
                             services: ServicesDep) -> VersionOut:
     return await decide(services, DIRECTORY, number, user.id, True, body.comment)
 
@@ -124,7 +124,7 @@ async def approve_directory(number: VersionNumber, body: DecisionBody, user: Pla
              operation_id="rejectDirectoryProposal",
              summary="Reject a proposed directory version (its author: withdraw it)",
              responses={**responses(401, 403, 422), **error_doc(*DECIDE_ERRORS)})
-async def reject_directory(number: VersionNumber, body: DecisionBody, user: PlaybookAdmin,
+async def reject_directory(number: VersionNumber, body: ReviewVoteBody, user: PlaybookAdmin,
                            services: ServicesDep) -> VersionOut:
     return await decide(services, DIRECTORY, number, user.id, False, body.comment)
 

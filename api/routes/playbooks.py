@@ -47,8 +47,8 @@ from domain.validation import PlaybookInvalid
 from ..deps import PlaybookAdmin, PlaybookReader, RegistryDep, ServicesDep
 from ..errors import ApiError, responses
 from ..policy_views import (
-    DecisionBody,
     ProposeBody,
+    ReviewVoteBody,
     RollbackBody,
     VersionList,
     VersionOut,
@@ -284,7 +284,7 @@ async def diff_playbook_versions(
              operation_id="approvePlaybookProposal",
              summary="Approve a proposed version (the change policy's quorum activates it)",
              responses={**responses(401, 403, 422), **error_doc(*DECIDE_ERRORS)})
-async def approve_playbook(playbook_id: PlaybookId, number: VersionNumber, body: DecisionBody,
+async def approve_playbook(playbook_id: PlaybookId, number: VersionNumber, body: ReviewVoteBody,
                            user: PlaybookAdmin, services: ServicesDep) -> VersionOut:
     return await decide(services, playbook_subject(playbook_id), number, user.id, True,
                         body.comment)
@@ -294,7 +294,7 @@ async def approve_playbook(playbook_id: PlaybookId, number: VersionNumber, body:
              operation_id="rejectPlaybookProposal",
              summary="Reject a proposed version (its author: withdraw it)",
              responses={**responses(401, 403, 422), **error_doc(*DECIDE_ERRORS)})
-async def reject_playbook(playbook_id: PlaybookId, number: VersionNumber, body: DecisionBody,
+async def reject_playbook(playbook_id: PlaybookId, number: VersionNumber, body: ReviewVoteBody,
                           user: PlaybookAdmin, services: ServicesDep) -> VersionOut:
     return await decide(services, playbook_subject(playbook_id), number, user.id, False,
                         body.comment)

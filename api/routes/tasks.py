@@ -140,7 +140,7 @@ async def delegate(
 
 
 @router.post(
-    "/{task_id}/reassign", response_model=DelegateOut,
+    "/{task_id}/reassign", response_model=DelegateOut, operation_id="reassignTask",
     summary="Admin: move an open task to another eligible voter, with a reason",
     description=("The new holder must be an approver who is a member of the task's role, on "
                  "the role's on-call roster, or a deputy named for the original assignee. "
@@ -159,7 +159,7 @@ async def reassign(
 
 
 @router.post(
-    "/{task_id}/cancel", response_model=DecisionOut,
+    "/{task_id}/cancel", response_model=DecisionOut, operation_id="cancelTask",
     summary="Admin: cancel an open task, with a reason; its vote no longer counts",
     description="The node is evaluated again, so cancelling a vote may decide it.",
     responses=responses(401, 403, 404, 409, 413, 422),
