@@ -77,6 +77,7 @@ BUSY_RETRIES = 12
 BUSY_CODES = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
                         RPCStatusCode.DEADLINE_EXCEEDED})
 MAX_BATCH = 500  # reports confirmed by one query
+PIPELINE = 4  # batches of signals in flight per key and process
 SIGNALS_IN_FLIGHT = 64  # per key and process
 KNOWN_KEYS = 10_000  # open incidents remembered per process (LRU)
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -153,6 +154,8 @@ class _Pending:
 class _Lane:
     queue: deque[_Pending] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    attaching: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -221,49 +224,74 @@ class Intake:
         future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(key, _Lane())
         lane.queue.append(_Pending(report, build_start, keyed, future))
+        lane.wake.set()
         if lane.task is None:
             lane.task = asyncio.create_task(self._drain(key, lane))
         # a caller that goes away must not cancel the batch its report is in
         return await asyncio.shield(future)
 
     async def _drain(self, key: str, lane: _Lane) -> None:
+        """Work through the key's queue: open the incident when it is not known (one
+        update-with-start at a time), and keep up to `PIPELINE` batches of signals going."""
         try:
-            while lane.queue:
+            while lane.queue or lane.attaching:
+                if not lane.queue or len(lane.attaching) >= PIPELINE:
+                    lane.wake.clear()
+                    woken = asyncio.ensure_future(lane.wake.wait())
+                    await asyncio.wait({woken, *lane.attaching},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    continue
                 batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), MAX_BATCH))]
                 try:
-                    retry = await self._place(key, batch)
+                    known, batch = await self._known_or_open(key, batch)
                 except Exception as exc:  # each waiting request gets the error
-                    for pending in batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(exc)
+                    _fail(batch, exc)
                     continue
-                lane.queue.extendleft(reversed(retry))
+                if batch:
+                    task = asyncio.create_task(self._attach_batch(key, known, batch, lane))
+                    lane.attaching.add(task)
+                    task.add_done_callback(lane.attaching.discard)
         finally:
             lane.task = None
-            while lane.queue:  # only when the drainer itself was cancelled (shutdown)
-                pending = lane.queue.popleft()
-                if not pending.future.done():
-                    pending.future.set_exception(RuntimeError("intake is shutting down"))
+            # only when the drainer itself was cancelled (shutdown)
+            _fail(list(lane.queue), RuntimeError("intake is shutting down"))
+            lane.queue.clear()
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def _place(self, key: str, batch: list[_Pending]) -> list[_Pending]:
-        """Place a batch; returns the reports that must go round again (their incident was
-        resolved before they reached it)."""
+    async def _known_or_open(self, key: str, batch: list[_Pending]
+                             ) -> tuple[_Known, list[_Pending]]:
+        """The key's open incident, opening it with the batch's first report if this process
+        does not know it; returns it with the reports still to attach."""
         known = self._known.get(key)
-        if known is None:
-            opener, batch = batch[0], batch[1:]
+        if known is not None:
+            return known, batch
+        opener, rest = batch[0], batch[1:]
+        try:
             result, known = await self._open(key, opener)
-            self._answer(opener, result)
-            if result.incident.status != IncidentStatus.open:
-                return batch  # a keyed retry found its report on a resolved incident
-            self._remember(key, known)
-        if not batch:
-            return []
-        retry = await self._attach(known, batch)
+        except Exception as exc:
+            _fail([opener], exc)
+            raise
+        self._answer(opener, result)
+        if result.incident.status != IncidentStatus.open:
+            # a keyed retry found its report on a resolved incident: the rest go round again
+            return await self._known_or_open(key, rest) if rest else (known, [])
+        self._remember(key, known)
+        return known, rest
+
+    async def _attach_batch(self, key: str, known: _Known, batch: list[_Pending],
+                            lane: _Lane) -> None:
+        try:
+            retry = await self._attach(known, batch)
+        except Exception as exc:  # each waiting request gets the error
+            _fail(batch, exc)
+            return
         if retry:
-            self._known.pop(key, None)
-        return retry
+            if self._known.get(key) == known:
+                self._known.pop(key, None)
+            lane.queue.extendleft(reversed(retry))
+            lane.wake.set()
 
     def _remember(self, key: str, known: _Known) -> None:
         if key.startswith("key:"):  # derived keys are used once (and by their retries)
@@ -281,20 +309,7 @@ class Intake:
 
     async def _attach(self, known: _Known, batch: list[_Pending]) -> list[_Pending]:
         handle = self._client.get_workflow_handle_for(IncidentWorkflow.run, known.incident_id)
-        gate = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
-
-        async def send(pending: _Pending) -> bool:
-            async with gate:
-                try:
-                    await _retrying(lambda: handle.signal(IncidentWorkflow.add_report,
-                                                          pending.report))
-                except RPCError as exc:
-                    if exc.status == RPCStatusCode.NOT_FOUND:  # the run has completed
-                        return False
-                    raise
-                return True
-
-        delivered = await asyncio.gather(*(send(p) for p in batch))
+        delivered = await self._signal(handle, batch)
         sent = [p for p, ok in zip(batch, delivered, strict=True) if ok]
         refused = [p for p, ok in zip(batch, delivered, strict=True) if not ok]
         if not sent:
@@ -317,6 +332,24 @@ class Intake:
         log.info("reports_rerouted_after_resolution", incident_id=known.incident_id,
                  reports=len(refused))
         return refused
+
+    async def _signal(self, handle: WorkflowHandle[Any, Any],
+                      batch: list[_Pending]) -> list[bool]:
+        """Signal each report of the batch: False where the run has completed already."""
+        gate = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
+
+        async def send(pending: _Pending) -> bool:
+            async with gate:
+                try:
+                    await _retrying(lambda: handle.signal(IncidentWorkflow.add_report,
+                                                          pending.report))
+                except RPCError as exc:
+                    if exc.status == RPCStatusCode.NOT_FOUND:  # the run has completed
+                        return False
+                    raise
+                return True
+
+        return list(await asyncio.gather(*(send(p) for p in batch)))
 
     @staticmethod
     async def _placed_reports(handle: WorkflowHandle[Any, Any]) -> dict[str, bool]:
@@ -403,6 +436,12 @@ class Intake:
         view = await _retrying(lambda: handle.query(IncidentWorkflow.state,
                                                     rpc_timeout=QUERY_TIMEOUT))
         return IntakeResult(view.incident, placed[pending.report.id], pending.report.id)
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)
 
 
 def _is_closed_rejection(exc: WorkflowUpdateFailedError) -> bool:
