@@ -26,8 +26,11 @@ Correctness comes from Temporal, not from this process (several API processes ma
 
 In this process, reports for one key are *single-flight*: they queue per key and one drainer
 works through them in batches (one update-with-start when the open incident is not known,
-then signals and one confirming query per batch), so 200 concurrent duplicates cost about
-200 signals and a handful of queries instead of 200 concurrent updates.
+then signals and one confirming query per batch, a few batches in flight at once), so 200
+concurrent duplicates cost 200 signals and a handful of queries instead of 200 concurrent
+updates. When the incident's workflow has an `add_reports(list[Report])` signal (asked once
+per incident with Temporal's built-in `__temporal_workflow_metadata` query), a batch is one
+signal: one history event for many reports. Runs without it get one signal per report.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -81,6 +86,8 @@ PIPELINE = 4  # batches of signals in flight per key and process
 SIGNALS_IN_FLIGHT = 64  # per key and process
 KNOWN_KEYS = 10_000  # open incidents remembered per process (LRU)
 QUERY_TIMEOUT = timedelta(seconds=10)
+# A workflow signal taking a list of reports, used when the incident's workflow has it.
+BATCH_SIGNAL = "add_reports"
 TITLE_CHARS = 120
 
 # Raise the hint to ARGV[1] unless it is already higher.
@@ -178,6 +185,7 @@ class Intake:
         self._raise_hint = redis.register_script(_RAISE_HINT)
         self._lanes: dict[str, _Lane] = {}
         self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._batches: OrderedDict[str, bool] = OrderedDict()  # incident id -> takes batches
 
     # -- the command -------------------------------------------------------------------
 
@@ -335,7 +343,20 @@ class Intake:
 
     async def _signal(self, handle: WorkflowHandle[Any, Any],
                       batch: list[_Pending]) -> list[bool]:
-        """Signal each report of the batch: False where the run has completed already."""
+        """Signal the batch's reports: False where the run has completed already.
+
+        One `add_reports` signal for the whole batch when the incident's workflow has that
+        handler (asked once per incident through Temporal's built-in metadata query), else
+        one `add_report` signal per report."""
+        if await self._takes_batches(handle):
+            reports = [p.report for p in batch]
+            try:
+                await _retrying(lambda: handle.signal(BATCH_SIGNAL, reports))
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:  # the run has completed
+                    return [False] * len(batch)
+                raise
+            return [True] * len(batch)
         gate = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
 
         async def send(pending: _Pending) -> bool:
@@ -350,6 +371,22 @@ class Intake:
                 return True
 
         return list(await asyncio.gather(*(send(p) for p in batch)))
+
+    async def _takes_batches(self, handle: WorkflowHandle[Any, Any]) -> bool:
+        known = self._batches.get(handle.id)
+        if known is not None:
+            return known
+        try:
+            metadata = await _retrying(lambda: handle.query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata,
+                rpc_timeout=QUERY_TIMEOUT))
+        except (RPCError, WorkflowQueryFailedError):
+            return False  # e.g. the run has completed: the per-report path says so
+        takes = any(d.name == BATCH_SIGNAL for d in metadata.definition.signal_definitions)
+        self._batches[handle.id] = takes
+        while len(self._batches) > KNOWN_KEYS:
+            self._batches.popitem(last=False)
+        return takes
 
     @staticmethod
     async def _placed_reports(handle: WorkflowHandle[Any, Any]) -> dict[str, bool]:

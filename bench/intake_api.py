@@ -2,8 +2,9 @@
 
 Configured by `CRISIS_*` like `crisis api`. `--path per-report` swaps in the previous intake
 path, one update-with-start per report with no single-flight, for comparison;
-`--path batch-signal` sends each batch as one `add_reports` signal (the prototype in
-`bench.batch_workflow`, which its worker must run).
+`signals` and `batch-signal` are the shipped intake (which sends one `add_reports` signal per
+batch when the workflow has that handler: the `batch-signal` path's worker runs the
+prototype in `bench.batch_workflow`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ import argparse
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
 
-from api.intake import Intake, IntakeResult, _Pending, _retrying
+from api.intake import Intake, IntakeResult, _Pending
 from api.main import create_app
-from bench.batch_workflow import BatchedIncidentWorkflow
 from core.config import get_settings
 from core.logging import configure_logging
 from domain.incident import Report, StartIncident
@@ -37,29 +34,14 @@ class PerReportIntake(Intake):
         return result
 
 
-class BatchSignalIntake(Intake):
-    """Single-flight like the shipped intake, but one `add_reports` signal per batch."""
-
-    async def _signal(self, handle: WorkflowHandle[Any, Any],
-                      batch: list[_Pending]) -> list[bool]:
-        reports = [p.report for p in batch]
-        try:
-            await _retrying(lambda: handle.signal(BatchedIncidentWorkflow.add_reports, reports))
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return [False] * len(batch)
-            raise
-        return [True] * len(batch)
-
-
-INTAKES: dict[str, type[Intake]] = {"per-report": PerReportIntake,
-                                    "batch-signal": BatchSignalIntake}
+INTAKES: dict[str, type[Intake]] = {"per-report": PerReportIntake}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.intake_api")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--path", choices=["signals", *INTAKES], default="signals")
+    parser.add_argument("--path", choices=["signals", "batch-signal", *INTAKES],
+                        default="signals")
     args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)

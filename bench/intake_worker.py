@@ -9,14 +9,27 @@ import signal
 
 import httpx
 import redis.asyncio as aioredis
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from bench.batch_workflow import BatchedIncidentWorkflow
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.logging import configure_logging
 from worker.main import connect, workflow_runner
+
+
+def batch_worker(client: Client, settings: Settings, redis: aioredis.Redis,
+                 http: httpx.AsyncClient) -> Worker:
+    """`worker.main.build_worker`, with the prototype workflow."""
+    activities = IncidentActivities(
+        redis=redis, http=http,
+        smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
+                          sender=settings.smtp_sender))
+    return Worker(client, task_queue=settings.task_queue, workflows=[BatchedIncidentWorkflow],
+                  activities=[activities.notify, activities.run_action, activities.project],
+                  workflow_runner=workflow_runner(), max_concurrent_activities=64)
 
 
 async def run() -> None:
@@ -25,15 +38,7 @@ async def run() -> None:
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     async with httpx.AsyncClient(timeout=settings.http_timeout_seconds,
                                  base_url=settings.public_url) as http:
-        activities = IncidentActivities(
-            redis=redis, http=http,
-            smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
-                              sender=settings.smtp_sender))
-        worker = Worker(client, task_queue=settings.task_queue,
-                        workflows=[BatchedIncidentWorkflow],
-                        activities=[activities.notify, activities.run_action,
-                                    activities.project],
-                        workflow_runner=workflow_runner(), max_concurrent_activities=64)
+        worker = batch_worker(client, settings, redis, http)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

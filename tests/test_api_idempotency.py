@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -155,9 +154,10 @@ async def test_a_crash_mid_request_lets_the_retry_join_the_first_attempt(setup: 
     key = f"crash-{uuid.uuid4().hex}"
     headers = {**setup.headers, "Idempotency-Key": key}
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "api", "--port", str(port)],
-        env=setup.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "api", "--port", str(port),
+        env=setup.child_env(), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
                                      trust_env=False) as http:
@@ -174,8 +174,9 @@ async def test_a_crash_mid_request_lets_the_retry_join_the_first_attempt(setup: 
             with pytest.raises(httpx.TransportError):
                 await asyncio.wait_for(first, 30)
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
 
     async def lapsed() -> bool:
         return await marker_ttl(setup, key) == -2  # the key no longer exists

@@ -14,13 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import yaml
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from cli.users_cmd import issue_tokens
 from core.config import Settings
 from domain.ids import dedup_incident_id
+from domain.loader import load_directory
 from tests.api_fixtures import ApiStack, _run_stack, eventually, with_db
 from workflows.incident import IncidentWorkflow
 
@@ -45,10 +48,7 @@ STORM_PLAYBOOK: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session")
-async def storm_stack(dev_env: WorkflowEnvironment, redis_url: str,
-                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
-    workdir = tmp_path_factory.mktemp("storm-stack")
+def write_storm_config(workdir: Path) -> Path:
     (workdir / "config").mkdir()
     (workdir / "playbooks").mkdir()
     directory_file = workdir / "config" / "directory.yaml"
@@ -56,9 +56,54 @@ async def storm_stack(dev_env: WorkflowEnvironment, redis_url: str,
     (workdir / "config" / "routing.yaml").write_text(yaml.safe_dump(
         {"routes": {s: {"playbook": "storm"} for s in ("low", "medium", "high", "critical")}}))
     (workdir / "playbooks" / "storm.yaml").write_text(yaml.safe_dump(STORM_PLAYBOOK))
+    return directory_file
+
+
+@pytest.fixture(scope="session")
+async def storm_stack(dev_env: WorkflowEnvironment, redis_url: str,
+                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
+    workdir = tmp_path_factory.mktemp("storm-stack")
+    directory_file = write_storm_config(workdir)
     async for stack in _run_stack(dev_env, with_db(redis_url, 5), workdir, directory_file,
                                   workdir / "playbooks"):
         yield stack
+
+
+@pytest.fixture(scope="session")
+async def batch_stack(dev_env: WorkflowEnvironment, redis_url: str,
+                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
+    """The storm stack, but its worker runs a workflow with an `add_reports` signal (the
+    prototype in `bench.batch_workflow`): intake then sends one signal per batch."""
+    from bench.intake_worker import batch_worker
+
+    workdir = tmp_path_factory.mktemp("batch-stack")
+    directory_file = write_storm_config(workdir)
+    users = issue_tokens(load_directory(directory_file).definition,
+                         workdir / "demo-tokens.json", workdir / "tokens.json")
+    settings = Settings(
+        temporal_address=dev_env.client.service_client.config.target_host,
+        redis_url=with_db(redis_url, 7), task_queue=f"batch-{uuid.uuid4().hex[:8]}",
+        tokens_file=workdir / "tokens.json", directory_file=directory_file,
+        playbooks_dir=workdir / "playbooks")
+    app = create_app(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient() as webhooks,
+        batch_worker(dev_env.client, settings, redis, webhooks),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                          timeout=60) as http,
+    ):
+        yield ApiStack(app=app, http=http, settings=settings, redis=redis, env=dev_env,
+                       tokens={u["id"]: u["token"] for u in users})
+    await redis.aclose()
+
+
+@pytest.fixture(params=["signal per report", "batch signal"])
+def any_stack(request: pytest.FixtureRequest) -> ApiStack:
+    name = "storm_stack" if request.param == "signal per report" else "batch_stack"
+    stack: ApiStack = request.getfixturevalue(name)
+    return stack
 
 
 def report_body(key: str, n: int) -> dict[str, Any]:
@@ -87,7 +132,8 @@ async def resolve(stack: ApiStack, incident_id: str) -> None:
 
 
 async def test_a_storm_of_duplicates_makes_one_incident_with_every_report(
-        storm_stack: ApiStack) -> None:
+        any_stack: ApiStack) -> None:
+    storm_stack = any_stack
     key = f"post:{uuid.uuid4().hex}"
     responses = await storm(storm_stack, key, 150)
     assert sorted(r.status_code for r in responses) == [200] * 149 + [201]
@@ -106,7 +152,8 @@ async def test_a_storm_of_duplicates_makes_one_incident_with_every_report(
     await resolve(storm_stack, incident_id)
 
 
-async def test_resolving_mid_storm_loses_no_report(storm_stack: ApiStack) -> None:
+async def test_resolving_mid_storm_loses_no_report(any_stack: ApiStack) -> None:
+    storm_stack = any_stack
     key = f"post:{uuid.uuid4().hex}"
     opened = (await storm(storm_stack, key, 1))[0]
     assert opened.status_code == 201, opened.text
