@@ -36,6 +36,7 @@ signal: one history event for many reports. Runs without it get one signal per r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -402,13 +403,45 @@ class Intake:
 
     # -- opening by update-with-start --------------------------------------------------
 
-    async def _hint(self, key: str) -> int:
+    async def _hint(self, key: str) -> int | None:
         try:
             raw = await self._redis.get(self.hint_key(key))
         except Exception:  # the hint is an optimisation; Redis trouble must not block intake
             log.warning("dedup_hint_unavailable", exc_info=True)
             return 0
-        return int(raw) if raw is not None else 0
+        return int(raw) if raw is not None else None
+
+    async def _legacy_open(self, key: str, pending: _Pending
+                           ) -> tuple[IntakeResult, _Known] | None:
+        """An incident opened before ids were keyed with the secret, still open: its id was
+        `inc-{sha256(dedup_key)[:20]}-{epoch}`, its epoch hint `ce:dedup:{sha256(dedup_key)}`.
+        Reports for its key keep going to it until it is resolved (then the keyed ids take
+        over), so an upgrade does not open a second incident for an open key."""
+        if not key.startswith("key:"):
+            return None
+        digest = hashlib.sha256(key.removeprefix("key:").encode()).hexdigest()
+        try:
+            raw = await self._redis.get(f"ce:dedup:{digest}")
+        except Exception:
+            log.warning("dedup_hint_unavailable", exc_info=True)
+            return None
+        if raw is None:
+            return None
+        incident_id = f"inc-{digest[:20]}-{int(raw)}"
+        handle = self._client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
+        try:
+            result = cast(ReportResult, await handle.execute_update(
+                IncidentWorkflow.report, pending.report))
+        except WorkflowUpdateFailedError as exc:
+            if _is_closed_rejection(exc):
+                return None  # resolved: the keyed ids take over
+            raise
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None  # completed, or never existed
+            raise
+        return (IntakeResult(result.incident, result.created, pending.report.id),
+                _Known(incident_id, -1))
 
     def hint_key(self, key: str) -> str:
         return f"ce:dedup:{dedup_digest(key, self._secret)}"
@@ -416,7 +449,12 @@ class Intake:
     async def _open(self, key: str, pending: _Pending) -> tuple[IntakeResult, _Known]:
         """Attach `pending` to the open incident for `key` or open one, by update-with-start."""
         report = pending.report
-        epoch = await self._hint(key)
+        hinted = await self._hint(key)
+        if hinted is None:  # no incident yet with a keyed id for this key
+            legacy = await self._legacy_open(key, pending)
+            if legacy is not None:
+                return legacy
+        epoch = hinted or 0
         races = busy = 0
         while epoch < MAX_EPOCHS:
             incident_id = dedup_incident_id(key, epoch, self._secret)

@@ -281,3 +281,37 @@ async def test_an_incident_id_is_not_the_hash_of_its_key(storm_stack: ApiStack) 
     hints = [k async for k in storm_stack.redis.scan_iter("ce:dedup:*")]
     assert f"ce:dedup:{hashlib.sha256(key.encode()).hexdigest()}" not in hints
     await resolve(storm_stack, incident_id)
+
+
+async def test_an_incident_open_before_the_upgrade_keeps_its_reports(
+        storm_stack: ApiStack) -> None:
+    """Ids were `inc-{sha256(key)[:20]}-{epoch}` before they were keyed with the secret: an
+    incident still open under such an id gets its key's reports until it is resolved."""
+    import hashlib
+
+    from domain.incident import StartIncident
+
+    key = f"post:{uuid.uuid4().hex}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    legacy_id = f"inc-{digest[:20]}-0"
+    registry = storm_stack.app.state.services.registry
+    snapshot = registry.get("storm")
+    assert snapshot is not None
+    await storm_stack.env.client.start_workflow(
+        IncidentWorkflow.run, StartIncident(
+            incident_id=legacy_id, title="Opened before the upgrade", summary="old",
+            severity=snapshot.definition.severities[0], dedup_key=key, opened_by="cora",
+            opening_report_id="rep-legacy", playbook=snapshot,
+            directory=registry.directory_snapshot()),
+        id=legacy_id, task_queue=storm_stack.settings.task_queue)
+    await storm_stack.redis.set(f"ce:dedup:{digest}", "0")  # the old epoch hint
+
+    responses = await storm(storm_stack, key, 20)
+    assert {(r.status_code, r.json()["incident_id"]) for r in responses} == {(200, legacy_id)}
+    assert sum((await reports_on(storm_stack, legacy_id)).values()) == 21
+
+    await resolve(storm_stack, legacy_id)
+    after = (await storm(storm_stack, key, 1, first=30))[0]
+    assert after.status_code == 201, after.text
+    assert after.json()["incident_id"] not in (legacy_id, f"inc-{digest[:20]}-1")
+    await resolve(storm_stack, after.json()["incident_id"])
