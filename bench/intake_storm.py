@@ -14,9 +14,15 @@ their own process, real HTTP on loopback):
   incidents for the key must be 1; then the incident is resolved, and the resolve round trip
   shows the workflow still answers.
 
-Paths: `signals` is the API as shipped (single-flight per key, one update-with-start for the
-opener, the rest by confirmed `add_report` signals); `per-report` replays the previous intake
-(one update-with-start per report, `bench.intake_api --per-report`) for comparison.
+Paths, each on its own fresh servers:
+- `signals`: the API and worker as shipped (single-flight per key, one update-with-start for
+  the opener, the rest by `add_report` signals confirmed by one `state` query per batch);
+- `per-report`: the previous intake (one update-with-start per report,
+  `bench.intake_api --path per-report`), for comparison;
+- `batch-signal`: the shipped API with a worker whose workflow also has the proposed
+  `add_reports(list[Report])` signal (`bench.batch_workflow`): one signal per batch.
+
+`python -m bench --only intake-storm [--storm-reports N] [--storm-concurrency C ...]`.
 """
 
 from __future__ import annotations
@@ -309,32 +315,31 @@ async def storm_suite(*, concurrencies: list[int], reports: int, budget: float,
 
 
 def storm_table(results: list[StormResult]) -> list[tuple[str, float, float, int, bool]]:
-    """Rows (measure, signals path, per-report path, decimals, ratio?) for `python -m bench`."""
+    """Rows (measure, new path, per-report path, decimals, ratio?) for `python -m bench`:
+    the shipped intake, then the `add_reports` prototype, each against the per-report path."""
     rows: list[tuple[str, float, float, int, bool]] = []
     by = {(r.path, r.concurrency): r for r in results}
-    for concurrency in sorted({r.concurrency for r in results}):
-        new = by.get(("signals", concurrency))
-        old = by.get(("per-report", concurrency)) or StormResult("per-report", concurrency)
-        if new is None:
-            continue
-        label = f"storm c={concurrency} (vs per-report update)"
-
-        def row(measure: str, pick: Any, decimals: int = 0, ratio: bool = False,
-                label: str = label, new: StormResult = new, old: StormResult = old
-                ) -> tuple[str, float, float, int, bool]:
-            return (f"{label}: {measure}", float(pick(new)), float(pick(old)), decimals, ratio)
-
-        rows += [
-            row("reports sent", lambda r: r.sent),
-            row("accepted/s", lambda r: r.rate, 1, True),
-            row("5xx", lambda r: r.server_errors),
-            row("4xx + transport errors", lambda r: r.client_errors + r.transport_errors),
-            row("lost reports", lambda r: r.lost),
-            row("receipts not verifiable (workflow stalled)", lambda r: r.unverified),
-            row("incidents for the key", lambda r: r.incidents),
-            row("stalled (budget hit)", lambda r: int(r.stalled)),
-            row("longest gap between answers (ms)", lambda r: r.longest_gap * 1000),
-            row("resolve after storm (ms, -1 = failed)",
-                lambda r: r.resolve_ms if r.resolve_ms is not None else -1),
-        ]
+    measures: list[tuple[str, Any, int, bool]] = [
+        ("reports sent", lambda r: r.sent, 0, False),
+        ("accepted/s", lambda r: r.rate, 1, True),
+        ("5xx", lambda r: r.server_errors, 0, False),
+        ("4xx + transport errors (timeouts)",
+         lambda r: r.client_errors + r.transport_errors, 0, False),
+        ("lost reports", lambda r: r.lost, 0, False),
+        ("receipts not verifiable (workflow stalled)", lambda r: r.unverified, 0, False),
+        ("incidents for the key", lambda r: r.incidents, 0, False),
+        ("stalled (budget hit)", lambda r: int(r.stalled), 0, False),
+        ("longest gap between answers (ms)", lambda r: r.longest_gap * 1000, 0, False),
+        ("resolve after storm (ms, -1 = failed)",
+         lambda r: r.resolve_ms if r.resolve_ms is not None else -1, 0, False),
+    ]
+    for path, name in (("signals", "shipped"), ("batch-signal", "add_reports prototype")):
+        for concurrency in sorted({r.concurrency for r in results}):
+            new = by.get((path, concurrency))
+            if new is None:
+                continue
+            old = by.get(("per-report", concurrency)) or StormResult("per-report", concurrency)
+            label = f"storm c={concurrency}, {name} vs per-report update"
+            rows += [(f"{label}: {measure}", float(pick(new)), float(pick(old)), decimals,
+                      ratio) for measure, pick, decimals, ratio in measures]
     return rows
