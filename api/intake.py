@@ -524,14 +524,20 @@ def _is_closed_rejection(exc: WorkflowUpdateFailedError) -> bool:
     return isinstance(cause, ApplicationError) and cause.type == codes.INCIDENT_CLOSED
 
 
+# A call that ran into its `rpc_timeout` fails with CANCELLED ("Timeout expired"): a query
+# waits while the workflow cannot take a task (e.g. continuing as new in a storm).
+RETRIED_CODES = BUSY_CODES | {RPCStatusCode.CANCELLED}
+
+
 async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, retried with backoff while Temporal is busy or briefly unreachable."""
+    """`call()` (a signal or a query: idempotent), retried with backoff while Temporal is
+    busy, briefly unreachable, or the workflow slow to answer."""
     attempt = 0
     while True:
         try:
             return await call()
         except RPCError as exc:
-            if exc.status not in BUSY_CODES or attempt >= BUSY_RETRIES:
+            if exc.status not in RETRIED_CODES or attempt >= BUSY_RETRIES:
                 raise
         await _backoff(attempt)
         attempt += 1

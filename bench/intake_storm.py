@@ -98,6 +98,8 @@ class StormResult:
     incidents: int = 0
     lost: int = 0
     unverified: int = 0
+    history_events: int = 0  # of the incident's current run
+    continued_as_new: bool = False
     on_timeline: int = 0
     resolve_ms: float | None = None
     first_error: str | None = None
@@ -242,6 +244,10 @@ async def _verify(client: Any, result: StormResult) -> None:
                        if e.kind in ("opened", "report_added")}
         result.on_timeline += len(report_ids & on_timeline)
         result.lost += len(report_ids - on_timeline)
+        info = (await handle.describe()).raw_description.workflow_execution_info
+        result.history_events += info.history_length
+        result.continued_as_new = result.continued_as_new or \
+            info.first_run_id != info.execution.run_id
         started = time.perf_counter()
         try:
             await asyncio.wait_for(handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
@@ -328,6 +334,8 @@ def storm_table(results: list[StormResult]) -> list[tuple[str, float, float, int
         ("lost reports", lambda r: r.lost, 0, False),
         ("receipts not verifiable (workflow stalled)", lambda r: r.unverified, 0, False),
         ("incidents for the key", lambda r: r.incidents, 0, False),
+        ("history events of the current run", lambda r: r.history_events, 0, False),
+        ("continued as new during the storm", lambda r: int(r.continued_as_new), 0, False),
         ("stalled (budget hit)", lambda r: int(r.stalled), 0, False),
         ("longest gap between answers (ms)", lambda r: r.longest_gap * 1000, 0, False),
         ("resolve after storm (ms, -1 = failed)",
