@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.incident import IncidentWorkflow
+
 with workflow.unsafe.imports_passed_through():
     from domain.incident import IncidentFinal, Report, StartIncident
-    from workflows.incident import IncidentWorkflow
 
 
 @workflow.defn(name="IncidentWorkflow")
