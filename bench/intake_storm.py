@@ -336,7 +336,7 @@ def storm_table(results: list[StormResult]) -> list[tuple[str, float, float, int
         ("incidents for the key", lambda r: r.incidents, 0, False),
         ("history events of the current run", lambda r: r.history_events, 0, False),
         ("continued as new during the storm", lambda r: int(r.continued_as_new), 0, False),
-        ("stalled (budget hit)", lambda r: int(r.stalled), 0, False),
+        ("not finished within the budget", lambda r: int(r.stalled), 0, False),
         ("longest gap between answers (ms)", lambda r: r.longest_gap * 1000, 0, False),
         ("resolve after storm (ms, -1 = failed)",
          lambda r: r.resolve_ms if r.resolve_ms is not None else -1, 0, False),
