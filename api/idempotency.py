@@ -8,6 +8,14 @@
 - Same key, different fingerprint: 422 `IdempotencyKeyReused`.
 - Same key while the first request is still in flight: 409 `RequestInFlight`.
 
+The in-flight mark lasts as long as the request runs: it expires after
+`idempotency_in_flight_ttl_seconds` (default 120 s) and the running request renews it every
+third of that, so a slow request (e.g. while the worker is down) keeps it. Only an API
+process that died mid-request lets it lapse; then a retry runs again, and is safe because
+the operation itself is keyed: `operation_id` derives the workflow-side ids (report id,
+request id, the dedup key of an incident opened without one) from the caller and the key,
+so the retry joins what the first attempt started instead of doing it twice.
+
 Keys are scoped per caller (`ce:idem:http:{person}:{key}`); requests without a valid token
 are not recorded (they fail with 401 anyway). The body was buffered by the size-limit
 middleware, which runs first, so reading it here costs nothing.
@@ -15,8 +23,12 @@ middleware, which runs first, so reading it here costs nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +40,60 @@ from .errors import error_body
 
 HEADER = "idempotency-key"
 TTL_SECONDS = 24 * 3600
-IN_FLIGHT_TTL_SECONDS = 120
+IN_FLIGHT_TTL_SECONDS = 120.0  # default of `Settings.idempotency_in_flight_ttl_seconds`
 MAX_KEY_LENGTH = 255
 BODY_SCOPE_KEY = "crisis.body"  # the buffered request body, set by `api.middleware`
 
 
 def record_key(person_id: str, key: str) -> str:
     return f"ce:idem:http:{person_id}:{key}"
+
+
+def operation_id(prefix: str, person_id: str, idempotency_key: str | None,
+                 length: int = 40) -> str:
+    """An id for the operation a request starts: derived from the caller and their
+    Idempotency-Key, so every retry of the request names the same operation (the workflow
+    deduplicates by it); fresh without a key."""
+    if idempotency_key is None:
+        return f"{prefix}-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(f"{person_id}\n{idempotency_key}".encode()).hexdigest()
+    return f"{prefix}-{digest[:length]}"
+
+
+# Renew / store / drop the mark only while it is still ours (`owner`).
+_RENEW = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['owner'] == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['owner'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@contextlib.asynccontextmanager
+async def _renewing(redis: aioredis.Redis, rkey: str, owner: str,
+                    ttl_seconds: float) -> AsyncIterator[None]:
+    """Keep the in-flight mark alive while the body runs."""
+    renew = redis.register_script(_RENEW)
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(ttl_seconds / 3)
+            with contextlib.suppress(Exception):  # a missed renewal is retried next beat
+                await renew(keys=[rkey], args=[owner, int(ttl_seconds * 1000)])
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
@@ -100,8 +159,10 @@ class IdempotencyMiddleware:
         body: bytes = scope.get(BODY_SCOPE_KEY, b"")
         fp = fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body)
         rkey = record_key(person_id, key)
-        pending = json.dumps({"state": "in_flight", "fp": fp})
-        while not await redis.set(rkey, pending, nx=True, ex=IN_FLIGHT_TTL_SECONDS):
+        owner = uuid.uuid4().hex
+        ttl = float(services.settings.idempotency_in_flight_ttl_seconds)
+        pending = json.dumps({"state": "in_flight", "fp": fp, "owner": owner})
+        while not await redis.set(rkey, pending, nx=True, px=int(ttl * 1000)):
             raw = await redis.get(rkey)
             if raw is None:
                 continue  # expired between SET and GET: try to take it again
@@ -121,7 +182,8 @@ class IdempotencyMiddleware:
 
         stored = False
         try:
-            await self.app(scope, receive, capture)
+            async with _renewing(redis, rkey, owner, ttl):
+                await self.app(scope, receive, capture)
             if captured.status < 500 and captured.status != 429:  # 429: retry after
                 record = {"state": "done", "fp": fp, "status": captured.status,
                           "content_type": captured.content_type,
@@ -130,7 +192,7 @@ class IdempotencyMiddleware:
                 stored = True
         finally:
             if not stored:
-                await redis.delete(rkey)
+                await redis.register_script(_RELEASE)(keys=[rkey], args=[owner])
 
     @staticmethod
     async def _answer_existing(record: dict[str, Any], fp: str, send: Send) -> None:

@@ -88,11 +88,11 @@ async def build_services(settings: Settings) -> Services:
                                 store=PolicyStore(client, settings),
                                 refresh_seconds=settings.policy_refresh_seconds)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
+    routing = RoutingTable.load(settings.directory_file.parent / ROUTING_FILE)
     return Services(
         settings=settings, temporal=client, redis=redis, registry=registry,
         tokens=TokenStore(settings.tokens_file), read_model=ReadModel(redis),
-        routing=RoutingTable.load(settings.directory_file.parent / ROUTING_FILE),
-        intake=Intake(client, redis, settings.task_queue))
+        routing=routing, intake=Intake(client, redis, settings, registry, routing))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bench.intake_storm import STORM_BUDGET_SECONDS, storm_suite, storm_table
 from bench.interpreter import (
     Counts,
     RoundTrips,
@@ -25,7 +26,7 @@ from bench.interpreter import (
 )
 from core.logging import configure_logging
 
-SUITES = ("interpreter", "dev-server", "update-rtt")
+SUITES = ("interpreter", "dev-server", "update-rtt", "intake-storm")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=25.0,
                         help="seconds after which a throughput run starts no more incidents "
                              "(default 25; 0 = no limit), to keep the bench near 3 minutes")
+    parser.add_argument("--storm-reports", type=_at_least(1), default=1000,
+                        help="reports per intake storm (default 1000)")
+    parser.add_argument("--storm-concurrency", type=_at_least(1), action="append",
+                        help="concurrency of an intake storm (repeatable; default 50 and 200)")
     parser.add_argument("--only", action="append", choices=SUITES,
                         help="run only this suite (repeatable; default: all)")
     return parser.parse_args(argv)
@@ -131,6 +136,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
         if "update-rtt" in chosen:
             rows += round_trip_rows(await round_trip_suite(
                 both, samples=args.round_trips, concurrency=args.concurrency))
+    if "intake-storm" in chosen:
+        rows += [Row(*cells) for cells in storm_table(await storm_suite(
+            concurrencies=args.storm_concurrency or [50, 200], reports=args.storm_reports,
+            budget=min(budget, STORM_BUDGET_SECONDS)))]
     return rows
 
 

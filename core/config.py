@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +81,32 @@ class Settings(BaseSettings):
     # fail fast (503 + Retry-After) when a dependency is down, instead of hanging
     redis_socket_timeout_seconds: float = 2.0
     temporal_retry_budget_seconds: float = 3.0
+    # Keys incident ids derived from a dedup_key (HMAC): every API process must share it.
+    # Unset: read from (or, the first time, generated into) `id_secret_file`.
+    id_secret: SecretStr | None = None
+    id_secret_file: Path | None = None  # default: `id-secret` next to `tokens_file`
+    # How long an Idempotency-Key's in-flight marker lives without renewal; a running
+    # request renews it every third of this, so only a crashed API lets it lapse.
+    idempotency_in_flight_ttl_seconds: float = 120.0
+
+    def id_secret_bytes(self) -> bytes:
+        """The id secret: `CRISIS_ID_SECRET`, else the secret file (created 0600 if absent)."""
+        if self.id_secret is not None:
+            return self.id_secret.get_secret_value().encode()
+        path = self.id_secret_file or self.tokens_file.parent / "id-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+            try:  # link(2) is atomic: of two processes starting at once, one secret wins
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        return path.read_text().strip().encode()
 
 
 @lru_cache

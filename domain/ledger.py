@@ -151,6 +151,8 @@ class Ledger:
         # only where `workflow.patched` says the history allows it.
         self.widen_quorum = False  # rejects that make quorum impossible add voters first
         self.widened: list[Task] = []
+        self._reports_seen: set[str] = set()
+        self._reports_seen_upto = 0
         self.tier_names_person = False  # a tier's `add_approvers: person` reaches them
         # one vote per person per round: no second task or delegated vote for someone who
         # already voted, and no tier firing into an approval that has ended
@@ -322,7 +324,17 @@ class Ledger:
     # ---- reports, status, resolution -----------------------------------------------
 
     def has_report(self, report_id: str) -> bool:
-        return any(e.details.get("report_id") == report_id for e in self.state.timeline)
+        return report_id in self._report_ids()
+
+    def _report_ids(self) -> set[str]:
+        """Report ids already on the timeline (kept as a set, not a scan per report)."""
+        if self._reports_seen_upto != len(self.state.timeline):
+            for entry in self.state.timeline[self._reports_seen_upto:]:
+                report_id = entry.details.get("report_id")
+                if report_id is not None:
+                    self._reports_seen.add(report_id)
+            self._reports_seen_upto = len(self.state.timeline)
+        return self._reports_seen
 
     def add_report(self, report: Report, at: datetime) -> bool:
         """Attach a report once per report id; False if it was already there."""

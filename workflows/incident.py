@@ -99,6 +99,9 @@ class IncidentWorkflow:
         self.ledger.one_vote_per_person = workflow.patched("one-vote-per-person")
         # delivery receipts; unreachable approvers handed to on-call; outages retried
         self._reach = workflow.patched("delivery-receipts-and-outage-retries")
+        # report storms: signals don't wait for the projection while draining for
+        # continue-as-new (the state is carried over anyway)
+        self._storm = workflow.patched("storm-signals-skip-sync-while-draining")
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -518,7 +521,10 @@ class IncidentWorkflow:
             await workflow.wait_condition(lambda: self._opened_synced)
             return ReportResult(created=True, incident=self.ledger.incident)
         if not self.ledger.has_report(report.id):
-            self.ledger.add_report(report, workflow.now())
+            # resolved between the validator and here: refuse, don't fail the workflow task
+            def attach() -> None:
+                self.ledger.add_report(report, workflow.now())
+            self._check(attach)
         await self._sync()
         return ReportResult(created=False, incident=self.ledger.incident)
 
@@ -529,8 +535,18 @@ class IncidentWorkflow:
 
     @workflow.signal(name="add_report")
     async def add_report(self, report: Report) -> None:
-        if self.ledger.is_open and not self.ledger.has_report(report.id):
-            self.ledger.add_report(report, workflow.now())
+        await self.add_reports([report])
+
+    @workflow.signal(name="add_reports")
+    async def add_reports(self, reports: list[Report]) -> None:
+        """A batch of reports from a storm (the API sends them per short window): each is
+        added once; a resolved incident takes none (the API then opens the next one).
+        Never remove this handler: signals to a missing handler are dropped silently."""
+        if not self.ledger.is_open:
+            return
+        added = [r for r in reports if not self.ledger.has_report(r.id)
+                 and self.ledger.add_report(r, workflow.now())]
+        if added and not (self._storm and self._draining):
             await self._sync()
 
     @workflow.update(name="decide")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated
 
@@ -15,9 +14,7 @@ from domain.incident import (
     Incident,
     IncidentStatus,
     IncidentView,
-    Report,
     ResolveRequest,
-    StartIncident,
     StatusUpdateRequest,
     TaskState,
     TimelineEntry,
@@ -32,8 +29,6 @@ from ..deps import (
     IncidentWriter,
     IntakeDep,
     ReadModelDep,
-    RegistryDep,
-    SettingsDep,
     TemporalDep,
 )
 from ..errors import (
@@ -44,7 +39,8 @@ from ..errors import (
     ApiError,
     responses,
 )
-from ..intake import new_report_id
+from ..idempotency import operation_id
+from ..intake import IntakeCommand
 from ..schemas import (
     IncidentDetail,
     IncidentOut,
@@ -83,30 +79,13 @@ def links(incident_id: str) -> Links:
                                    SEVERITY_NOT_SUPPORTED, codes.REQUEST_CONFLICT])},
 )
 async def open_incident(
-    body: OpenIncidentRequest, user: IncidentWriter, registry: RegistryDep, intake: IntakeDep,
-    settings: SettingsDep, response: Response, idempotency_key: IdempotencyKey = None,
+    body: OpenIncidentRequest, user: IncidentWriter, intake: IntakeDep, response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> OpenIncidentResponse:
-    snapshot = registry.get(body.playbook)
-    if snapshot is None:
-        raise ApiError(422, f"unknown playbook {body.playbook!r}", "UnknownPlaybook")
-    if body.severity not in snapshot.definition.severities:
-        allowed = ", ".join(s.value for s in snapshot.definition.severities)
-        raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
-                            f"{body.severity.value}", "SeverityNotSupported")
-    directory = registry.directory_snapshot()
-    report = Report(id=new_report_id(user.id, idempotency_key), summary=body.summary,
-                    source_url=body.source_url, severity=body.severity, reported_by=user.id)
-
-    def build_start(incident_id: str) -> StartIncident:
-        return StartIncident(
-            incident_id=incident_id, title=body.title, summary=body.summary,
-            severity=body.severity, source_url=body.source_url, dedup_key=body.dedup_key,
-            opened_by=user.id, opening_report_id=report.id, playbook=snapshot,
-            directory=directory, public_url=settings.public_url,
-            continue_as_new_after_events=settings.continue_as_new_after_events)
-
-    dedup_key = body.dedup_key if body.dedup_key is not None else f"uuid:{uuid.uuid4()}"
-    result = await intake.submit(dedup_key, report, build_start)
+    result = await intake.open_or_attach(IntakeCommand(
+        actor=user.id, summary=body.summary, severity=body.severity, dedup_key=body.dedup_key,
+        source_url=body.source_url, title=body.title, playbook=body.playbook,
+        idempotency_key=idempotency_key))
     if not result.created:
         response.status_code = 200
     incident = result.incident
@@ -190,7 +169,7 @@ async def post_status_update(
     incident_id: IncidentId, body: StatusUpdateBody, user: IncidentWriter, client: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> StatusUpdateOut:
-    request = StatusUpdateRequest(request_id=lookup.request_id(user.id, idempotency_key),
+    request = StatusUpdateRequest(request_id=operation_id("http", user.id, idempotency_key),
                                   actor=user.id, message=body.message)
     entry: TimelineEntry = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.post_status_update, request)
@@ -208,7 +187,7 @@ async def resolve_incident(
     incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> IncidentOut:
-    request = ResolveRequest(request_id=lookup.request_id(user.id, idempotency_key),
+    request = ResolveRequest(request_id=operation_id("http", user.id, idempotency_key),
                              actor=user.id, summary=body.summary)
     incident: Incident = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.resolve, request)

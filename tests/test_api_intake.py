@@ -1,0 +1,317 @@
+"""Open or attach under load: storms of duplicate reports, a resolution in the middle of one,
+two API processes at once, retries of a report whose incident was resolved, and ids that
+cannot be computed from a dedup key."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import yaml
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from cli.users_cmd import issue_tokens
+from core.config import Settings
+from domain.ids import dedup_incident_id
+from domain.loader import load_directory
+from tests.api_fixtures import ApiStack, _run_stack, eventually, with_db
+from workflows.incident import IncidentWorkflow
+
+pytest_plugins = ["tests.api_fixtures"]
+
+REPORTERS = [f"rep-{n:02d}" for n in range(60)]
+STORM_DIRECTORY: dict[str, Any] = {
+    "people": [{"id": r, "name": f"Reporter {r}", "access": ["reporter"]} for r in REPORTERS]
+    + [{"id": "cora", "name": "Cora Communicator", "access": ["communicator"]},
+       {"id": "alex", "name": "Alex Approver", "roles": ["legal"], "access": ["approver"]}],
+    "roles": [{"id": "legal"}],
+}
+STORM_PLAYBOOK: dict[str, Any] = {
+    "id": "storm", "name": "Storm", "version": 1,
+    "defaults": {"channels": ["log"], "respect_working_hours": False},
+    "steps": [
+        {"id": "sign-off", "approval": {
+            "title": "Sign off", "content": "{{ incident.title }}",
+            "approvers": [{"person": "alex"}], "quorum": "any", "deadline": "4h"}},
+        {"id": "done", "resolution": {}},
+    ],
+}
+
+
+def write_storm_config(workdir: Path) -> Path:
+    (workdir / "config").mkdir()
+    (workdir / "playbooks").mkdir()
+    directory_file = workdir / "config" / "directory.yaml"
+    directory_file.write_text(yaml.safe_dump(STORM_DIRECTORY))
+    (workdir / "config" / "routing.yaml").write_text(yaml.safe_dump(
+        {"routes": {s: {"playbook": "storm"} for s in ("low", "medium", "high", "critical")}}))
+    (workdir / "playbooks" / "storm.yaml").write_text(yaml.safe_dump(STORM_PLAYBOOK))
+    return directory_file
+
+
+@pytest.fixture(scope="session")
+async def storm_stack(dev_env: WorkflowEnvironment, redis_url: str,
+                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
+    workdir = tmp_path_factory.mktemp("storm-stack")
+    directory_file = write_storm_config(workdir)
+    async for stack in _run_stack(dev_env, with_db(redis_url, 5), workdir, directory_file,
+                                  workdir / "playbooks"):
+        yield stack
+
+
+@pytest.fixture(scope="session")
+async def batch_stack(dev_env: WorkflowEnvironment, redis_url: str,
+                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
+    """The storm stack, but its worker runs a workflow with an `add_reports` signal (the
+    prototype in `bench.batch_workflow`): intake then sends one signal per batch."""
+    from bench.intake_worker import batch_worker
+
+    workdir = tmp_path_factory.mktemp("batch-stack")
+    directory_file = write_storm_config(workdir)
+    users = issue_tokens(load_directory(directory_file).definition,
+                         workdir / "demo-tokens.json", workdir / "tokens.json")
+    settings = Settings(
+        temporal_address=dev_env.client.service_client.config.target_host,
+        redis_url=with_db(redis_url, 7), task_queue=f"batch-{uuid.uuid4().hex[:8]}",
+        tokens_file=workdir / "tokens.json", directory_file=directory_file,
+        playbooks_dir=workdir / "playbooks")
+    app = create_app(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient() as webhooks,
+        batch_worker(dev_env.client, settings, redis, webhooks),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                          timeout=60) as http,
+    ):
+        yield ApiStack(app=app, http=http, settings=settings, redis=redis, env=dev_env,
+                       tokens={u["id"]: u["token"] for u in users})
+    await redis.aclose()
+
+
+@pytest.fixture(params=["signal per report", "batch signal"])
+def any_stack(request: pytest.FixtureRequest) -> ApiStack:
+    name = "storm_stack" if request.param == "signal per report" else "batch_stack"
+    stack: ApiStack = request.getfixturevalue(name)
+    return stack
+
+
+def report_body(key: str, n: int) -> dict[str, Any]:
+    return {"summary": f"Report {n}: the post is everywhere", "dedup_key": key,
+            "severity": "high"}
+
+
+async def storm(stack: ApiStack, key: str, count: int, first: int = 0) -> list[httpx.Response]:
+    return list(await asyncio.gather(*(
+        stack.call("POST", "/reports", REPORTERS[n % len(REPORTERS)], json=report_body(key, n))
+        for n in range(first, first + count))))
+
+
+async def reports_on(stack: ApiStack, incident_id: str) -> Counter[str]:
+    """Report ids on the incident's timeline, from the workflow itself (not the read model)."""
+    handle = stack.env.client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
+    entries = await handle.query(IncidentWorkflow.timeline)
+    return Counter(str(e.details["report_id"]) for e in entries
+                   if e.kind in ("opened", "report_added"))
+
+
+async def resolve(stack: ApiStack, incident_id: str) -> None:
+    done = await stack.call("POST", f"/incidents/{incident_id}/resolve", "cora",
+                            json={"summary": "handled"})
+    assert done.status_code == 200, done.text
+
+
+async def test_a_storm_of_duplicates_makes_one_incident_with_every_report(
+        any_stack: ApiStack) -> None:
+    storm_stack = any_stack
+    key = f"post:{uuid.uuid4().hex}"
+    responses = await storm(storm_stack, key, 150)
+    assert sorted(r.status_code for r in responses) == [200] * 149 + [201]
+    receipts = [r.json() for r in responses]
+    assert len({r["incident_id"] for r in receipts}) == 1
+    assert [r["created"] for r in receipts].count(True) == 1
+    incident_id = receipts[0]["incident_id"]
+    on_timeline = await reports_on(storm_stack, incident_id)
+    assert on_timeline == Counter(r["report_id"] for r in receipts)  # each once, none lost
+
+    async def all_counted() -> dict[str, Any] | None:
+        view = await storm_stack.view(incident_id, "cora")
+        return view if view["incident"]["reports"] == 150 else None
+    await eventually(all_counted, what="the read model to count 150 reports")
+    # the incident still works: a storm must not stall it
+    await resolve(storm_stack, incident_id)
+
+
+async def test_resolving_mid_storm_loses_no_report(any_stack: ApiStack) -> None:
+    storm_stack = any_stack
+    key = f"post:{uuid.uuid4().hex}"
+    opened = (await storm(storm_stack, key, 1))[0]
+    assert opened.status_code == 201, opened.text
+    first_id = opened.json()["incident_id"]
+
+    async def waves() -> list[httpx.Response]:
+        sent = []
+        for wave in range(6):  # reports keep coming before, during and after the resolve
+            sent.append(asyncio.ensure_future(storm(storm_stack, key, 20, first=1 + 20 * wave)))
+            await asyncio.sleep(0.03)
+        return [r for batch in await asyncio.gather(*sent) for r in batch]
+    reports = asyncio.ensure_future(waves())
+    await asyncio.sleep(0.06)
+    await resolve(storm_stack, first_id)
+    responses = await reports
+    assert all(r.status_code in (200, 201) for r in responses), \
+        [r.text for r in responses if r.status_code >= 300][:3]
+    receipts = [opened.json(), *(r.json() for r in responses)]
+    by_incident: dict[str, list[dict[str, Any]]] = {}
+    for receipt in receipts:
+        by_incident.setdefault(receipt["incident_id"], []).append(receipt)
+    # whatever raced with the resolution went to one new incident for the key
+    assert len(by_incident) <= 2
+    for incident_id, placed in by_incident.items():
+        assert [r["created"] for r in placed].count(True) == 1, incident_id
+        on_timeline = await reports_on(storm_stack, incident_id)
+        assert {r["report_id"] for r in placed} <= set(on_timeline), \
+            "a receipt names an incident that does not have its report"
+    all_ids = [r["report_id"] for r in receipts]
+    assert len(set(all_ids)) == 121
+    # and no report landed twice, on either incident
+    totals = Counter[str]()
+    for incident_id in by_incident:
+        totals += await reports_on(storm_stack, incident_id)
+    assert totals == Counter(all_ids)
+    for incident_id in set(by_incident) - {first_id}:
+        await resolve(storm_stack, incident_id)
+
+
+async def test_two_api_processes_open_one_incident_per_key(storm_stack: ApiStack) -> None:
+    """Single-flight is per process; two processes must still agree through Temporal."""
+    other = create_app(storm_stack.settings)
+    async with (other.router.lifespan_context(other),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=other),
+                                  base_url="http://testserver", timeout=60) as second):
+        key = f"post:{uuid.uuid4().hex}"
+
+        async def via_second(n: int) -> httpx.Response:
+            return await second.post("/reports", json=report_body(key, n),
+                                      headers=storm_stack.auth(REPORTERS[n % len(REPORTERS)]))
+        first_half = storm(storm_stack, key, 40)
+        second_half = asyncio.gather(*(via_second(n) for n in range(40, 80)))
+        responses = [*(await first_half), *(await second_half)]
+    assert all(r.status_code in (200, 201) for r in responses)
+    receipts = [r.json() for r in responses]
+    assert len({r["incident_id"] for r in receipts}) == 1
+    assert [r["created"] for r in receipts].count(True) == 1
+    incident_id = receipts[0]["incident_id"]
+    assert sum((await reports_on(storm_stack, incident_id)).values()) == 80
+    await resolve(storm_stack, incident_id)
+
+
+async def test_a_retry_after_resolution_gets_its_first_receipt(storm_stack: ApiStack) -> None:
+    """The stored response of a keyed report is lost (Redis flushed, or the API died before
+    storing it); the incident was resolved since. The retry must not open a new incident."""
+    key = f"post:{uuid.uuid4().hex}"
+    opened = (await storm(storm_stack, key, 1))[0]
+    incident_id = opened.json()["incident_id"]
+    headers = {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+    first = await storm_stack.call("POST", "/reports", "rep-07", json=report_body(key, 7),
+                                   headers=headers)
+    assert first.status_code == 200, first.text
+    await resolve(storm_stack, incident_id)
+    for record in [k async for k in storm_stack.redis.scan_iter("ce:idem:http:rep-07:*")]:
+        await storm_stack.redis.delete(record)  # the first response is gone
+
+    retry = await storm_stack.call("POST", "/reports", "rep-07", json=report_body(key, 7),
+                                   headers=headers)
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == first.json()
+    assert (await reports_on(storm_stack, incident_id))[first.json()["report_id"]] == 1
+    # a new report for the key, after resolution, does open a new incident
+    fresh = (await storm(storm_stack, key, 1, first=8))[0]
+    assert fresh.status_code == 201
+    assert fresh.json()["incident_id"] != incident_id
+    await resolve(storm_stack, fresh.json()["incident_id"])
+
+
+# ---- incident ids -----------------------------------------------------------------------
+
+def test_ids_need_the_secret() -> None:
+    one, two = b"s" * 32, b"t" * 32
+    assert dedup_incident_id("social:post:123", 0, one) == \
+        dedup_incident_id("social:post:123", 0, one)
+    assert dedup_incident_id("social:post:123", 0, one) != \
+        dedup_incident_id("social:post:123", 0, two)
+    assert dedup_incident_id("social:post:123", 0, one) != \
+        dedup_incident_id("social:post:123", 1, one)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        dedup_incident_id("social:post:123", 0, b"short")
+
+
+def test_the_secret_is_generated_once_and_private(tmp_path: Path) -> None:
+    settings = Settings(tokens_file=tmp_path / "data" / "tokens.json")
+    secret = settings.id_secret_bytes()
+    path = tmp_path / "data" / "id-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(secret) >= 32
+    assert Settings(tokens_file=tmp_path / "data" / "tokens.json").id_secret_bytes() == secret
+    assert list(path.parent.iterdir()) == [path]  # no draft left behind
+    explicit = Settings(tokens_file=tmp_path / "x.json",
+                        id_secret=SecretStr("0123456789abcdef0123"))
+    assert explicit.id_secret_bytes() == b"0123456789abcdef0123"
+
+
+async def test_an_incident_id_is_not_the_hash_of_its_key(storm_stack: ApiStack) -> None:
+    import hashlib
+
+    key = f"social:post:{uuid.uuid4().hex}"
+    opened = (await storm(storm_stack, key, 1))[0]
+    incident_id = opened.json()["incident_id"]
+    assert hashlib.sha256(key.encode()).hexdigest()[:20] not in incident_id
+    assert hashlib.sha256(f"key:{key}".encode()).hexdigest()[:20] not in incident_id
+    # nor is the Redis hint named after the plain hash of the key
+    hints = [k async for k in storm_stack.redis.scan_iter("ce:dedup:*")]
+    assert f"ce:dedup:{hashlib.sha256(key.encode()).hexdigest()}" not in hints
+    await resolve(storm_stack, incident_id)
+
+
+async def test_an_incident_open_before_the_upgrade_keeps_its_reports(
+        storm_stack: ApiStack) -> None:
+    """Ids were `inc-{sha256(key)[:20]}-{epoch}` before they were keyed with the secret: an
+    incident still open under such an id gets its key's reports until it is resolved."""
+    import hashlib
+
+    from domain.incident import StartIncident
+
+    key = f"post:{uuid.uuid4().hex}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    legacy_id = f"inc-{digest[:20]}-0"
+    registry = storm_stack.app.state.services.registry
+    snapshot = registry.get("storm")
+    assert snapshot is not None
+    await storm_stack.env.client.start_workflow(
+        IncidentWorkflow.run, StartIncident(
+            incident_id=legacy_id, title="Opened before the upgrade", summary="old",
+            severity=snapshot.definition.severities[0], dedup_key=key, opened_by="cora",
+            opening_report_id="rep-legacy", playbook=snapshot,
+            directory=registry.directory_snapshot()),
+        id=legacy_id, task_queue=storm_stack.settings.task_queue)
+    await storm_stack.redis.set(f"ce:dedup:{digest}", "0")  # the old epoch hint
+
+    responses = await storm(storm_stack, key, 20)
+    assert {(r.status_code, r.json()["incident_id"]) for r in responses} == {(200, legacy_id)}
+    assert sum((await reports_on(storm_stack, legacy_id)).values()) == 21
+
+    await resolve(storm_stack, legacy_id)
+    after = (await storm(storm_stack, key, 1, first=30))[0]
+    assert after.status_code == 201, after.text
+    assert after.json()["incident_id"] not in (legacy_id, f"inc-{digest[:20]}-1")
+    await resolve(storm_stack, after.json()["incident_id"])
