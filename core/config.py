@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
     continue_as_new_after_events: int = 8000
+    # Web sessions and signed action links (api/web, core/action_links). `secret_keys` is a
+    # JSON list: the first signs, every one verifies (rotate by prepending a new key). Empty:
+    # one random key kept in `secret_key_file` (created on first use, mode 0600).
+    secret_keys: list[str] = []
+    secret_key_file: Path = ROOT / ".data" / "secret.key"
+    session_ttl_seconds: int = 12 * 3600
+    cookie_secure: bool = False  # set true behind HTTPS
+    live_replay_events: int = 1000  # Last-Event-ID resume buffer per stream
 
 
 @lru_cache
