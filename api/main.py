@@ -13,12 +13,15 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from core.action_links import ActionLinks
 from core.config import Settings, get_settings
+from core.secrets import signing_keys
 from core.tokens import TokenStore
+from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 
 from .deps import Services
@@ -27,16 +30,22 @@ from .idempotency import IdempotencyMiddleware
 from .intake import Intake
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
 from .playbook_registry import PlaybookRegistry
-from .routes import demo, health, incidents, playbooks, reports, review, tasks
+from .routes import demo, health, incidents, leadership, live, playbooks, reports, review, tasks
 from .routing import ROUTING_FILE, RoutingTable
+from .web import act as web_act
+from .web import docs as web_docs
+from .web import pages as web_pages
+from .web.sessions import SessionStore
 
-STATIC = Path(__file__).resolve().parent / "static"
+WEB_STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 DESCRIPTION = """
 Crisis-response incidents with parallel quorum approvals and durable escalation.
 
 Authenticate with `Authorization: Bearer <token>` (tokens from `crisis users issue-tokens`;
-`make run` prints the demo users' tokens). Every error is `{"error": code, "detail": text}`.
+`make run` prints the demo users' tokens). The web app at `/ui` signs in with the same
+token and keeps an HttpOnly session cookie instead (state changes then need the page's
+CSRF token in `X-CSRF-Token`). Every error is `{"error": code, "detail": text}`.
 POST endpoints accept an `Idempotency-Key` header: the same key and body return the stored
 response, the same key with another body is 422, and a duplicate still in flight is 409.
 Request bodies are limited to 256 KiB.
@@ -49,11 +58,14 @@ async def build_services(settings: Settings) -> Services:
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
+    keys = signing_keys(settings)
     return Services(
         settings=settings, temporal=client, redis=redis, registry=registry,
         tokens=TokenStore(settings.tokens_file), read_model=ReadModel(redis),
         routing=RoutingTable.load(settings.directory_file.parent / ROUTING_FILE),
-        intake=Intake(client, redis, settings.task_queue))
+        intake=Intake(client, redis, settings.task_queue),
+        sessions=SessionStore(redis, keys, settings.session_ttl_seconds),
+        hub=EventHub(redis), links=ActionLinks(keys))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,20 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await services.hub.stop()
             await services.redis.aclose()
 
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    for module in (health, incidents, review, reports, tasks, playbooks, demo):
+    for module in (health, incidents, review, leadership, reports, tasks, playbooks, demo, live):
         app.include_router(module.router)
-
-    @app.get("/", response_class=FileResponse, summary="The web UI",
-             responses={200: {"content": {"text/html": {"example": "<!doctype html>..."}},
-                              "description": "A small single-page UI"}},
-             tags=["ui"])
-    async def web_ui() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    web_docs.install(app)  # /docs and /redoc from vendored assets, offline
+    web_pages.install(app)  # the web app under /ui (and / redirects there)
+    app.include_router(web_act.router)  # signed action links: /ui/act/<token>
+    app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
 
     # Added last = runs first: log and request id, then the size limit, then idempotency.
     app.add_middleware(IdempotencyMiddleware)

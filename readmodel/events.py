@@ -101,7 +101,7 @@ async def replay(redis: aioredis.Redis, after: str, incident_id: str | None = No
     if not STREAM_ID.match(after):
         return []
     stream = STREAM if incident_id is None else incident_stream(incident_id)
-    rows: list[Any] = await redis.xrange(stream, min=f"({after}", max="+", count=limit)
+    rows: Any = await redis.xrange(stream, min=f"({after}", max="+", count=limit)
     out = []
     for event_id, fields in rows:
         with contextlib.suppress(ValueError):
