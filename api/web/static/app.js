@@ -26,3 +26,12 @@
   }
   document.addEventListener("DOMContentLoaded", chart);
 })();
+// Forms answer 422 with themselves re-rendered, errors next to their fields: swap those too.
+if (window.htmx) {
+  htmx.config.responseHandling = [
+    { code: "204", swap: false },
+    { code: "[23]..", swap: true },
+    { code: "422", swap: true },
+    { code: "[45]..", swap: false, error: true },
+  ];
+}
