@@ -55,7 +55,11 @@ Request bodies are limited to 256 KiB.
 async def build_services(settings: Settings) -> Services:
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
                                   data_converter=pydantic_data_converter, lazy=True)
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    # A blocking pool: a burst of requests (or hundreds of live-event streams) waits for a
+    # connection instead of failing with "Too many connections" (redis-py's default, 100).
+    redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, decode_responses=True, max_connections=settings.redis_max_connections,
+        timeout=10))
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
     keys = signing_keys(settings)

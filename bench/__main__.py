@@ -23,9 +23,10 @@ from bench.interpreter import (
     interpreter_suite,
     round_trip_suite,
 )
+from bench.sse_fanout import Fanout, sse_fanout_suite
 from core.logging import configure_logging
 
-SUITES = ("interpreter", "dev-server", "update-rtt")
+SUITES = ("interpreter", "dev-server", "update-rtt", "sse-fanout")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,12 @@ def round_trip_rows(pair: list[RoundTrips]) -> list[Row]:
             for q in (0.5, 0.99)]
 
 
+def fanout_rows(result: Fanout) -> list[Row]:
+    return [Row(f"SSE decision->event p{int(q * 100)} (ms, {result.subscribers} subscribers; "
+                "bare = Redis pub/sub)", result.latency(q) * 1000, result.bare_latency(q) * 1000)
+            for q in (0.5, 0.99)]
+
+
 def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
     width = max([len(row.measure) for row in rows] + [len("measure")])
     header = f"{'measure':<{width}}  {'crisis-engine':>13}  {'bare':>9}  {'ratio':>6}"
@@ -131,6 +138,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
         if "update-rtt" in chosen:
             rows += round_trip_rows(await round_trip_suite(
                 both, samples=args.round_trips, concurrency=args.concurrency))
+    if "sse-fanout" in chosen:
+        rows += fanout_rows(await sse_fanout_suite(subscribers=200))
     return rows
 
 
