@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.metrics import IncidentMetrics
 
@@ -57,6 +57,19 @@ class DayCount(BaseModel):
 
 
 class FleetReport(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "start": "2026-03-01T00:00:00Z", "end": "2026-03-31T00:00:00Z", "incidents": 12,
+        "open": 2, "resolved": 10, "mtta": 412.5, "mttr": 15840.0, "acknowledged": 12,
+        "nodes": [{"node": "approve-holding", "title": "Approve the holding statement",
+                   "time_to_outcome": {"count": 11, "median": 1260.0, "p90": 5400.0},
+                   "pending": 1}],
+        "slowest_roles": [{"name": "legal", "decisions": 14, "median": 1800.0,
+                           "p90": 7200.0}],
+        "slowest_people": [{"name": "lena-legal", "decisions": 6, "median": 2400.0,
+                            "p90": 9000.0}],
+        "escalations_by_playbook": {"viral-complaint": 5, "data-breach-rumour": 2},
+        "incidents_over_time": [{"day": "2026-03-06", "opened": 3, "resolved": 1}]}]})
+
     start: datetime
     end: datetime
     incidents: int
