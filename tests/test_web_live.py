@@ -130,6 +130,9 @@ def test_login_sets_an_httponly_samesite_cookie_and_forms_need_csrf(stack: WebSt
 
 def test_bad_token_and_logout(stack: WebStack) -> None:
     with stack.client() as http:
+        foreign = http.post("/ui/login", data={"token": stack.tokens["cora"]},
+                            headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403 and "ce_session" not in http.cookies
         bad = http.post("/ui/login", data={"token": "nope"})
         assert bad.status_code == 401 and "unknown or revoked" in bad.text
         assert http.get("/ui/board").status_code == 303  # to the login page

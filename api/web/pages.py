@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path as FsPath
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 from fastapi import APIRouter, FastAPI, Form, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -30,7 +30,7 @@ from domain.playbook import Severity
 
 from .. import auth, lookup
 from ..auth import Principal
-from ..deps import Services, get_services, session_of, session_user
+from ..deps import Services, get_services, principal_for_token, session_of, session_user
 from ..errors import ApiError, from_update_failure
 from ..routes import incidents as incident_routes
 from ..routes import leadership, review
@@ -158,7 +158,11 @@ def _safe_next(next_path: str) -> str:
 async def login(request: Request, token: Annotated[str, Form(max_length=500)] = "",
                 next: Annotated[str, Form(max_length=2000)] = "") -> Response:
     services = services_of(request)
-    from ..deps import principal_for_token
+    origin = request.headers.get("origin")
+    if origin and urlparse(origin).netloc != request.url.netloc:
+        # login CSRF: another site must not sign this browser in as someone else
+        return render(request, "login.html", None, status_code=403, next="",
+                      error="Sign in from this site's own login page.")
     principal = principal_for_token(services, token.strip() or None)
     if principal is None:
         return render(request, "login.html", None, status_code=401, next=_safe_next(next),
@@ -347,8 +351,9 @@ async def incident_context(request: Request, user: Principal, incident_id: str
                       "waiting": present.waiting_on(node, view.tasks, names),
                       "draft": drafts[-1] if drafts else None,
                       "previous_draft": _previous_draft(view, node.step_id)})
+    titles = {n.step_id: n.title for n in view.nodes}
     timeline = [{"entry": e, "offset": present.offset(e.at, view.incident.opened_at),
-                 "sentence": present.sentence(e, names),
+                 "sentence": present.sentence(e, names, titles),
                  "raw": json.dumps(e.model_dump(mode="json"), indent=2, ensure_ascii=False)}
                 for e in entries]
     return {"view": view, "incident": view.incident, "nodes": nodes, "timeline": timeline,

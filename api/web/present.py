@@ -41,8 +41,11 @@ def _target(label: str, names: Names) -> str:
     return names(value) if kind == "person" else f"the {value} {kind}"
 
 
-def sentence(entry: TimelineEntry, names: Names) -> str:
-    d = entry.details
+def sentence(entry: TimelineEntry, names: Names, nodes: dict[str, str] | None = None) -> str:
+    """One readable line; `nodes` maps approval node ids to their titles."""
+    d = dict(entry.details)
+    if nodes and d.get("node") in nodes:
+        d["node"] = f"“{nodes[str(d['node'])]}”"
     who = names(entry.actor)
     kind = entry.kind
     if kind == "opened":
@@ -58,7 +61,7 @@ def sentence(entry: TimelineEntry, names: Names) -> str:
         elif d.get("reason"):
             why = f" ({d['reason']})"
         role = f" as {d['role']}" if d.get("role") else ""
-        return f"Asked {names(str(d.get('assignee')))}{role} to approve {d.get('node')}{why}"
+        return f"Asked {names(str(d.get('assignee')))}{role} to decide {d.get('node')}{why}"
     if kind == "notified":
         channels = ", ".join(d.get("channels") or []) or "no channel"
         return f"Notified {names(str(d.get('to')))} ({d.get('purpose', 'message')}) by {channels}"
