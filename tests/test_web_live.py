@@ -330,3 +330,46 @@ def test_docs_are_served_from_local_assets(stack: WebStack) -> None:
                 assert http.get(asset).status_code == 200, asset
 
 
+
+
+def test_delegation_from_the_page_offers_and_accepts_only_eligible_people(
+        stack: WebStack) -> None:
+    incident_id = stack.open_incident()
+    task = stack.wait_tasks(incident_id, 2)["alex"]
+    http, csrf = login(stack, "alex")
+    with contextlib.closing(http):
+        page = http.get(f"/ui/tasks/{task['id']}").text
+        offered = re.findall(r'<option value="([a-z]+)">', page)
+        assert offered == ["dora", "olga"]  # legal's other member, the legal on-call roster
+        headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+        refused = http.post(f"/ui/tasks/{task['id']}/delegate", data={"to": "abby"},
+                            headers=headers)
+        assert "choose someone from the list" in refused.text
+        assert task_state(stack, task["id"]) == "open"
+        moved = http.post(f"/ui/tasks/{task['id']}/delegate", data={"to": "dora"},
+                          headers=headers)
+        assert "Delegated" in moved.text and "Dora Deputy" in moved.text
+    assert task_state(stack, task["id"]) == "delegated"
+
+
+def test_pages_apply_the_api_rules_to_other_peoples_tasks(stack: WebStack) -> None:
+    incident_id = stack.open_incident()
+    task = stack.wait_tasks(incident_id, 2)["abby"]
+    http, csrf = login(stack, "dora")  # an approver without a task here
+    with contextlib.closing(http):
+        assert http.get(f"/ui/tasks/{task['id']}").status_code == 403
+        assert http.get(f"/ui/incidents/{incident_id}").status_code == 403
+        http.post(f"/ui/tasks/{task['id']}/decide", data={"decision": "approve"},
+                  headers={"X-CSRF-Token": csrf, "HX-Request": "true"})
+    assert task_state(stack, task["id"]) == "open"
+
+
+def test_keys_rotate_the_first_signs_and_every_one_verifies() -> None:
+    old, new = b"old-key-0123456789abcdef", b"new-key-0123456789abcdef"
+    path = ActionLinks([old]).issue_link("inc-abcd-0.x.1", "alex", "0" * 64, "approve",
+                                         datetime.now(UTC) + timedelta(hours=1))
+    token = path.removeprefix("/ui/act/")
+    assert ActionLinks([new, old]).verify(token).assignee == "alex"
+    from core.action_links import LinkInvalid
+    with pytest.raises(LinkInvalid):
+        ActionLinks([new]).verify(token)
