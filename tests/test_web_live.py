@@ -364,6 +364,18 @@ def test_pages_apply_the_api_rules_to_other_peoples_tasks(stack: WebStack) -> No
     assert task_state(stack, task["id"]) == "open"
 
 
+def test_a_stale_csrf_token_is_refused_with_a_message_on_the_page(stack: WebStack) -> None:
+    incident_id = stack.open_incident()
+    task = stack.wait_tasks(incident_id, 2)["abby"]
+    http, _ = login(stack, "abby")
+    with contextlib.closing(http):
+        refused = http.post(f"/ui/tasks/{task['id']}/decide", data={"decision": "approve"},
+                            headers={"X-CSRF-Token": "stale", "HX-Request": "true"})
+        assert refused.headers["HX-Retarget"] == "#feedback"
+        assert "CSRF" in refused.text
+    assert task_state(stack, task["id"]) == "open"
+
+
 def test_keys_rotate_the_first_signs_and_every_one_verifies() -> None:
     old, new = b"old-key-0123456789abcdef", b"new-key-0123456789abcdef"
     path = ActionLinks([old]).issue_link("inc-abcd-0.x.1", "alex", "0" * 64, "approve",

@@ -97,8 +97,18 @@ def services_of(request: Request) -> Services:
     return get_services(request)
 
 
+class PageProblem(Exception):
+    """A request the page can't serve (e.g. a stale CSRF token): say so on the page."""
+
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+
+
 async def page_user(request: Request) -> Principal:
-    user = await session_user(request, services_of(request))
+    try:
+        user = await session_user(request, services_of(request))
+    except ApiError as exc:
+        raise PageProblem(exc) from None
     if user is None:
         raise LoginNeeded(request.url.path + (f"?{request.url.query}" if request.url.query
                                               else ""))
@@ -628,7 +638,14 @@ def install(app: FastAPI) -> None:
             return Response(status_code=401, headers={"HX-Redirect": target})
         return RedirectResponse(target, status_code=303)
 
+    async def page_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PageProblem)
+        if request.headers.get("HX-Request"):
+            return feedback(request, str(exc.error.detail), ok=False)
+        return error_page(request, None, exc.error)
+
     app.add_exception_handler(LoginNeeded, login_needed)
+    app.add_exception_handler(PageProblem, page_problem)
     app.include_router(router)
 
     @app.get("/", include_in_schema=False, response_model=None)
