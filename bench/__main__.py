@@ -101,9 +101,14 @@ def round_trip_rows(pair: list[RoundTrips]) -> list[Row]:
 
 
 def fanout_rows(result: Fanout) -> list[Row]:
-    return [Row(f"SSE decision->event p{int(q * 100)} (ms, {result.subscribers} subscribers; "
+    n = result.subscribers
+    rows = [Row(f"SSE decision->event p{int(q * 100)} (ms, {n} subscribers; "
                 "bare = Redis pub/sub)", result.latency(q) * 1000, result.bare_latency(q) * 1000)
             for q in (0.5, 0.99)]
+    rows += [Row(f"SSE append->event p{int(q * 100)} (ms, {n} subscribers; "
+                 "bare = Redis pub/sub)", result.fanout_latency(q) * 1000,
+                 result.bare_latency(q) * 1000) for q in (0.5, 0.99)]
+    return rows
 
 
 def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:

@@ -1,6 +1,7 @@
 """SSE fan-out: N concurrent subscribers on one incident's `GET /incidents/{id}/events`, and
 the time from a decision (`POST /tasks/{id}/decision` sent) until each subscriber has the
-`change` event that carries it.
+`change` event that carries it; and, of that, the fan-out alone: from the moment the
+projection writer appended the event (its stream id is Redis' clock) to its arrival.
 
 The stack is real (uvicorn + worker in a thread, `tests.web_stack`; Temporal dev server;
 Redis); the subscribers are httpx streams in this process. The target (issue 7): every
@@ -30,7 +31,8 @@ from tests.web_stack import WebStack, web_stack
 @dataclass(frozen=True)
 class Fanout:
     subscribers: int
-    seconds: list[float]  # per subscriber, sorted
+    seconds: list[float]  # per subscriber, sorted: decision sent -> event received
+    fanout: list[float]  # per subscriber, sorted: event appended to the stream -> received
     bare: list[float]
 
     @staticmethod
@@ -40,13 +42,16 @@ class Fanout:
     def latency(self, q: float) -> float:
         return self._q(self.seconds, q)
 
+    def fanout_latency(self, q: float) -> float:
+        return self._q(self.fanout, q)
+
     def bare_latency(self, q: float) -> float:
         return self._q(self.bare, q)
 
 
 async def _subscriber(http: httpx.AsyncClient, path: str, headers: dict[str, str],
                       ready: asyncio.Event, counter: list[int], total: int,
-                      arrived: dict[int, float], index: int) -> None:
+                      arrived: dict[int, tuple[float, float]], index: int) -> None:
     async with http.stream("GET", path, headers=headers) as response:
         event = ""
         async for line in response.aiter_lines():
@@ -59,15 +64,17 @@ async def _subscriber(http: httpx.AsyncClient, path: str, headers: dict[str, str
             elif line.startswith("data:") and event == "change":
                 data = json.loads(line.partition(":")[2])
                 if "decision" in data.get("kinds", []):
-                    arrived[index] = time.perf_counter()
+                    # the stream id is the Redis clock (ms) when the writer appended it
+                    arrived[index] = (time.perf_counter(),
+                                      time.time() - int(data["id"].split("-")[0]) / 1000)
                     return
 
 
-async def _sse_round(stack: WebStack, subscribers: int) -> list[float]:
+async def _sse_round(stack: WebStack, subscribers: int) -> tuple[list[float], list[float]]:
     incident_id = stack.open_incident()
     task = await asyncio.to_thread(stack.wait_tasks, incident_id, 2)
     limits = httpx.Limits(max_connections=subscribers + 10)
-    arrived: dict[int, float] = {}
+    arrived: dict[int, tuple[float, float]] = {}
     ready = asyncio.Event()
     counter = [0]
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, limits=limits) as http:
@@ -80,7 +87,8 @@ async def _sse_round(stack: WebStack, subscribers: int) -> list[float]:
                                    headers=stack.auth("abby"), json={"decision": "approve"})
         response.raise_for_status()
         await asyncio.wait_for(asyncio.gather(*workers), 30)
-    return sorted(at - sent for at in arrived.values())
+    return (sorted(at - sent for at, _ in arrived.values()),
+            sorted(max(0.0, lag) for _, lag in arrived.values()))
 
 
 async def _bare_round(redis_url: str, subscribers: int) -> list[float]:
@@ -120,9 +128,9 @@ async def sse_fanout_suite(subscribers: int = 200) -> Fanout:
             target = env.client.service_client.config.target_host
             with web_stack(target, redis_url, workdir) as stack:
                 await _sse_round(stack, min(10, subscribers))  # warm-up, not counted
-                seconds = await _sse_round(stack, subscribers)
+                seconds, fanout = await _sse_round(stack, subscribers)
             bare = await _bare_round(redis_url, subscribers)
             shutil.rmtree(workdir, ignore_errors=True)
     finally:
         await env.shutdown()
-    return Fanout(subscribers=subscribers, seconds=seconds, bare=bare)
+    return Fanout(subscribers=subscribers, seconds=seconds, fanout=fanout, bare=bare)

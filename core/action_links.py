@@ -21,7 +21,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -123,6 +123,25 @@ class ActionLinks:
     def confirm_ok(self, claims: LinkClaims, supplied: str) -> bool:
         return any(hmac.compare_digest(supplied, _mac(k, f"confirm:{claims.nonce}"))
                    for k in self._keys)
+
+
+DEFAULT_LIFETIME = timedelta(days=7)  # for a task without a deadline
+
+
+def task_urls(links: ActionLinks, public_url: str, task_id: str, assignee: str, content: str,
+              deadline: datetime | None, now: datetime) -> dict[str, str]:
+    """What a task notification links to: its page and the signed approve/reject links.
+
+    For the channels: `{"page": .../ui/tasks/<id>, "approve": .../ui/act/..., "reject": ...}`.
+    The links expire with the task's deadline (or after a week if it has none).
+    """
+    base = public_url.rstrip("/")
+    expires = deadline or now + DEFAULT_LIFETIME
+    digest = content_sha256(content)
+    urls = {"page": f"{base}/ui/tasks/{task_id}"}
+    for action in ACTIONS:
+        urls[action] = base + links.issue_link(task_id, assignee, digest, action, expires)
+    return urls
 
 
 async def claim_use(redis: aioredis.Redis, claims: LinkClaims, now: datetime) -> bool:

@@ -376,6 +376,19 @@ def test_a_stale_csrf_token_is_refused_with_a_message_on_the_page(stack: WebStac
     assert task_state(stack, task["id"]) == "open"
 
 
+def test_task_urls_give_the_page_and_both_signed_actions() -> None:
+    from core.action_links import task_urls
+    links = ActionLinks([b"key-0123456789abcdef-key"])
+    deadline = datetime(2026, 3, 6, 21, 40, tzinfo=UTC)
+    urls = task_urls(links, "https://crisis.example/", "inc-abcd-0.x.1", "alex", "Text",
+                     deadline, now=datetime(2026, 3, 6, 17, 40, tzinfo=UTC))
+    assert urls["page"] == "https://crisis.example/ui/tasks/inc-abcd-0.x.1"
+    for action in ("approve", "reject"):
+        claims = links.verify(urls[action].removeprefix("https://crisis.example/ui/act/"))
+        assert (claims.action, claims.assignee, claims.expires_at) == (action, "alex", deadline)
+        assert claims.content_sha256 == content_sha256("Text")
+
+
 def test_keys_rotate_the_first_signs_and_every_one_verifies() -> None:
     old, new = b"old-key-0123456789abcdef", b"new-key-0123456789abcdef"
     path = ActionLinks([old]).issue_link("inc-abcd-0.x.1", "alex", "0" * 64, "approve",

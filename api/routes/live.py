@@ -55,7 +55,7 @@ async def _position(services: ServicesDep, incident_id: str | None) -> str:
     return str(rows[0][0]) if rows else "0-0"
 
 
-async def _stream(request: Request, services: ServicesDep, incident_id: str | None,
+async def _stream(services: ServicesDep, incident_id: str | None,
                   last_event_id: str | None,
                   allowed: Callable[[LiveEvent], bool]) -> AsyncIterator[ServerSentEvent]:
     async with services.hub.subscribe(incident_id) as sub:
@@ -75,9 +75,7 @@ async def _stream(request: Request, services: ServicesDep, incident_id: str | No
                 continue  # already replayed
             last = event.id
             if allowed(event):
-                yield _sse(event)
-            if await request.is_disconnected():
-                break
+                yield _sse(event)  # sse-starlette ends the stream when the client leaves
 
 
 def _valid_resume(last_event_id: str | None) -> str | None:
@@ -102,7 +100,7 @@ async def incident_events(
     await readable_view(user, read_model, client, incident_id)
     resume = _valid_resume(last_event_id)
     return EventSourceResponse(
-        _stream(request, services, incident_id, resume, lambda _: True), ping=PING_SECONDS)
+        _stream(services, incident_id, resume, lambda _: True), ping=PING_SECONDS)
 
 
 def event_filter(user: Principal, readable: set[str]) -> Callable[[LiveEvent], bool]:
@@ -141,5 +139,5 @@ async def all_events(request: Request, user: CurrentUser, services: ServicesDep,
                 break
     resume = _valid_resume(last_event_id)
     return EventSourceResponse(
-        _stream(request, services, None, resume, event_filter(user, readable)),
+        _stream(services, None, resume, event_filter(user, readable)),
         ping=PING_SECONDS)
