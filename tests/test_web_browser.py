@@ -116,6 +116,11 @@ async def test_a_new_incident_appears_on_another_board_without_reload(
     await expect(row).to_be_visible(timeout=2000)
     assert time.monotonic() - started < 4  # opening + the board update
     await expect(row).to_contain_text("Alex Lawyer")  # who it waits on, by name
+    # the timeline reads as sentences with names; the raw entry is one click away
+    first = opener.get_by_test_id("timeline").locator("li").first
+    await expect(first).to_contain_text(f"Cora Communicator opened the incident “{title}”")
+    await first.locator("summary").click()
+    await expect(first.locator("pre")).to_contain_text('"kind": "opened"')
     await shot(watcher, "board")
     await shot(opener, "incident")
     await watcher_context.close()
