@@ -2,6 +2,10 @@
 
 The lifespan in `api.main` builds one `Services` and keeps it on `app.state.services`;
 routes ask for the parts they need with the `Annotated` aliases below.
+
+The current user comes from `Authorization: Bearer <token>` when that header is present
+(exactly as before), otherwise from a browser session cookie (`api.web.sessions`); a
+cookie-authenticated request that changes state must carry the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from core.action_links import ActionLinks
 from core.config import Settings
 from core.tokens import TokenStore
 from domain.directory import AccessRole
+from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 
 from . import auth
 from .auth import Principal
+from .errors import ApiError
 from .intake import Intake
 from .middleware import LOG_SCOPE_KEY
 from .playbook_registry import PlaybookRegistry
 from .routing import RoutingTable
+from .web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionStore, csrf_ok
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -37,6 +47,9 @@ class Services:
     read_model: ReadModel
     routing: RoutingTable
     intake: Intake
+    sessions: SessionStore
+    hub: EventHub
+    links: ActionLinks
 
 
 def get_services(request: Request) -> Services:
@@ -92,16 +105,58 @@ def principal_for_token(services: Services, token: str | None) -> Principal | No
     return Principal.of(person) if person is not None else None
 
 
+async def session_of(request: Request, services: Services) -> Session | None:
+    """The browser session of the request's cookie (cached on the request), or None."""
+    if "ce_session" in request.scope.get("state", {}):
+        cached: Session | None = request.state.ce_session
+        return cached
+    session = await services.sessions.get(request.cookies.get(COOKIE))
+    request.state.ce_session = session
+    return session
+
+
+async def check_csrf(request: Request, session: Session) -> None:
+    """403 unless a state-changing cookie request carries the session's CSRF token."""
+    if request.method in SAFE_METHODS:
+        return
+    supplied = request.headers.get(CSRF_HEADER)
+    if supplied is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        supplied = value if isinstance(value, str) else None
+    if not csrf_ok(session, supplied):
+        raise ApiError(403, "missing or wrong CSRF token: reload the page and try again",
+                            "CsrfFailed")
+
+
+async def session_user(request: Request, services: Services) -> Principal | None:
+    """The signed-in person of a browser session (CSRF-checked), or None."""
+    session = await session_of(request, services)
+    if session is None:
+        return None
+    person = services.registry.person(session.person_id)
+    if person is None:
+        return None
+    await check_csrf(request, session)
+    return Principal.of(person)
+
+
 async def current_user(
     request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise auth.unauthorized("missing bearer token")
-    principal = principal_for_token(services, credentials.credentials)
-    if principal is None:
-        raise auth.unauthorized("invalid or revoked token")
+        if "authorization" in request.headers:
+            raise auth.unauthorized("missing bearer token")
+        principal = await session_user(request, services)
+        if principal is None:
+            raise auth.unauthorized("missing bearer token")
+    else:
+        principal = principal_for_token(services, credentials.credentials)
+        if principal is None:
+            raise auth.unauthorized("invalid or revoked token")
     fields = request.scope.get(LOG_SCOPE_KEY)
     if isinstance(fields, dict):
         fields["user"] = principal.id

@@ -18,18 +18,21 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from temporalio.service import RetryConfig
 
+from core.action_links import ActionLinks
 from core.config import Settings, get_settings
 from core.policy_store import PolicyStore
+from core.secrets import signing_keys
 from core.temporal_client import connect_temporal
 from core.tokens import TokenStore
 from core.tracing import instrument_app, tracing_interceptors
+from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 
 from . import ratelimit
@@ -48,20 +51,28 @@ from .routes import (
     drafts,
     health,
     incidents,
+    leadership,
+    live,
     playbooks,
     reports,
     review,
     tasks,
 )
 from .routing import ROUTING_FILE, RoutingTable
+from .web import act as web_act
+from .web import docs as web_docs
+from .web import pages as web_pages
+from .web.sessions import SessionStore
 
-STATIC = Path(__file__).resolve().parent / "static"
+WEB_STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 DESCRIPTION = """
 Crisis-response incidents with parallel quorum approvals and durable escalation.
 
 Authenticate with `Authorization: Bearer <token>` (tokens from `crisis users issue-tokens`;
-`make run` prints the demo users' tokens). Every error is `{"error": code, "detail": text}`.
+`make run` prints the demo users' tokens). The web app at `/ui` signs in with the same
+token and keeps an HttpOnly session cookie instead (state changes then need the page's
+CSRF token in `X-CSRF-Token`). Every error is `{"error": code, "detail": text}`.
 POST endpoints accept an `Idempotency-Key` header: the same key and body return the stored
 response, the same key with another body is 422, and a duplicate still in flight is 409.
 Request bodies are limited to 256 KiB and to 64 levels of nesting (422 `BodyTooDeep`).
@@ -77,22 +88,28 @@ async def build_services(settings: Settings) -> Services:
         settings, lazy=True, interceptors=tracing_interceptors(settings, "crisis-api"),
         retry_config=RetryConfig(max_elapsed_time_millis=int(budget * 1000), max_retries=6,
                                  max_interval_millis=1000))
-    redis = aioredis.Redis.from_url(
-        settings.redis_url, decode_responses=True,
-        socket_timeout=settings.redis_socket_timeout_seconds,
+    # A blocking pool: a burst of requests (or hundreds of live-event streams) waits for a
+    # connection instead of failing with "Too many connections" (redis-py's default, 100).
+    # Socket timeouts make a dead Redis a fast 503; a pooled connection that died with a
+    # Redis restart is retried on a fresh one.
+    redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, decode_responses=True, max_connections=settings.redis_max_connections,
+        timeout=10, socket_timeout=settings.redis_socket_timeout_seconds,
         socket_connect_timeout=settings.redis_socket_timeout_seconds,
-        # a pooled connection that died with a Redis restart is retried on a fresh one
         retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        retry_on_error=[RedisConnectionError, RedisTimeoutError]))
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file,
                                 store=PolicyStore(client, settings),
                                 refresh_seconds=settings.policy_refresh_seconds)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
     routing = RoutingTable.load(settings.directory_file.parent / ROUTING_FILE)
+    keys = signing_keys(settings)
     return Services(
         settings=settings, temporal=client, redis=redis, registry=registry,
         tokens=TokenStore(settings.tokens_file), read_model=ReadModel(redis),
-        routing=routing, intake=Intake(client, redis, settings, registry, routing))
+        routing=routing, intake=Intake(client, redis, settings, registry, routing),
+        sessions=SessionStore(redis, keys, settings.session_ttl_seconds),
+        hub=EventHub(redis), links=ActionLinks(keys))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,24 +124,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await services.registry.stop()
+            await services.hub.stop()
             await services.redis.aclose()
 
     app = FastAPI(title="crisis-engine", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, incidents, drafts, review, reports, tasks, playbooks, directory):
+    for module in (health, incidents, drafts, review, leadership, reports, tasks, playbooks,
+                   directory, live):
         app.include_router(module.router)
     if settings.demo_mode:
         app.include_router(demo.router)
     app.include_router(metrics_router)
-
-    @app.get("/", response_class=FileResponse, summary="The web UI",
-             responses={200: {"content": {"text/html": {"example": "<!doctype html>..."}},
-                              "description": "A small single-page UI"}},
-             tags=["ui"], operation_id="getWebUi")
-    async def web_ui() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    web_docs.install(app)  # /docs and /redoc from vendored assets, offline
+    web_pages.install(app)  # the web app under /ui (and / redirects there)
+    app.include_router(web_act.router)  # signed action links: /ui/act/<token>
+    app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
 
     ratelimit.document(app)  # 429 + Retry-After in the OpenAPI of limited routes
 

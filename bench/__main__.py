@@ -24,9 +24,10 @@ from bench.interpreter import (
     interpreter_suite,
     round_trip_suite,
 )
+from bench.sse_fanout import Fanout, sse_fanout_suite
 from core.logging import configure_logging
 
-SUITES = ("interpreter", "dev-server", "update-rtt", "intake-storm")
+SUITES = ("interpreter", "dev-server", "update-rtt", "intake-storm", "sse-fanout")
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,17 @@ def round_trip_rows(pair: list[RoundTrips]) -> list[Row]:
             for q in (0.5, 0.99)]
 
 
+def fanout_rows(result: Fanout) -> list[Row]:
+    n = result.subscribers
+    rows = [Row(f"SSE decision->event p{int(q * 100)} (ms, {n} subscribers; "
+                "bare = Redis pub/sub)", result.latency(q) * 1000, result.bare_latency(q) * 1000)
+            for q in (0.5, 0.99)]
+    rows += [Row(f"SSE append->event p{int(q * 100)} (ms, {n} subscribers; "
+                 "bare = Redis pub/sub)", result.fanout_latency(q) * 1000,
+                 result.bare_latency(q) * 1000) for q in (0.5, 0.99)]
+    return rows
+
+
 def render(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
     width = max([len(row.measure) for row in rows] + [len("measure")])
     header = f"{'measure':<{width}}  {'crisis-engine':>13}  {'bare':>9}  {'ratio':>6}"
@@ -140,6 +152,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
         rows += [Row(*cells) for cells in storm_table(await storm_suite(
             concurrencies=args.storm_concurrency or [50, 200], reports=args.storm_reports,
             budget=min(budget, STORM_BUDGET_SECONDS)))]
+    if "sse-fanout" in chosen:
+        rows += fanout_rows(await sse_fanout_suite(subscribers=200))
     return rows
 
 

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "crisis-incidents"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = 200  # the API's pool; requests wait for a free connection
     playbooks_dir: Path = ROOT / "playbooks"
     directory_file: Path = ROOT / "config" / "directory.yaml"
     tokens_file: Path = ROOT / ".data" / "tokens.json"  # sha256 hashes only
@@ -107,6 +108,14 @@ class Settings(BaseSettings):
             finally:
                 draft.unlink()
         return path.read_text().strip().encode()
+    # Web sessions and signed action links (api/web, core/action_links). `secret_keys` is a
+    # JSON list: the first signs, every one verifies (rotate by prepending a new key). Empty:
+    # one random key kept in `secret_key_file` (created on first use, mode 0600).
+    secret_keys: list[str] = []
+    secret_key_file: Path = ROOT / ".data" / "secret.key"
+    session_ttl_seconds: int = 12 * 3600
+    cookie_secure: bool = False  # set true behind HTTPS
+    live_replay_events: int = 1000  # Last-Event-ID resume buffer per stream
 
 
 @lru_cache

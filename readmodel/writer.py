@@ -5,13 +5,12 @@ Temporal is the source of truth; this projection can be replayed, reordered or r
   and their indexes move with them, in one Lua script per document (atomic compare-and-set);
 - a node is replaced only by a batch whose incident rev is >= the one that last wrote it;
 - timeline entries are keyed by `seq`; an entry already stored under a seq is never duplicated;
-- everything for one batch runs in one MULTI/EXEC, then a small event is published on
-  `ce:events` and `ce:events:{incident_id}` for live views.
+- everything for one batch runs in one MULTI/EXEC, which ends by appending a small event
+  to the live-event streams and publishing it on `ce:events` and `ce:events:{incident_id}`
+  for live views (`readmodel.events`).
 """
 
 from __future__ import annotations
-
-import json
 
 import redis.asyncio as aioredis
 
@@ -19,6 +18,7 @@ from domain.effects import ProjectionBatch
 from domain.incident import Incident, IncidentStatus, Task, TaskState
 from domain.playbook import Severity
 from readmodel import keys
+from readmodel.events import LiveEvent, Publisher
 
 # KEYS[1]: the document; KEYS[2 .. n_add+1]: index zsets that must hold the member;
 # remaining KEYS: index zsets that must not. ARGV: rev, json, score, member, n_add.
@@ -91,8 +91,9 @@ def _task_indexes(task: Task) -> tuple[list[str], list[str]]:
 class ProjectionWriter:
     """Applies projection batches; safe to call twice, late, or out of order."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, replay_events: int = 1000) -> None:
         self._redis = redis
+        self._events = Publisher(redis, replay_events)
         self._put_versioned = redis.register_script(_PUT_VERSIONED)
         self._put_nodes = redis.register_script(_PUT_NODES)
         self._add_timeline = redis.register_script(_ADD_TIMELINE)
@@ -126,13 +127,11 @@ class ProjectionWriter:
                     entry_args += [entry.seq, entry.model_dump_json()]
                 await self._add_timeline(
                     keys=[keys.incident_timeline(incident.id)], args=entry_args, client=pipe)
-            event = json.dumps({
-                "incident_id": incident.id,
-                "rev": incident.rev,
-                "kinds": list(dict.fromkeys(entry.kind for entry in batch.timeline)),
-            })
-            pipe.publish(keys.EVENTS, event)
-            pipe.publish(keys.incident_events(incident.id), event)
+            await self._events.publish(LiveEvent(
+                incident_id=incident.id, rev=incident.rev,
+                kinds=list(dict.fromkeys(entry.kind for entry in batch.timeline)),
+                assignees=sorted({task.assignee for task in batch.tasks}),
+                tasks=[task.id for task in batch.tasks]), client=pipe)
             await pipe.execute()
 
     async def clear(self) -> int:

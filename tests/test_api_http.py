@@ -314,10 +314,16 @@ async def test_no_demo_sink_outside_demo_mode() -> None:
 
 
 async def test_web_ui_is_served(matrix_stack: ApiStack) -> None:
-    page = await matrix_stack.http.get("/")
+    root = await matrix_stack.http.get("/")
+    assert root.status_code == 303 and root.headers["location"] == "/ui/login"
+    page = await matrix_stack.http.get("/ui/login")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "Authorization" in page.text and "/tasks" in page.text
+    assert 'name="token"' in page.text and "localStorage" not in page.text
+    # a page behind the login sends the browser there, and back afterwards
+    task = await matrix_stack.http.get("/ui/tasks/inc-abcd-0.sign-off.1")
+    assert task.status_code == 303
+    assert task.headers["location"] == "/ui/login?next=%2Fui%2Ftasks%2Finc-abcd-0.sign-off.1"
 
 
 # ---- OpenAPI --------------------------------------------------------------------------

@@ -137,10 +137,28 @@ async def test_each_batch_publishes_a_live_event(writer: ProjectionWriter,
 
     assert {message["channel"] for message in received if message} == {
         "ce:events", "ce:events:inc-1"}
+    ids = set()
     for message in received:
         assert message is not None
-        assert json.loads(message["data"]) == {
-            "incident_id": "inc-1", "rev": 4, "kinds": ["decision", "node_outcome"]}
+        event = json.loads(message["data"])
+        ids.add(event.pop("id"))
+        assert event == {"incident_id": "inc-1", "rev": 4, "kinds": ["decision", "node_outcome"],
+                         "assignees": [], "tasks": []}
+    assert len(ids) == 1  # one event, one stream id on both channels
+
+
+async def test_events_replay_after_a_last_event_id(writer: ProjectionWriter,
+                                                   redis_client: aioredis.Redis) -> None:
+    from readmodel.events import replay
+    for rev in (1, 2, 3):
+        await writer.apply(ProjectionBatch(incident=make_incident(rev=rev), timeline=[]))
+    await writer.apply(ProjectionBatch(incident=make_incident("inc-2", rev=1), timeline=[]))
+    everything = await replay(redis_client, "0-0")
+    assert [(e.incident_id, e.rev) for e in everything] == [
+        ("inc-1", 1), ("inc-1", 2), ("inc-1", 3), ("inc-2", 1)]
+    after_first = await replay(redis_client, everything[0].id, incident_id="inc-1")
+    assert [e.rev for e in after_first] == [2, 3]
+    assert await replay(redis_client, "not-an-id") == []
 
 
 async def seed_incidents(writer: ProjectionWriter, count: int) -> list[Incident]:
@@ -305,7 +323,9 @@ async def test_clear_removes_read_models_but_keeps_other_keys(
     assert await reader.timeline("inc-1") == []
     assert await reader.list_incidents() == ([], None)
     assert await reader.list_tasks(assignee="alice") == ([], None)
-    assert sorted(await redis_client.keys("*")) == sorted(kept)
+    left = [key for key in await redis_client.keys("*")
+            if not key.startswith("ce:stream:events")]  # the live-event replay buffers stay
+    assert sorted(left) == sorted(kept)
     assert await writer.clear() == 0
 
     await writer.apply(batch)  # rebuilding from the source of truth works as before
