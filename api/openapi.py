@@ -24,7 +24,7 @@ from fastapi import FastAPI
 _KEY_CHAR = r"!-9;-~\u00a1-\u00ac\u00ae-\u00ff"
 IDEMPOTENCY_KEY_PATTERN = f"^[{_KEY_CHAR}](?:[ {_KEY_CHAR}]{{0,253}}[{_KEY_CHAR}])?$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
-_DATETIME_QUERY = frozenset({"opened_after", "opened_before"})
+_DATETIME_QUERY = frozenset({"opened_after", "opened_before", "start", "end"})
 
 _IDEMPOTENCY_KEY_DESCRIPTION = (
     "Retry-safe key, unique per distinct request: the same key and body return the stored "
@@ -48,7 +48,12 @@ def refine(schema: dict[str, Any]) -> dict[str, Any]:
 def _refine_parameter(parameter: dict[str, Any]) -> None:
     where, name = parameter.get("in"), parameter.get("name")
     examples = parameter.get("schema", {}).get("examples")
-    if where == "header" and name == "Idempotency-Key":
+    if where == "header" and name == "Last-Event-ID":
+        # optional header: absent, or a stream id (the `null` branch of `str | None` would
+        # read as the text "null")
+        parameter["schema"] = {"type": "string", "maxLength": 50,
+                               "pattern": r"^([0-9]{1,20}-[0-9]{1,20})?$"}
+    elif where == "header" and name == "Idempotency-Key":
         parameter["schema"] = {"type": "string", "minLength": 1, "maxLength": 255,
                                "pattern": IDEMPOTENCY_KEY_PATTERN}
         parameter["description"] = _IDEMPOTENCY_KEY_DESCRIPTION

@@ -30,8 +30,10 @@ BIN = Path(sys.executable).parent
 COMMUNICATOR = "cara-comms"
 ADMIN = "ada-admin"
 MAX_EXAMPLES = 4
-# Not yet conforming, owned by the playbooks change (YAML bodies); drop at merge once it is
-EXCLUDED_PATHS = ("/playbooks/validate",)
+# /playbooks/validate: its YAML body (application/yaml) is not yet described so that
+# generators respect it. The live-event streams never end, which a request/response fuzzer
+# can't judge: tests/test_web_live.py checks them (auth per subscriber, resume, bad ids).
+EXCLUDED_PATHS = ("/playbooks/validate", "/events", "/incidents/{incident_id}/events")
 
 
 @pytest.fixture(scope="module")

@@ -372,8 +372,8 @@ async def test_every_playbook_route_has_an_operation_id_and_documents_its_errors
         "listPlaybooks", "getPlaybook", "validatePlaybook", "proposePlaybook",
         "listPlaybookVersions", "getPlaybookVersion", "diffPlaybookVersions",
         "approvePlaybookProposal", "rejectPlaybookProposal", "rollbackPlaybook",
-        "proposeDirectory", "listDirectoryVersions", "getDirectoryVersion",
-        "diffDirectoryVersions", "approveDirectoryProposal", "rejectDirectoryProposal",
+        "proposeDirectory", "listDirVersions", "getDirectoryVersion",
+        "diffDirectory", "approveDirectory", "rejectDirectory",
         "rollbackDirectory"}
     _, _, propose_op = operations["proposePlaybook"]
     assert "VersionTaken" in propose_op["responses"]["409"]["description"]

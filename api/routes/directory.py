@@ -86,7 +86,7 @@ async def propose_directory(request: Request, response: Response, user: Playbook
     return version_out(record)
 
 
-@router.get("/versions", response_model=VersionList, operation_id="listDirectoryVersions",
+@router.get("/versions", response_model=VersionList, operation_id="listDirVersions",
             summary="Every directory version, newest first",
             responses={**responses(401, 403), **error_doc(VERSION_NOT_FOUND)})
 async def list_directory_versions(user: PlaybookAdmin, services: ServicesDep) -> VersionList:
@@ -102,7 +102,7 @@ async def get_directory_version(number: Annotated[int, Path(ge=1)], user: Playbo
     return await get_version(store_of(services), DIRECTORY, number)
 
 
-@router.get("/diff", response_model=VersionDiff, operation_id="diffDirectoryVersions",
+@router.get("/diff", response_model=VersionDiff, operation_id="diffDirectory",
             summary="What changed between two directory versions: people, roles, rosters",
             responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
 async def diff_directory_versions(user: PlaybookAdmin, services: ServicesDep,
@@ -112,7 +112,7 @@ async def diff_directory_versions(user: PlaybookAdmin, services: ServicesDep,
 
 
 @router.post("/versions/{number}/approve", response_model=VersionOut,
-             operation_id="approveDirectoryProposal",
+             operation_id="approveDirectory",
              summary="Approve a proposed directory version",
              responses={**responses(401, 403, 422), **error_doc(*DECIDE_ERRORS)})
 async def approve_directory(number: VersionNumber, body: ReviewVoteBody, user: PlaybookAdmin,
@@ -121,7 +121,7 @@ async def approve_directory(number: VersionNumber, body: ReviewVoteBody, user: P
 
 
 @router.post("/versions/{number}/reject", response_model=VersionOut,
-             operation_id="rejectDirectoryProposal",
+             operation_id="rejectDirectory",
              summary="Reject a proposed directory version (its author: withdraw it)",
              responses={**responses(401, 403, 422), **error_doc(*DECIDE_ERRORS)})
 async def reject_directory(number: VersionNumber, body: ReviewVoteBody, user: PlaybookAdmin,

@@ -33,7 +33,7 @@ from .incidents import IncidentId, readable_view
 router = APIRouter(tags=["live"])
 
 LastEventId = Annotated[str | None, Header(
-    alias="Last-Event-ID", max_length=50,
+    alias="Last-Event-ID", max_length=50, pattern=r"^([0-9]{1,20}-[0-9]{1,20})?$",
     description="resume after this event id (browsers send it when they reconnect)")]
 
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
