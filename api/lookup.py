@@ -8,8 +8,6 @@ fill in. Writes go to the workflow as updates; `execute_update` maps "no such wo
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -23,16 +21,15 @@ from readmodel.reader import ReadModel
 from workflows.incident import IncidentWorkflow
 
 from .errors import ApiError
+from .idempotency import operation_id
 
 QUERY_TIMEOUT = timedelta(seconds=10)  # a running incident's query needs a live worker
 
 
 def request_id(person_id: str, idempotency_key: str | None) -> str:
-    """The workflow-side request id: stable for one caller's Idempotency-Key, else fresh."""
-    if idempotency_key is None:
-        return f"http-{uuid.uuid4().hex}"
-    digest = hashlib.sha256(f"{person_id}\n{idempotency_key}".encode()).hexdigest()
-    return f"http-{digest[:40]}"
+    """The workflow-side request id of a command: stable for one caller's Idempotency-Key
+    (the workflow answers a retry with its first result), else fresh."""
+    return operation_id("http", person_id, idempotency_key)
 
 
 async def _query_view(client: Client, incident_id: str) -> IncidentView | None:

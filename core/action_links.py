@@ -20,9 +20,10 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -142,6 +143,24 @@ def task_urls(links: ActionLinks, public_url: str, task_id: str, assignee: str, 
     for action in ACTIONS:
         urls[action] = base + links.issue_link(task_id, assignee, digest, action, expires)
     return urls
+
+
+def notification_links(links: ActionLinks, public_url: str
+                       ) -> Callable[[Any], list[tuple[str, str]]]:
+    """The notify activity's hook: signed approve / reject links for a task message, bound
+    to the assignee, the task and the sha256 of the exact text, expiring with the task. Made
+    in the activity, so bearer links never enter workflow history."""
+    base = public_url.rstrip("/")
+    labels = {"approve": "Approve", "reject": "Reject (with a reason)"}
+
+    def hook(request: Any) -> list[tuple[str, str]]:
+        if request.kind != "task" or not request.task_id or not request.content_sha256:
+            return []
+        expires = request.expires_at or datetime.now(UTC) + DEFAULT_LIFETIME
+        return [(labels.get(action, action), base + links.issue_link(
+            request.task_id, request.recipient.person_id, request.content_sha256, action,
+            expires)) for action in ACTIONS]
+    return hook
 
 
 async def claim_use(redis: aioredis.Redis, claims: LinkClaims, now: datetime) -> bool:

@@ -72,6 +72,8 @@ async def test_an_unreachable_approver_is_replaced_by_on_call_at_once(h: Harness
             "olga-oncall" in r.body.decode() or "/ui/tasks/" in r.body.decode() for r in rs))
         bodies = [r.body.decode() for r in told]
         assert any("/ui/incidents/" in b for b in bodies)
+        # task messages carry signed one-click links (approve, reject) to confirmation pages
+        assert any("/ui/act/" in b for b in bodies)
         assert not any("/incidents/inc-" in b.replace("/ui/incidents/", "") for b in bodies)
 
 

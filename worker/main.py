@@ -22,6 +22,7 @@ from activities.apprise_channel import AppriseChannel
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
+from core.action_links import ActionLinks, notification_links
 from core.config import Settings
 from core.temporal_client import connect_temporal
 from core.tracing import shutdown as shutdown_tracing
@@ -46,7 +47,9 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         redis=redis, http=http, smtp=SmtpSettings.from_settings(settings),
         apprise=AppriseChannel(settings.apprise_config,
                                timeout_seconds=settings.http_timeout_seconds),
-        public_url=settings.public_url)
+        public_url=settings.public_url,
+        action_links=notification_links(ActionLinks.from_settings(settings),
+                                        settings.public_url))
     policy = PolicyActivities(settings.playbooks_dir, settings.public_url)
     return Worker(
         client,

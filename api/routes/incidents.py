@@ -39,7 +39,6 @@ from ..errors import (
     ApiError,
     responses,
 )
-from ..idempotency import operation_id
 from ..intake import IntakeCommand
 from ..schemas import (
     IncidentDetail,
@@ -169,7 +168,7 @@ async def post_status_update(
     incident_id: IncidentId, body: StatusUpdateBody, user: IncidentWriter, client: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> StatusUpdateOut:
-    request = StatusUpdateRequest(request_id=operation_id("http", user.id, idempotency_key),
+    request = StatusUpdateRequest(request_id=lookup.request_id(user.id, idempotency_key),
                                   actor=user.id, message=body.message)
     entry: TimelineEntry = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.post_status_update, request)
@@ -187,7 +186,7 @@ async def resolve_incident(
     incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> IncidentOut:
-    request = ResolveRequest(request_id=operation_id("http", user.id, idempotency_key),
+    request = ResolveRequest(request_id=lookup.request_id(user.id, idempotency_key),
                              actor=user.id, summary=body.summary)
     incident: Incident = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.resolve, request)
