@@ -911,9 +911,9 @@ class Ledger:
             self._end_round(step_id, outcome, at, reason=reason)
             return
         if approval.drafts is not None:
-            node.approved_sha256 = self.drafts(step_id)[-1].sha256 if node.draft_version \
-                is None else next(d.sha256 for d in self.drafts(step_id)
-                                  if d.version == node.draft_version)
+            approved = self._current_draft(step_id)
+            assert approved is not None, "a drafts round is decided only on a draft"
+            node.approved_sha256 = approved.sha256
         self.close_node(step_id, outcome, at, reason=reason)
 
     def _widen(self, step_id: str, approval: Approval, at: datetime) -> Outcome:
@@ -927,7 +927,7 @@ class Ledger:
                              at=at, deadline=node.deadline, draft=draft,
                              reason="rejects made the quorum impossible among the current "
                                     "voters; widened to the role's other members")
-        self.widened = added
+        self.widened += added
         return self.evaluate(step_id, approval)
 
     def _task_text(self, step_id: str) -> str:

@@ -114,17 +114,13 @@ async def test_veto_then_redraft_publishes_exactly_v2_once(h: Harness) -> None:
 
     run = (await h.entries(handle, "action_run"))[0].details
     assert (run["published_sha256"], run["published_version"]) == (sha(V2), 2)
-    await eventually(lambda: _async(h.publish.requests), lambda r: len(r) >= 1)
+    await eventually(h.received, lambda r: len(r) >= 1)
     assert len(h.publish.requests) == 1
     published = h.publish.requests[0]
     assert published.json()["text"] == V2
     assert published.headers["x-crisis-content-sha256"] == sha(V2)
     drafts = await handle.query(IncidentWorkflow.drafts)
     assert [d["version"] for d in drafts["holding-statement"]] == [1, 2]
-
-
-async def _async(value: Any) -> Any:
-    return value
 
 
 async def test_a_draft_submitted_before_the_node_opens_starts_round_one(h: Harness) -> None:
@@ -164,7 +160,7 @@ async def test_two_person_publish_refuses_the_author_and_accepts_someone_else(
     entry = await handle.execute_update(IncidentWorkflow.confirm_publish, confirm("nia-desk"))
     assert entry.actor == "nia-desk" and entry.details["sha256"] == sha(V2)
     await h.entries(handle, "action_run")
-    await eventually(lambda: _async(h.publish.requests), lambda r: len(r) >= 1)
+    await eventually(h.received, lambda r: len(r) >= 1)
     assert [r.json()["text"] for r in h.publish.requests] == [V2]
 
 

@@ -58,6 +58,10 @@ class Harness:
     redis: aioredis.Redis
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
 
+    async def received(self) -> list[Any]:
+        """What the publish receiver got so far (a probe for `eventually`)."""
+        return self.publish.requests
+
     async def now(self) -> datetime:
         return await self.env.get_current_time()
 

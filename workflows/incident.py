@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from domain.directory import Assignment
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Incident,
         IncidentFinal,
         IncidentView,
+        NodeState,
         ReassignRequest,
         Report,
         ReportResult,
@@ -71,11 +73,12 @@ NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coeffi
                            maximum_interval=timedelta(minutes=1), maximum_attempts=5,
                            non_retryable_error_types=["DeliveryRejected"])
 # After the first round: a channel that said "not now", or our Redis / SMTP relay being down,
-# is retried with backoff for as long as the incident is open (one call bounded at 24 h).
+# is retried with backoff for as long as the incident is open. Each call is bounded at 10 min
+# and the loop checks in between, so a resolved incident is never held open by a dead relay.
 NOTIFY_RETRY_DELAYED = RetryPolicy(initial_interval=timedelta(seconds=30), backoff_coefficient=2.0,
-                                   maximum_interval=timedelta(minutes=10), maximum_attempts=0,
+                                   maximum_interval=timedelta(minutes=2), maximum_attempts=0,
                                    non_retryable_error_types=["DeliveryRejected"])
-DELAYED_CALL_LIMIT = timedelta(hours=24)
+DELAYED_CALL_LIMIT = timedelta(minutes=10)
 ACTION_RETRY = NOTIFY_RETRY
 PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=8)
@@ -239,11 +242,8 @@ class IncidentWorkflow:
             wake = min(fire_at, node.deadline) if fire_at is not None else node.deadline
             timeout = wake - workflow.now()
             if timeout > timedelta(0):
-                round_ = node.round  # a new draft's round may restart the escalation clock
                 try:
-                    await workflow.wait_condition(
-                        lambda r=round_: node.outcome != Outcome.pending  # type: ignore[misc]
-                        or self._halted() or node.round != r, timeout=timeout)
+                    await workflow.wait_condition(self._node_moved(node), timeout=timeout)
                     continue
                 except TimeoutError:
                     pass
@@ -255,6 +255,12 @@ class IncidentWorkflow:
             elif tier_index is not None:
                 await self._fire_tier(step_id, approval, tier_index, title, content)
         return Outcome.pending if node.outcome == "cancelled" else Outcome(node.outcome)
+
+    def _node_moved(self, node: NodeState) -> Callable[[], bool]:
+        """Wake when the node ends, the incident halts, or a new draft starts a round (which
+        may restart the escalation clock)."""
+        round_ = node.round
+        return lambda: node.outcome != Outcome.pending or self._halted() or node.round != round_
 
     async def _fire_tier(self, step_id: str, approval: Approval, index: int, title: str,
                          content: str) -> None:
@@ -312,16 +318,15 @@ class IncidentWorkflow:
             else:
                 recipient = Recipient(person_id=person.id, name=person.name,
                                       email=person.email, webhook=person.webhook)
+            # what the signed action links bind to: the task, its exact text, its deadline
+            linked: dict[str, Any] = {} if task is None or not self._reach else {
+                "task_id": task.id, "expires_at": task.deadline,
+                "content_sha256": hashlib.sha256(task.content.encode()).hexdigest()}
             request = NotifyRequest(
                 idempotency_key=f"{key}:{person.id}", incident_id=incident.id,
                 step_id=step_id, kind=kind, recipient=recipient,
                 channels=channels or self.playbook.defaults.channels, subject=subject,
-                message=message,
-                task_id=task.id if task is not None and self._reach else None,
-                content_sha256=(task.draft_sha256 or hashlib.sha256(
-                    task.content.encode()).hexdigest()) if task is not None and self._reach
-                else None,
-                expires_at=task.deadline if task is not None and self._reach else None)
+                message=message, **linked)
             calls.append(self._deliver(request, assignment, task))
         await self._gather(calls)
         await self._sync()
@@ -379,8 +384,10 @@ class IncidentWorkflow:
                 partial = None
                 if isinstance(cause, ApplicationError):
                     partial = NotifyResult.from_failure_details(list(cause.details))
-                retryable = isinstance(cause, ApplicationError) and \
-                    cause.type in RETRYABLE_DELIVERY_ERRORS
+                # a round of the delayed policy that ran out of time is not a refusal either
+                retryable = (isinstance(cause, ApplicationError)
+                             and cause.type in RETRYABLE_DELIVERY_ERRORS) or (
+                    delayed and isinstance(cause, ActivityTimeout))
                 if not retryable or self._halted():
                     return partial, str(cause or exc)
                 if not delayed:
@@ -544,8 +551,9 @@ class IncidentWorkflow:
         Never remove this handler: signals to a missing handler are dropped silently."""
         if not self.ledger.is_open:
             return
-        added = [r for r in reports if not self.ledger.has_report(r.id)
-                 and self.ledger.add_report(r, workflow.now())]
+        added = False
+        for report in reports:
+            added = self.ledger.add_report(report, workflow.now()) or added
         if added and not (self._storm and self._draining):
             await self._sync()
 
