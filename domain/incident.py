@@ -41,6 +41,10 @@ TimelineKind = Literal[
     "action_failed", "status_update", "reminder", "waited", "branch_taken", "resolved",
     "task_reassigned", "draft_submitted", "awaiting_draft", "round_outcome",
     "publish_confirmed", "awaiting_publish_confirmation", "notification_delayed",
+    # after an outage: one firing stood for several missed slots
+    "catch_up",
+    # at-most-once actions: about to send; outcome unknown (a human decides); decided
+    "action_sending", "action_outcome_unknown", "action_outcome_resolved",
 ]
 
 

@@ -157,6 +157,9 @@ class Ledger:
         # one vote per person per round: no second task or delegated vote for someone who
         # already voted, and no tier firing into an approval that has ended
         self.one_vote_per_person = False
+        # after an outage an overdue repeating tier or reminder fires once (noting how many
+        # firings it stands for) and keeps its grid, instead of firing every missed slot
+        self.catch_up_once = False
 
     @classmethod
     def open(cls, start: StartIncident, at: datetime) -> Ledger:
@@ -314,12 +317,31 @@ class Ledger:
     def set_outcome(self, step_id: str, outcome: str) -> None:
         self.state.progress[step_id].outcome = outcome
 
-    def fire_reminder(self, step_id: str, due: datetime) -> int:
-        """Mark the reminder due at `due` as fired; returns its count since the start."""
+    def fire_reminder(self, step_id: str, due: datetime, missed: int = 0,
+                      at: datetime | None = None) -> int:
+        """Mark the reminder due at `due` as fired; returns its count since the start.
+        `missed`: earlier slots that fell due while nothing could fire them (an outage);
+        this firing stands for them, and the timeline says so (`catch_up`)."""
         progress = self.state.progress[step_id]
         progress.last_fired_at = due
-        return int((due - (progress.started_at or due)) / self.playbook.step(
+        count = int((due - (progress.started_at or due)) / self.playbook.step(
             step_id).reminder.every)  # type: ignore[union-attr]
+        if missed:
+            self.record(at or due, "catch_up", "system", step=step_id, purpose="reminder",
+                        firing=count, missed=missed, due_at=due.isoformat())
+        return count
+
+    def reminder_slot(self, step_id: str, at: datetime) -> tuple[datetime, int]:
+        """The reminder's latest slot due at `at` on its grid (started_at + k * every), and
+        how many slots since the last firing were missed (0 when it runs on time)."""
+        progress = self.state.progress[step_id]
+        every = self.playbook.step(step_id).reminder.every  # type: ignore[union-attr]
+        start = progress.started_at or at
+        latest = (at - start) // every
+        fired = (progress.last_fired_at - start) // every if progress.last_fired_at else 0
+        if latest <= fired:  # not due yet (the caller woke early): the next slot
+            return start + (fired + 1) * every, 0
+        return start + latest * every, latest - fired - 1
 
     # ---- reports, status, resolution -----------------------------------------------
 
@@ -632,17 +654,32 @@ class Ledger:
             return node.round_started_at
         return node.opened_at
 
+    def tier_slots_due(self, step_id: str, approval: Approval, index: int,
+                       at: datetime) -> int:
+        """How many firings of tier `index` are due at `at`: 1 when it runs on time, more
+        after an outage (slots on its grid after + k * every, at most `repeat` + 1 in all)."""
+        node = self.state.nodes[step_id]
+        tier = approval.escalation[index]
+        count = node.tiers_fired[index] if index < len(node.tiers_fired) else 0
+        first = self._clock_start(step_id, approval) + tier.after
+        if at < first:
+            return 1
+        latest = min((at - first) // (tier.every or tier.after), tier.repeat)
+        return max(1, latest - count + 1)
+
     def fire_tier(self, step_id: str, approval: Approval, index: int, at: datetime, *,
-                  title: str, content: str) -> tuple[int, list[str], list[Task]]:
+                  title: str, content: str, slots: int = 1) -> tuple[int, list[str], list[Task]]:
         """Record a firing of escalation tier `index`; add its approvers. Returns the
-        firing count, who the node was waiting on, and the tasks added."""
+        firing count, who the node was waiting on, and the tasks added. `slots` > 1: this
+        one firing stands for that many due slots (after an outage), recorded as
+        `missed: slots - 1`; the next firing is the next slot on the tier's grid."""
         tier = approval.escalation[index]
         node = self.state.nodes[step_id]
         if self.one_vote_per_person and node.outcome != Outcome.pending:
             return 0, [], []  # the approval ended in the same moment: nobody to ask
         while len(node.tiers_fired) <= index:
             node.tiers_fired.append(0)
-        node.tiers_fired[index] += 1
+        node.tiers_fired[index] += max(1, slots)
         self._changed_nodes.add(step_id)
         firing = node.tiers_fired[index]
         waiting = self.open_holders(step_id)
@@ -650,7 +687,7 @@ class Ledger:
                     name=tier.name, firing=firing,
                     notify=[t.label() for t in tier.notify],
                     add_approvers=[t.label() for t in tier.add_approvers],
-                    waiting_on=waiting)
+                    waiting_on=waiting, missed=slots - 1 if slots > 1 else None)
         added: list[Task] = []
         if tier.add_approvers:
             assignments = self.resolve(tier.add_approvers, at)

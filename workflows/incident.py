@@ -85,6 +85,15 @@ PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backof
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
 
+def _missed_note(missed: int, what: str) -> str:
+    """What a catch-up firing adds to its message: how many firings it stands for."""
+    if missed <= 0:
+        return ""
+    plural = "s" if missed > 1 else ""
+    return (f"\n\n(Catching up: {missed} earlier {what}{plural} fell due while crisis-engine "
+            "was unavailable; this one message stands for them.)")
+
+
 def _business_error(error: LedgerError) -> ApplicationError:
     return ApplicationError(error.message, type=error.code, non_retryable=True)
 
@@ -105,6 +114,10 @@ class IncidentWorkflow:
         # report storms: signals don't wait for the projection while draining for
         # continue-as-new (the state is carried over anyway)
         self._storm = workflow.patched("storm-signals-skip-sync-while-draining")
+        # after an outage, an overdue repeating tier or reminder fires once, noting how
+        # many firings it stands for, then keeps its grid (no burst of missed firings)
+        self._catch_up = workflow.patched("catch-up-fires-once")
+        self.ledger.catch_up_once = self._catch_up
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -266,8 +279,11 @@ class IncidentWorkflow:
                          content: str) -> None:
         tier = approval.escalation[index]
         now = workflow.now()
+        slots = self.ledger.tier_slots_due(step_id, approval, index, now) \
+            if self._catch_up else 1
         firing, waiting, added = self.ledger.fire_tier(step_id, approval, index, now,
-                                                       title=title, content=content)
+                                                       title=title, content=content,
+                                                       slots=slots)
         node = self.ledger.state.nodes[step_id]
         await self._sync()
         message = tier.message or (
@@ -276,6 +292,7 @@ class IncidentWorkflow:
             f"{int((now - node.opened_at).total_seconds() // 60)} min. "
             f"Needs {node.policy}. Waiting on: {', '.join(waiting) or 'nobody'}. "
             "{{incident.url}}")
+        message += _missed_note(slots - 1, "escalation")
         suffix = f"tier{index + 1}.{firing}"
         if tier.notify:
             await self._notify(step_id, self.ledger.resolve(tier.notify, now), message,
@@ -450,10 +467,14 @@ class IncidentWorkflow:
             due = last + step.reminder.every
             if not await self._wait(due):
                 return
-            count = self.ledger.fire_reminder(step.id, due)
+            missed = 0
+            if self._catch_up:  # late (an outage): the latest slot due, once
+                due, missed = self.ledger.reminder_slot(step.id, workflow.now())
+            count = self.ledger.fire_reminder(step.id, due, missed, at=workflow.now())
             await self._notify(step.id, self.ledger.resolve(step.reminder.to, workflow.now()),
-                               step.reminder.message, kind="reminder",
-                               channels=step.reminder.channels, suffix=f"r{count}")
+                               step.reminder.message + _missed_note(missed, "reminder"),
+                               kind="reminder", channels=step.reminder.channels,
+                               suffix=f"r{count}")
 
     async def _sync(self) -> None:
         """Write what changed to the Redis projection (ordered; failures retried later).
