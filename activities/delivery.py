@@ -7,6 +7,8 @@
   wrong with the recipient; retry for as long as the incident is open, show "delayed".
 - `DeliveryRejected` is not retryable: the channel refused the request itself (HTTP 4xx,
   SMTP 5xx, an unusable address or URL).
+- `ActionOutcomeUnknown` is not retryable: an at-most-once action may have reached its
+  receiver, so it must not be sent again; the workflow asks a human.
 The number and spacing of attempts is the workflow's RetryPolicy, never decided here.
 """
 
@@ -17,7 +19,12 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from domain.effects import DELIVERY_FAILED, DELIVERY_REJECTED, INFRASTRUCTURE_UNAVAILABLE
+from domain.effects import (
+    ACTION_OUTCOME_UNKNOWN,
+    DELIVERY_FAILED,
+    DELIVERY_REJECTED,
+    INFRASTRUCTURE_UNAVAILABLE,
+)
 
 
 def failed(message: str, *, retry_after: timedelta | None = None,
@@ -41,6 +48,12 @@ def is_infrastructure(error: ApplicationError) -> bool:
 def rejected(message: str, **details: Any) -> ApplicationError:
     """A permanent refusal: HTTP 4xx (but 408/429), SMTP 5xx, unusable address."""
     return ApplicationError(message, details, type=DELIVERY_REJECTED, non_retryable=True)
+
+
+def outcome_unknown(message: str, **details: Any) -> ApplicationError:
+    """An at-most-once call may have reached its receiver (a timeout after sending, a 5xx
+    that doesn't say nothing was done, a retry after a crash): never retried."""
+    return ApplicationError(message, details, type=ACTION_OUTCOME_UNKNOWN, non_retryable=True)
 
 
 def combine(failures: dict[str, ApplicationError], delivered: list[str],

@@ -12,8 +12,9 @@ number of attempts is the workflow's RetryPolicy, never decided here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,31 @@ log = structlog.get_logger("crisis.activities")
 
 def _attempt() -> int | None:
     return activity.info().attempt if activity.in_activity() else None
+
+
+HEARTBEAT_EVERY = 1.0  # seconds; the workflow's heartbeat timeout is a few of these
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while a call is in flight, so a worker that dies mid-call is noticed
+    within the activity's heartbeat timeout, not its (longer) start-to-close timeout."""
+    if not activity.in_activity():
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _text(value: str | bytes) -> str:
@@ -341,19 +367,33 @@ class IncidentActivities:
             log.info("action_already_done")
             return ActionResult.model_validate_json(stored).model_copy(
                 update={"already_done": True})
+        attempt = _attempt() or 1
+        if req.at_most_once and attempt > 1:
+            # an earlier attempt may have reached the receiver (it crashed or timed out
+            # in flight): sending again could publish twice
+            log.warning("action_outcome_unknown", url=req.url, attempt=attempt)
+            raise delivery.outcome_unknown(
+                f"attempt {attempt - 1} of {req.method} {req.url} ended without an answer; "
+                "it may have reached the receiver, so it is not sent again", url=req.url)
         headers = httpx.Headers(req.headers)
         headers["Idempotency-Key"] = req.idempotency_key
         try:
-            response = await webhooks.send(self._http, req.method, req.url, req.payload,
-                                           headers)
+            async with _heartbeating():
+                response = await webhooks.send(self._http, req.method, req.url, req.payload,
+                                               headers, at_most_once=req.at_most_once)
         except ApplicationError as error:
             log.warning("action_failed", url=req.url, error=error.message,
-                        retryable=not error.non_retryable)
+                        error_type=error.type, retryable=not error.non_retryable)
             raise
         result = ActionResult(status_code=response.status_code,
                               body_excerpt=response.text[:webhooks.EXCERPT_CHARS])
-        await self._redis.set(done_key, result.model_dump_json(),
-                              ex=int(IDEMPOTENCY_TTL.total_seconds()))
+        try:
+            await self._redis.set(done_key, result.model_dump_json(),
+                                  ex=int(IDEMPOTENCY_TTL.total_seconds()))
+        except RedisError as exc:
+            # it was sent: the workflow's history records the result; failing here would
+            # only make a retry send it again
+            log.warning("action_record_failed", error=type(exc).__name__)
         log.info("action_done", url=req.url, status_code=response.status_code)
         return result
 

@@ -46,6 +46,7 @@ from .middleware import BodyLimitMiddleware, RequestLogMiddleware, WriteGateMidd
 from .openapi import install_openapi
 from .playbook_registry import PlaybookRegistry
 from .routes import (
+    actions,
     demo,
     directory,
     drafts,
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, incidents, drafts, review, leadership, reports, tasks, playbooks,
-                   directory, live):
+                   directory, live, actions):
         app.include_router(module.router)
     if settings.demo_mode:
         app.include_router(demo.router)

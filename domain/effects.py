@@ -71,6 +71,8 @@ class NotifyRequest(BaseModel):
 DELIVERY_FAILED = "DeliveryFailed"  # the channel said "not now": retryable
 DELIVERY_REJECTED = "DeliveryRejected"  # the channel refused: final (non-retryable)
 INFRASTRUCTURE_UNAVAILABLE = "InfrastructureUnavailable"  # our Redis / SMTP relay: retryable
+# an at-most-once action may have reached its receiver (timeout, 5xx, crash): never resent
+ACTION_OUTCOME_UNKNOWN = "ActionOutcomeUnknown"
 RETRYABLE_DELIVERY_ERRORS = frozenset({DELIVERY_FAILED, INFRASTRUCTURE_UNAVAILABLE})
 
 ReceiptStatus = Literal["delivered", "already_delivered", "failed", "skipped"]
@@ -131,6 +133,9 @@ class ActionRequest(BaseModel):
     method: Literal["POST", "PUT"] = "POST"
     payload: dict[str, Any]
     headers: dict[str, str] = Field(default_factory=dict)
+    # the receiver can't deduplicate: never send twice; a call that may have reached it
+    # fails with `ActionOutcomeUnknown` (and the workflow asks a human)
+    at_most_once: bool = False
 
 
 class ActionResult(BaseModel):

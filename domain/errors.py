@@ -32,6 +32,7 @@ The hierarchy:
       * DraftChanged             the decision was made on a draft since replaced
       * DraftRefused             the node takes no (more) drafts: none, ended, out of rounds
       * NotAwaitingConfirmation  no publish waits for a second person's confirmation
+      * NothingToResolve         no action at this step has an unknown outcome to resolve
 
 Raise a leaf (`raise TaskClosed("task ... is approved")`), catch a family
 (`except ConflictError`) or everything (`except LedgerError`).
@@ -55,6 +56,7 @@ DRAFT_CHANGED: Final = "DraftChanged"
 REASON_REQUIRED: Final = "ReasonRequired"
 DRAFT_REFUSED: Final = "DraftRefused"
 NOT_AWAITING_CONFIRMATION: Final = "NotAwaitingConfirmation"
+NOTHING_TO_RESOLVE: Final = "NothingToResolve"
 
 
 class CrisisError(Exception):
@@ -277,6 +279,14 @@ class NotAwaitingConfirmation(ConflictError):
     """
 
     code = NOT_AWAITING_CONFIRMATION
+
+
+class NothingToResolve(ConflictError):
+    """
+    No at-most-once action at this step is waiting for a human to say whether it was sent.
+    """
+
+    code = NOTHING_TO_RESOLVE
 
 
 class ReasonRequired(InvalidCommand):

@@ -258,6 +258,15 @@ class ConfirmPublishRequest(_Request):
     step_id: str = Field(min_length=1, max_length=64)
 
 
+class ResolveUnknownActionRequest(_Request):
+    """A communicator's answer for an at-most-once action whose outcome is unknown:
+    `sent` (it reached the receiver: record it done) or `resend` (send it once more)."""
+
+    step_id: str = Field(min_length=1, max_length=64)
+    outcome: Literal["sent", "resend"]
+    comment: str = Field(default="", max_length=MAX_TEXT)
+
+
 class DecideResult(BaseModel):
     task: Task
     node: NodeState

@@ -8,6 +8,7 @@ continue-as-new) and is the only code that changes it:
 - approval nodes: `open_approval` (tasks, off-hours top-up, "not enough approvers"),
   `next_tier` and `fire_tier` (escalation), `expire_node`, `close_node`;
 - deliveries and actions: `record_delivery`, `record_delivery_failure`, `record_action`;
+  at-most-once actions: `action_sending`, `action_outcome_unknown`, `resolve_unknown`;
 - the five commands, each idempotent by request id: `add_report`, `decide`, `delegate`,
   `post_status_update`, `resolve` (plus the admin commands `reassign` and `cancel_task`).
   Each has a `validate_*` twin for the workflow's update validators, so a refused command
@@ -57,6 +58,7 @@ from domain.incident import (
     ReassignRequest,
     Report,
     ResolveRequest,
+    ResolveUnknownActionRequest,
     StartIncident,
     StatusUpdateRequest,
     StepProgress,
@@ -812,6 +814,58 @@ class Ledger:
         else:
             self.record(at, "action_failed", "system", step=step_id, url=url, error=error)
             self.set_outcome(step_id, "failed")
+
+    # ---- at-most-once actions -------------------------------------------------------
+    # Progress outcome of such a step: "sending" (recorded before each call), then "done",
+    # "failed", or "unknown" (the call may have reached the receiver without an answer);
+    # a communicator turns "unknown" into "done" ("it was sent") or "resend".
+
+    def action_sending(self, step_id: str, at: datetime, *, url: str, attempt: int,
+                       idempotency_key: str) -> None:
+        """About to call an at-most-once action: recorded before the call is made."""
+        self.set_outcome(step_id, "sending")
+        self.record(at, "action_sending", "system", step=step_id, url=url, attempt=attempt,
+                    idempotency_key=idempotency_key)
+
+    def action_outcome_unknown(self, step_id: str, at: datetime, *, url: str,
+                               error: str) -> TimelineEntry:
+        """The call may have reached the receiver without an answer: never resent; a
+        human says what happened."""
+        self.set_outcome(step_id, "unknown")
+        return self.record(at, "action_outcome_unknown", "system", step=step_id, url=url,
+                           error=error, ask="Did it reach the receiver? A communicator "
+                           "answers 'it was sent' or 'send it again'.")
+
+    def action_state(self, step_id: str) -> str | None:
+        progress = self.state.progress.get(step_id)
+        return progress.outcome if progress is not None else None
+
+    def _check_unknown_action(self, req: ResolveUnknownActionRequest) -> None:
+        self._check_communicator(req.actor)
+        try:
+            step = self.playbook.step(req.step_id)
+        except StopIteration:
+            step = None
+        if step is None or step.action is None or not step.action.at_most_once:
+            raise LedgerError(errors.NOTHING_TO_RESOLVE,
+                              f"step {req.step_id!r} is not an at-most-once action")
+        if self.action_state(req.step_id) != "unknown":
+            raise LedgerError(errors.NOTHING_TO_RESOLVE,
+                              f"the outcome of action {req.step_id} is not unknown "
+                              f"({self.action_state(req.step_id) or 'not started'})")
+
+    def validate_resolve_unknown(self, req: ResolveUnknownActionRequest) -> None:
+        self._validate(req, lambda: self._check_unknown_action(req))
+
+    def resolve_unknown(self, req: ResolveUnknownActionRequest, at: datetime) -> TimelineEntry:
+        """A communicator's answer: `sent` ends the step as done; `resend` lets the
+        workflow send it once more (again recorded "sending" first)."""
+        def apply() -> TimelineEntry:
+            self._check_unknown_action(req)
+            self.set_outcome(req.step_id, "done" if req.outcome == "sent" else "resend")
+            return self.record(at, "action_outcome_resolved", req.actor, step=req.step_id,
+                               resolution=req.outcome, comment=req.comment or None)
+        return self._once(req, TimelineEntry, apply)
 
     # ---- publishing an approved draft ---------------------------------------------
 

@@ -177,7 +177,16 @@ class Action(_Strict):
     approved draft: `{{ steps.<id>.content }}` is exactly the approved text, its sha256 is
     checked before sending and sent as `X-Crisis-Content-SHA256`, and the timeline records
     the hash published. `confirm: two_person` waits, after approval, for a second person
-    (not the draft's author) to confirm the publish."""
+    (not the draft's author) to confirm the publish.
+
+    Every call carries the stable header `Idempotency-Key: <incident id>:<step id>`, and a
+    call that fails for now is sent again with the same key: a receiver that stores the
+    first answer per key and replays it makes the action exactly-once. For a receiver that
+    can't deduplicate, `at_most_once: true`: the timeline records "sending" before the
+    call, and if the call may have reached the receiver without an answer (a timeout, a
+    crashed worker, a 5xx other than 503) it is never sent again; the timeline says the
+    outcome is unknown and a communicator decides "it was sent" or "send it again"
+    (`POST /incidents/{id}/actions/{step}/resolve-unknown`)."""
 
     url: str = Field(pattern=r"^(https?://|/)", max_length=2000)  # "/x": under CRISIS_PUBLIC_URL
     method: Literal["POST", "PUT"] = "POST"
@@ -185,6 +194,7 @@ class Action(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     publishes: str | None = Field(default=None, pattern=IDENT_PATTERN)
     confirm: Literal["none", "two_person"] = "none"
+    at_most_once: bool = False
 
     @model_validator(mode="after")
     def _confirm_needs_draft(self) -> Action:

@@ -31,6 +31,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from domain.directory import Assignment
     from domain.effects import (
+        DELIVERY_REJECTED,
         RETRYABLE_DELIVERY_ERRORS,
         ActionRequest,
         ActionResult,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         DecideResult,
         DelegateRequest,
         DelegateResult,
+        Draft,
         Incident,
         IncidentFinal,
         IncidentView,
@@ -55,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         Report,
         ReportResult,
         ResolveRequest,
+        ResolveUnknownActionRequest,
         StartIncident,
         StatusUpdateRequest,
         SubmitDraftRequest,
@@ -62,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         Task,
         TimelineEntry,
     )
-    from domain.ledger import Ledger
+    from domain.ledger import COMMUNICATOR_ACCESS, Ledger, has_access
     from domain.playbook import Approval, Channel, Step
     from domain.quorum import Outcome
     from domain.templates import render
@@ -83,6 +86,14 @@ ACTION_RETRY = NOTIFY_RETRY
 PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=8)
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# An action heartbeats while its call is in flight: a worker that dies mid-call is noticed
+# after this long (then the call is retried with the same Idempotency-Key, or, for an
+# at-most-once action, its outcome is unknown), not after the 30 s start-to-close timeout.
+ACTION_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+# at-most-once: Temporal never retries the call by itself; the workflow sends again only
+# after a failure that proves nothing reached the receiver, up to this many sends
+AT_MOST_ONCE_RETRY = RetryPolicy(maximum_attempts=1)
+AT_MOST_ONCE_SENDS = 5
 
 
 def _missed_note(missed: int, what: str) -> str:
@@ -207,7 +218,7 @@ class IncidentWorkflow:
                 ledger.record(workflow.now(), "waited", "playbook", step=step.id,
                               duration=str(step.wait.duration))
         elif step.action is not None:
-            await self._run_action(step)
+            completed = await self._run_action(step)
         elif step.branch is not None:
             if progress.outcome is None:
                 value = self._lookup(step.branch.on)
@@ -424,7 +435,9 @@ class IncidentWorkflow:
         for task in tasks:
             task.result()
 
-    async def _run_action(self, step: Step) -> None:
+    async def _run_action(self, step: Step) -> bool:
+        """Run an action step; False only if an at-most-once action is still waiting for a
+        human when the incident halts (the next run asks again)."""
         action = step.action
         assert action is not None
         headers = dict(action.headers)
@@ -435,28 +448,105 @@ class IncidentWorkflow:
             except LedgerError as exc:
                 self.ledger.record_action(at=workflow.now(), step_id=step.id,
                                           url=self._render(action.url), error=exc.message)
-                return
+                return True
             if action.confirm == "two_person":
                 self.ledger.await_confirmation(step.id, published, workflow.now())
                 await self._sync()
                 await workflow.wait_condition(
                     lambda: self.ledger.is_confirmed(step.id) or self._halted())
                 if self._halted():
-                    return
+                    return True
             headers["X-Crisis-Content-SHA256"] = published.sha256
         request = ActionRequest(
             idempotency_key=f"{self.ledger.incident.id}:{step.id}",
             incident_id=self.ledger.incident.id, step_id=step.id,
             url=self._render(action.url), method=action.method,
             payload=render(action.payload, self._context()), headers=headers)
+        if action.at_most_once:
+            return await self._send_at_most_once(step.id, request, published)
         try:
-            result = await self._activity("run_action", request, ActionResult, ACTION_RETRY)
+            result = await workflow.execute_activity(
+                "run_action", request, result_type=ActionResult,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT, retry_policy=ACTION_RETRY)
         except ActivityError as exc:
             self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
                                       error=str(exc.cause or exc))
-            return
+            return True
         self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
                                   status_code=result.status_code, published=published)
+        return True
+
+    async def _send_at_most_once(self, step_id: str, request: ActionRequest,
+                                 published: Draft | None) -> bool:
+        """An action whose receiver can't deduplicate: "sending" is recorded before every
+        call, Temporal never retries a call, and the workflow sends again only after a
+        failure that proves nothing reached the receiver. A call that may have reached it
+        (a timeout, a dead worker, a 5xx other than 503) makes the outcome unknown: the
+        timeline says so, the opener is asked, and the step waits for a communicator's
+        `resolve_unknown_action` ("it was sent" / "send it again")."""
+        ledger = self.ledger
+        request = request.model_copy(update={"at_most_once": True})
+        sends = 0
+        while True:
+            state = ledger.action_state(step_id)
+            if state in ("done", "failed"):
+                return True
+            if state == "sending":  # a call without a recorded end (defensive)
+                await self._outcome_unknown(step_id, request, "the call had no recorded end")
+                continue
+            if state == "unknown":
+                await workflow.wait_condition(
+                    lambda: ledger.action_state(step_id) != "unknown" or self._halted())
+                if ledger.action_state(step_id) == "unknown":
+                    return False
+                sends = 0
+                continue
+            sends += 1
+            ledger.action_sending(step_id, workflow.now(), url=request.url, attempt=sends,
+                                  idempotency_key=request.idempotency_key)
+            await self._sync()
+            try:
+                result = await workflow.execute_activity(
+                    "run_action", request, result_type=ActionResult,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT,
+                    retry_policy=AT_MOST_ONCE_RETRY)
+            except ActivityError as exc:
+                cause = exc.cause
+                error = str(cause or exc)
+                kind = cause.type if isinstance(cause, ApplicationError) else None
+                if kind in RETRYABLE_DELIVERY_ERRORS and sends < AT_MOST_ONCE_SENDS:
+                    # provably not processed (no connection, 408/429/503, our Redis down)
+                    assert isinstance(cause, ApplicationError)
+                    ledger.set_outcome(step_id, "retry")
+                    delay = cause.next_retry_delay or timedelta(seconds=2 * 2 ** (sends - 1))
+                    if not await self._wait(workflow.now() + delay):
+                        return False
+                    continue
+                if kind == DELIVERY_REJECTED or kind in RETRYABLE_DELIVERY_ERRORS:
+                    ledger.record_action(at=workflow.now(), step_id=step_id, url=request.url,
+                                         error=error)
+                    return True
+                await self._outcome_unknown(step_id, request, error)
+                continue
+            ledger.record_action(at=workflow.now(), step_id=step_id, url=request.url,
+                                 status_code=result.status_code, published=published)
+            return True
+
+    async def _outcome_unknown(self, step_id: str, request: ActionRequest, error: str) -> None:
+        entry = self.ledger.action_outcome_unknown(step_id, workflow.now(), url=request.url,
+                                                   error=error)
+        await self._sync()
+        opener = self.ledger.incident.opened_by
+        if has_access(self.ledger.directory, opener, COMMUNICATOR_ACCESS):
+            await self._notify(
+                step_id, [Assignment(person_id=opener)],
+                f"The outcome of action '{step_id}' ({request.method} {request.url}) is "
+                "unknown: the call may have reached the receiver, so it was not sent "
+                "again. Please check the receiver, then answer 'it was sent' or 'send it "
+                "again' on the incident. {{incident.url}}",
+                kind="notify", suffix=f"unknown{entry.seq}")
 
     async def _reminder_loop(self, step: Step) -> None:
         assert step.reminder is not None
@@ -652,6 +742,16 @@ class IncidentWorkflow:
     @confirm_publish.validator
     def _validate_confirm_publish(self, req: ConfirmPublishRequest) -> None:
         self._check(lambda: self.ledger.validate_confirm_publish(req))
+
+    @workflow.update(name="resolve_unknown_action")
+    async def resolve_unknown_action(self, req: ResolveUnknownActionRequest) -> TimelineEntry:
+        """A communicator says what happened to an at-most-once action whose outcome is
+        unknown: `sent` ends it as done, `resend` sends it once more."""
+        return await self._answer(lambda: self.ledger.resolve_unknown(req, workflow.now()))
+
+    @resolve_unknown_action.validator
+    def _validate_resolve_unknown_action(self, req: ResolveUnknownActionRequest) -> None:
+        self._check(lambda: self.ledger.validate_resolve_unknown(req))
 
     @workflow.query(name="drafts")
     def drafts(self) -> dict[str, list[Any]]:

@@ -81,8 +81,10 @@ def sentence(entry: TimelineEntry, names: Names, nodes: dict[str, str] | None = 
         reached = [_target(str(t), names) for t in [*(d.get("notify") or []),
                                                      *(d.get("add_approvers") or [])]]
         tier = f"tier {d.get('tier')}" + (f" ({d['name']})" if d.get("name") else "")
+        missed = (f" (catching up {d['missed']} missed while the service was unavailable)"
+                  if d.get("missed") else "")
         return (f"Escalated {d.get('node')} to {tier}: {', '.join(reached) or 'nobody'}, "
-                f"waiting on {names.many(d.get('waiting_on') or [])}")
+                f"waiting on {names.many(d.get('waiting_on') or [])}{missed}")
     if kind == "node_outcome":
         reason = f" ({d['reason']})" if d.get("reason") else ""
         return f"Approval {d.get('node')} ended {d.get('outcome')}{reason}"
@@ -93,6 +95,19 @@ def sentence(entry: TimelineEntry, names: Names, nodes: dict[str, str] | None = 
         return f"Ran action {d.get('step')}: HTTP {d.get('status_code')}"
     if kind == "action_failed":
         return f"Action {d.get('step')} failed: {d.get('error', '')}"
+    if kind == "action_sending":
+        return f"Sending action {d.get('step')} (at most once, attempt {d.get('attempt')})"
+    if kind == "action_outcome_unknown":
+        return (f"Action {d.get('step')} may or may not have reached its receiver "
+                f"({d.get('error', '')}); not sent again: a communicator must say whether "
+                "it was sent")
+    if kind == "action_outcome_resolved":
+        verb = "was sent" if d.get("resolution") == "sent" else "must be sent again"
+        comment = f": “{d['comment']}”" if d.get("comment") else ""
+        return f"{who} said action {d.get('step')} {verb}{comment}"
+    if kind == "catch_up":
+        return (f"Caught up {d.get('purpose', '')} {d.get('step')}: one firing for "
+                f"{d.get('missed')} missed while the service was unavailable")
     if kind == "status_update":
         return f"{who} posted an update: {d.get('message', '')}"
     if kind == "waited":
