@@ -216,3 +216,102 @@ class SmtpReceiver:
                  tb: TracebackType | None) -> None:
         self._controller.stop()
         self._tmp.cleanup()
+
+
+class SlowIdempotentReceiver:
+    """A publish endpoint that takes `delay` seconds per new request, like a CMS.
+
+    `/dedup/...` honours `Idempotency-Key` as the IETF draft says a receiver should: the
+    first request with a key is processed (stored after `delay`) and its answer kept; a
+    repeat gets that answer at once with `Idempotent-Replayed: true`; a repeat while the
+    first is still being processed gets 409. `/plain/...` can't deduplicate: it stores
+    every request it processes. `stored` is what was published; `requests` every arrival.
+    """
+
+    def __init__(self, delay: float = 3.0) -> None:
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._requests: list[ReceivedRequest] = []
+        self._stored: list[ReceivedRequest] = []
+        self._answers: dict[str, bytes] = {}
+        self._in_flight: set[str] = set()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def stored(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self._stored)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, status: int, body: bytes, replayed: bool = False) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if replayed:
+                    self.send_header("Idempotent-Replayed", "true")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = ReceivedRequest(
+                    method=self.command, path=self.path,
+                    headers={n.lower(): v for n, v in self.headers.items()},
+                    body=self.rfile.read(length) if length else b"",
+                    received_at=time.perf_counter())
+                key = request.headers.get("idempotency-key")
+                dedup = self.path.startswith("/dedup") and key is not None
+                with receiver._lock:
+                    receiver._requests.append(request)
+                    if dedup and key in receiver._answers:
+                        action = "replay"
+                    elif dedup and key in receiver._in_flight:
+                        action = "conflict"
+                    else:
+                        action = "process"
+                        if dedup:
+                            receiver._in_flight.add(str(key))
+                    answer = receiver._answers.get(str(key), b"")
+                if action == "replay":
+                    self._reply(200, answer, replayed=True)
+                    return
+                if action == "conflict":
+                    self._reply(409, b'{"error": "a request with this key is in flight"}')
+                    return
+                time.sleep(receiver.delay)  # the work: only then is it published
+                with receiver._lock:
+                    receiver._stored.append(request)
+                    answer = json.dumps({"id": len(receiver._stored)}).encode()
+                    if dedup:
+                        receiver._answers[str(key)] = answer
+                        receiver._in_flight.discard(str(key))
+                self._reply(200, answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
