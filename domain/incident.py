@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from domain.directory import Directory
 from domain.playbook import Playbook, Severity
@@ -41,6 +41,8 @@ TimelineKind = Literal[
     "action_failed", "status_update", "reminder", "waited", "branch_taken", "resolved",
     "task_reassigned", "draft_submitted", "awaiting_draft", "round_outcome",
     "publish_confirmed", "awaiting_publish_confirmation", "notification_delayed",
+    "posts_paused", "posts_resumed", "posts_resume_failed", "posts_kept_paused",
+    "posts_resume_skipped", "time_off_applied",
 ]
 
 
@@ -155,6 +157,9 @@ class Draft(BaseModel):
     submitted_at: datetime
     channels: list[str] = Field(default_factory=list)
     link: str | None = None
+    # a pre-approved library statement this draft is byte-identical to (lighter policy)
+    library_id: str | None = None
+    library_version: int | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -242,6 +247,19 @@ class SubmitDraftRequest(_Request):
     text: str = Field(min_length=1, max_length=MAX_DRAFT)
     channels: list[str] = Field(default_factory=list, max_length=10)
     link: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
+    # use a pre-approved library statement (its newest version unless one is given): the
+    # text must be byte-identical to it, and the round is decided under the lighter policy
+    library: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    library_version: int | None = Field(default=None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_library(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # requests answered before the library existed keep their fingerprint
+        data: dict[str, Any] = handler(self)
+        for key in ("library", "library_version"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class SubmitDraftResult(BaseModel):
@@ -282,6 +300,13 @@ class CancelTaskRequest(_Request):
     """An admin cancels an open task; its vote no longer counts."""
 
     task_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+class KeepPostsPausedRequest(_Request):
+    """Keep scheduled posts paused when the incident resolves (`keep: false` undoes it)."""
+
+    keep: bool = True
     reason: str = Field(min_length=1, max_length=MAX_COMMENT)
 
 

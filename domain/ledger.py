@@ -67,7 +67,7 @@ from domain.incident import (
     TimelineEntry,
     TimelineKind,
 )
-from domain.playbook import Approval, Playbook
+from domain.playbook import Approval, LibraryStatement, Playbook
 from domain.quorum import Outcome, Policy, Slot, Vote, evaluate, shortfall
 
 MAX_ANSWERED = 1000  # remembered request ids (idempotent updates), oldest dropped first
@@ -426,7 +426,9 @@ class Ledger:
                      at: datetime) -> list[Task]:
         node = self.state.nodes[step_id]
         node.draft_version, node.awaiting_draft = draft.version, False
-        tasks = self._add_tasks(step_id, self.resolve(approval.approvers, at), title=node.title,
+        node.policy = self._policy_text(step_id, approval)
+        approvers = self.effective_approval(step_id, approval).approvers
+        tasks = self._add_tasks(step_id, self.resolve(approvers, at), title=node.title,
                                 content=draft.text, at=at, deadline=node.deadline, draft=draft)
         tasks += self._top_up(step_id, approval, title=node.title, content=draft.text, at=at,
                               deadline=node.deadline, draft=draft)
@@ -460,7 +462,65 @@ class Ledger:
             raise LedgerError(errors.DRAFT_REFUSED,
                               f"approval {req.node_id} allows {approval.drafts.max_rounds} "
                               "drafts at most")
+        self._library_statement(req, approval)
         return approval
+
+    def _library_statement(self, req: SubmitDraftRequest, approval: Approval
+                           ) -> LibraryStatement | None:
+        """The pre-approved statement a draft asks to use, checked byte for byte: only an
+        exact copy may be decided under the lighter library policy."""
+        if req.library is None:
+            if req.library_version is not None:
+                raise LedgerError(errors.LIBRARY_MISMATCH,
+                                  "`library_version` needs `library` (the statement id)")
+            return None
+        assert approval.drafts is not None
+        if not approval.drafts.library:
+            raise LedgerError(errors.LIBRARY_MISMATCH,
+                              f"approval {req.node_id} has no library of pre-approved "
+                              "statements")
+        statement = approval.drafts.statement(req.library, req.library_version)
+        if statement is None:
+            known = ", ".join(s.ref for s in approval.drafts.library)
+            which = f"{req.library}@v{req.library_version}" if req.library_version \
+                else req.library
+            raise LedgerError(errors.LIBRARY_MISMATCH,
+                              f"no library statement {which} (the library has {known})")
+        if req.text != statement.text:
+            raise LedgerError(
+                errors.LIBRARY_MISMATCH,
+                f"the text is not byte-identical to library statement {statement.ref} "
+                f"(sha256 {statement.sha256[:12]}, "
+                f"{hashlib.sha256(req.text.encode()).hexdigest()[:12]} given): only the exact "
+                "pre-approved wording may use the lighter policy; submit an edited text "
+                "without `library` for the full approval")
+        return statement
+
+    def _round_draft(self, step_id: str) -> Draft | None:
+        """The draft the node's current (or last) round decides, awaiting a redraft or not."""
+        node = self.state.nodes.get(step_id)
+        if node is None or node.draft_version is None:
+            return None
+        return next((d for d in self.drafts(step_id) if d.version == node.draft_version), None)
+
+    def effective_approval(self, step_id: str, approval: Approval) -> Approval:
+        """The node's approval as its current round decides it: a round on a library
+        statement is decided by the library policy's approvers and quorum, without veto."""
+        draft = self._round_draft(step_id)
+        library = approval.drafts.library_policy if approval.drafts is not None else None
+        if draft is None or draft.library_id is None or library is None:
+            return approval
+        return approval.model_copy(update={
+            "approvers": library.approvers, "quorum": library.quorum,
+            "require": library.require, "veto": []})
+
+    def _policy_text(self, step_id: str, approval: Approval) -> str:
+        text = describe_policy(policy_for(self.effective_approval(step_id, approval)))
+        draft = self._round_draft(step_id)
+        if draft is not None and draft.library_id is not None:
+            text += f" (pre-approved library statement {draft.library_id}@v" \
+                    f"{draft.library_version})"
+        return text
 
     def validate_draft(self, req: SubmitDraftRequest) -> None:
         def check() -> None:
@@ -473,16 +533,22 @@ class Ledger:
         to this version's sha256."""
         def apply() -> SubmitDraftResult:
             approval = self._check_draft(req)
+            statement = self._library_statement(req, approval)
             previous = self.drafts(req.node_id)
             draft = Draft(node_id=req.node_id, version=len(previous) + 1, text=req.text,
                           sha256=hashlib.sha256(req.text.encode()).hexdigest(),
                           author=req.actor, submitted_at=at, channels=req.channels,
-                          link=req.link)
+                          link=req.link, library_id=statement.id if statement else None,
+                          library_version=statement.version if statement else None)
             self.state.drafts.setdefault(req.node_id, []).append(draft)
             self.record(at, "draft_submitted", req.actor, node=req.node_id,
                         version=draft.version, sha256=draft.sha256, text=draft.text,
                         channels=draft.channels or None, link=draft.link,
-                        previous_sha256=previous[-1].sha256 if previous else None)
+                        previous_sha256=previous[-1].sha256 if previous else None,
+                        library=statement.id if statement else None,
+                        library_version=statement.version if statement else None,
+                        library_approved_by=statement.approved_by if statement else None,
+                        library_approved_on=str(statement.approved_on) if statement else None)
             node = self.state.nodes.get(req.node_id)
             if node is None:
                 return SubmitDraftResult(draft=draft)
@@ -508,14 +574,21 @@ class Ledger:
         # votes an admin cancelled
         voters = [t for t in previous if t.state != TaskState.delegated
                   and not (t.state == TaskState.cancelled and t.decided_by is not None)]
+        before = self.effective_approval(step_id, approval)
         node.round += 1
         node.draft_version, node.awaiting_draft, node.round_started_at = (
             draft.version, False, at)
+        after = self.effective_approval(step_id, approval)
+        node.policy = self._policy_text(step_id, approval)
+        # a round that moves between the node's policy and the library policy asks the
+        # approvers of its own policy
+        assignments = self.assignments_of(voters) if after.approvers == before.approvers \
+            else self.resolve(after.approvers, at)
         if approval.drafts.escalation_clock == "restart":
             node.tiers_fired = [0] * len(approval.escalation)
             node.deadline = at + (approval.deadline or self.playbook.defaults.approval_deadline)
         self._changed_nodes.add(step_id)
-        tasks = self._add_tasks(step_id, self.assignments_of(voters), title=node.title,
+        tasks = self._add_tasks(step_id, assignments, title=node.title,
                                 content=draft.text, at=at, deadline=node.deadline,
                                 draft=draft, reason=f"round {node.round}: draft v{draft.version}")
         outcome = self.evaluate(step_id, approval)
@@ -548,6 +621,7 @@ class Ledger:
         """If off-hours substitution left a role too few voters, add off-hours members back:
         a vote they might give beats a node that can never be decided."""
         created = []
+        approval = self.effective_approval(step_id, approval)
         for role, missing in shortfall(policy_for(approval), self.slots(step_id)).items():
             holders = {t.assignee for t in self.node_tasks(step_id)
                        if t.round == self.state.nodes[step_id].round}
@@ -609,7 +683,8 @@ class Ledger:
         return task
 
     def evaluate(self, step_id: str, approval: Approval) -> Outcome:
-        return evaluate(policy_for(approval), self.slots(step_id))
+        return evaluate(policy_for(self.effective_approval(step_id, approval)),
+                        self.slots(step_id))
 
     def next_tier(self, step_id: str, approval: Approval) -> tuple[int | None, datetime | None]:
         """The escalation tier that fires next, and when (None, None when none is left)."""
