@@ -53,6 +53,7 @@ from domain.incident import (
     IncidentStatus,
     IncidentView,
     IncidentWorkflowState,
+    KeepPostsPausedRequest,
     NodeState,
     ReassignRequest,
     Report,
@@ -67,7 +68,7 @@ from domain.incident import (
     TimelineEntry,
     TimelineKind,
 )
-from domain.playbook import Approval, LibraryStatement, Playbook
+from domain.playbook import Approval, LibraryStatement, Playbook, Step
 from domain.quorum import Outcome, Policy, Slot, Vote, evaluate, shortfall
 
 MAX_ANSWERED = 1000  # remembered request ids (idempotent updates), oldest dropped first
@@ -910,6 +911,72 @@ class Ledger:
             return self.record(at, "publish_confirmed", req.actor, step=req.step_id,
                                version=draft.version, sha256=draft.sha256, author=draft.author)
         return self._once(req, TimelineEntry, apply)
+
+    # ---- scheduled posts paused for the incident ------------------------------------
+
+    def pause_steps(self) -> list[Step]:
+        """Actions that pause something (scheduled posts) until the incident resolves."""
+        return [step for _, step in self.playbook.walk()
+                if step.action is not None and step.action.resume_on_resolve is not None]
+
+    def note_pause(self, step_id: str, at: datetime) -> None:
+        """After a pausing action ran: on success, the timeline says posts are paused and
+        will resume on resolution."""
+        progress = self.state.progress.get(step_id)
+        if progress is not None and progress.outcome == "done":
+            self.record(at, "posts_paused", "system", step=step_id,
+                        resumes="on resolution unless kept paused")
+
+    def _posts_entries(self, step_id: str) -> list[TimelineEntry]:
+        return [e for e in self.state.timeline if e.details.get("step") == step_id
+                and e.kind in ("posts_paused", "posts_resumed", "posts_resume_failed",
+                               "posts_resume_skipped")]
+
+    def to_resume(self) -> list[Step]:
+        """Pausing steps whose pause succeeded and that have not been resumed (or skipped)."""
+        out = []
+        for step in self.pause_steps():
+            kinds = [e.kind for e in self._posts_entries(step.id)]
+            if "posts_paused" in kinds and kinds[-1] == "posts_paused":
+                out.append(step)
+        return out
+
+    def kept_paused(self) -> TimelineEntry | None:
+        """The latest 'keep posts paused' request if it still holds (`keep: false` undoes)."""
+        latest = next((e for e in reversed(self.state.timeline)
+                       if e.kind == "posts_kept_paused"), None)
+        return latest if latest is not None and latest.details.get("keep") else None
+
+    def _check_keep_paused(self, req: KeepPostsPausedRequest) -> None:
+        self._check_communicator(req.actor)
+        if not self.pause_steps():
+            raise LedgerError(errors.NO_PAUSED_POSTS,
+                              f"playbook {self.playbook.id} v{self.playbook.version} pauses "
+                              "nothing: there are no scheduled posts to keep paused")
+
+    def validate_keep_posts_paused(self, req: KeepPostsPausedRequest) -> None:
+        self._validate(req, lambda: self._check_keep_paused(req))
+
+    def keep_posts_paused(self, req: KeepPostsPausedRequest, at: datetime) -> TimelineEntry:
+        def apply() -> TimelineEntry:
+            self._check_keep_paused(req)
+            return self.record(at, "posts_kept_paused", req.actor, keep=req.keep,
+                               reason=req.reason,
+                               steps=[s.id for s in self.pause_steps()])
+        return self._once(req, TimelineEntry, apply)
+
+    def record_posts_resume(self, at: datetime, step_id: str, url: str, *,
+                            status_code: int | None = None, error: str | None = None,
+                            skipped: TimelineEntry | None = None) -> None:
+        if skipped is not None:
+            self.record(at, "posts_resume_skipped", "system", step=step_id,
+                        kept_by=skipped.actor, reason=skipped.details.get("reason"))
+        elif error is None:
+            self.record(at, "posts_resumed", "system", step=step_id, url=url,
+                        status_code=status_code)
+        else:
+            self.record(at, "posts_resume_failed", "system", step=step_id, url=url,
+                        error=error)
 
     # ---- decisions and delegation --------------------------------------------------
 

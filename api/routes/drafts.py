@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.directory import IDENT_PATTERN
 from domain.incident import (
+    MAX_COMMENT,
     MAX_DRAFT,
     ConfirmPublishRequest,
+    KeepPostsPausedRequest,
     NodeState,
     SubmitDraftRequest,
     SubmitDraftResult,
@@ -198,4 +200,31 @@ async def confirm_publish(incident_id: IncidentId, body: ConfirmBody, user: Inci
                                     actor=user.id, step_id=body.step)
     entry: TimelineEntry = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.confirm_publish, request)
+    return ConfirmOut(entry=entry)
+
+
+class KeepPausedBody(BaseModel):
+    model_config = _examples({"keep": True, "reason": "Second wave of posts; hold the promo"})
+
+    keep: bool = Field(default=True, description="false: posts resume on resolution again")
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+@router.post(
+    "/{incident_id}/scheduled-posts/keep-paused", status_code=201, response_model=ConfirmOut,
+    operation_id="keepPostsPaused",
+    summary="Keep scheduled posts paused when the incident resolves (or undo that)",
+    description=("The playbook's pausing action resumes the organisation's post scheduler on "
+                 "resolution unless this says otherwise; the latest request wins and is on "
+                 "the timeline. 403 `Forbidden` for a non-communicator; 409 `NoPausedPosts` "
+                 "when the playbook pauses nothing; 409 `IncidentClosed`."),
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def keep_posts_paused(incident_id: IncidentId, body: KeepPausedBody, user: IncidentWriter,
+                            client: TemporalDep,
+                            idempotency_key: IdempotencyKey = None) -> ConfirmOut:
+    request = KeepPostsPausedRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                                     actor=user.id, keep=body.keep, reason=body.reason)
+    entry: TimelineEntry = await lookup.execute_update(
+        client, incident_id, IncidentWorkflow.keep_posts_paused, request)
     return ConfirmOut(entry=entry)
