@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from domain.directory import Directory
+from domain.directory import Directory, TimeOff
 from domain.playbook import Playbook, Severity
 from domain.quorum import Outcome
 
@@ -202,6 +202,8 @@ class StartIncident(BaseModel):
     public_url: str = "http://127.0.0.1:8000"
     continue_as_new_after_events: int = 8000
     state: IncidentWorkflowState | None = None  # carried over by continue-as-new
+    # the live time-off overlay when the incident opened (later revisions come by signal)
+    time_off: TimeOff | None = None
 
 
 class StepProgress(BaseModel):
@@ -221,6 +223,7 @@ class IncidentWorkflowState(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
     progress: dict[str, StepProgress] = Field(default_factory=dict)  # by step id
     drafts: dict[str, list[Draft]] = Field(default_factory=dict)  # by approval step id
+    time_off: TimeOff | None = None  # the live overlay on the pinned directory
     answered: dict[str, Any] = Field(default_factory=dict)  # request id -> first result
     projected_seq: int = 0  # timeline entries already written to the projection
 

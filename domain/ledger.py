@@ -36,6 +36,7 @@ from domain.directory import (
     Directory,
     Person,
     Target,
+    TimeOff,
     resolve_targets,
 )
 from domain.effects import ChannelReceipt, ProjectionBatch
@@ -144,7 +145,8 @@ class Ledger:
                  directory: Directory) -> None:
         self.state = state
         self.playbook = playbook
-        self.directory = directory
+        self.pinned_directory = directory  # the snapshot the incident started with
+        self.directory = state.time_off.apply(directory) if state.time_off else directory
         self._changed_tasks: set[str] = set()
         self._changed_nodes: set[str] = set()
         self._incident_changed = True
@@ -171,8 +173,10 @@ class Ledger:
             id=start.incident_id, title=start.title, summary=start.summary,
             severity=start.severity, source_url=start.source_url, dedup_key=start.dedup_key,
             opened_by=start.opened_by, opened_at=at, playbook=start.playbook.ref())
-        ledger = cls(IncidentWorkflowState(incident=incident), playbook, directory)
+        ledger = cls(IncidentWorkflowState(incident=incident, time_off=start.time_off),
+                     playbook, directory)
         ledger.record(at, "opened", start.opened_by, title=start.title,
+                      time_off_revision=start.time_off.revision if start.time_off else None,
                       severity=start.severity.value, source_url=start.source_url,
                       dedup_key=start.dedup_key, report_id=start.opening_report_id,
                       playbook_id=start.playbook.id, playbook_version=start.playbook.version,
@@ -911,6 +915,22 @@ class Ledger:
             return self.record(at, "publish_confirmed", req.actor, step=req.step_id,
                                version=draft.version, sha256=draft.sha256, author=draft.author)
         return self._once(req, TimelineEntry, apply)
+
+    # ---- time off: the live overlay on the pinned directory --------------------------
+
+    def apply_time_off(self, overlay: TimeOff, at: datetime) -> bool:
+        """Take a newer revision of the time-off overlay; from now on assignments resolve
+        with it (tasks already created stay). False for an old or repeated revision."""
+        current = self.state.time_off.revision if self.state.time_off else 0
+        if overlay.revision <= current or not self.is_open:
+            return False
+        self.state.time_off = overlay
+        self.directory = overlay.apply(self.pinned_directory)
+        latest = overlay.changes[-1] if overlay.changes else None
+        self.record(at, "time_off_applied", latest.actor if latest else "system",
+                    revision=overlay.revision, change=latest.what if latest else None,
+                    changed_at=latest.at.isoformat() if latest else None)
+        return True
 
     # ---- scheduled posts paused for the incident ------------------------------------
 

@@ -29,7 +29,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from domain.directory import Assignment
+    from domain.directory import Assignment, TimeOff
     from domain.effects import (
         RETRYABLE_DELIVERY_ERRORS,
         ActionRequest,
@@ -670,6 +670,13 @@ class IncidentWorkflow:
     def drafts(self) -> dict[str, list[Any]]:
         return {node: [d.model_dump(mode="json") for d in versions]
                 for node, versions in self.ledger.state.drafts.items()}
+
+    @workflow.signal(name="time_off")
+    async def time_off(self, overlay: TimeOff) -> None:
+        """A new revision of the time-off overlay (away periods, roster overrides): used
+        from the next assignment on. Old or repeated revisions are ignored."""
+        if self.ledger.apply_time_off(overlay, workflow.now()):
+            await self._sync()
 
     @workflow.update(name="keep_posts_paused")
     async def keep_posts_paused(self, req: KeepPostsPausedRequest) -> TimelineEntry:
