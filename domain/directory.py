@@ -90,6 +90,15 @@ class Period(_Strict):
     end: datetime
     reason: str = Field(default="", max_length=200)
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time_text(cls, value: object) -> object:
+        # pydantic would read a number as Unix seconds: write the time out instead
+        if isinstance(value, int | float):
+            raise ValueError("write times as ISO 8601 with an offset, e.g. "
+                             "2026-12-24T00:00:00Z")
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> Period:
         if self.start.tzinfo is None or self.end.tzinfo is None:

@@ -411,6 +411,8 @@ class Ledger:
         if approval.drafts is not None:
             node.round_started_at = at
             drafts = self.drafts(step_id)
+            if not drafts and approval.drafts.start_from_template and content.strip():
+                drafts = [self._template_draft(step_id, content, at)]
             if not drafts:
                 node.awaiting_draft = True
                 self.record(at, "awaiting_draft", "playbook", node=step_id, round=1,
@@ -426,6 +428,16 @@ class Ledger:
             self.close_node(step_id, outcome, at, reason="not enough approvers")
             return []
         return tasks
+
+    def _template_draft(self, step_id: str, text: str, at: datetime) -> Draft:
+        """Draft v1 from the playbook's suggested text, so round 1 starts at once."""
+        draft = Draft(node_id=step_id, version=1, text=text,
+                      sha256=hashlib.sha256(text.encode()).hexdigest(), author="playbook",
+                      submitted_at=at)
+        self.state.drafts.setdefault(step_id, []).append(draft)
+        self.record(at, "draft_submitted", "playbook", node=step_id, version=1,
+                    sha256=draft.sha256, text=text, template=True)
+        return draft
 
     def _first_round(self, step_id: str, approval: Approval, draft: Draft,
                      at: datetime) -> list[Task]:

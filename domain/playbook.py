@@ -158,6 +158,10 @@ class Drafts(_Strict):
         default_factory=lambda: list[Submitter](["communicator", "admin"]), min_length=1)
     escalation_clock: Literal["keep", "restart"] = "keep"
     max_rounds: int = Field(default=20, ge=1, le=100)
+    # round 1 starts at once on the playbook's `content` (rendered) as draft v1 by
+    # "playbook": approvers can decide the suggested text while a communicator may replace
+    # it with a new draft at any time (a new round)
+    start_from_template: bool = False
     # pre-approved holding statements: a draft that names one and is byte-identical to it
     # is decided under `library_policy` instead of the node's own policy (no veto)
     library: list[LibraryStatement] = Field(default_factory=list, max_length=100)
