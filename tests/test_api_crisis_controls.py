@@ -69,8 +69,17 @@ def playbooks() -> dict[str, dict[str, Any]]:
             "escalation": [{"after": "15m", "add_approvers": [{"role": "legal"}]}]}},
             {"id": "resolved", "resolution": {}}],
     }
+    paused = {
+        "id": "pause-posts", "name": "Pause scheduled posts", "version": 1,
+        "steps": [{"id": "pause-posts", "action": {
+            "url": "/demo/sink/scheduler",
+            "payload": {"command": "pause", "incident": "{{incident.id}}"},
+            "resume_on_resolve": {"url": "/demo/sink/scheduler", "payload": {
+                "command": "resume", "incident": "{{incident.id}}"}}}},
+            {"id": "resolved", "resolution": {}}],
+    }
     return {"viral-complaint": statement, "library-statement": library,
-            "legal-sign-off": sign_off}
+            "legal-sign-off": sign_off, "pause-posts": paused}
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +283,36 @@ async def test_friday_one_comms_reject_widens_and_a_legal_veto_still_ends(
     legal = next(t for t in widened if t["role"] == "legal")
     vetoed = await decide(stack, legal, "reject", comment="Admits liability")
     assert vetoed["node"]["outcome"] == "vetoed"
+
+
+async def test_scheduled_posts_can_be_kept_paused_past_resolution(stack: ApiStack) -> None:
+    incident_id = await open_incident(stack, "pause-posts")
+
+    async def paused() -> bool:
+        return any(e["kind"] == "posts_paused" for e in await timeline(stack, incident_id))
+    await stack.eventually(paused, what="posts to pause")
+    path = f"/incidents/{incident_id}/scheduled-posts/keep-paused"
+    approver = await stack.call("POST", path, "lena-legal", json={"reason": "no"})
+    assert approver.status_code == 403, approver.text
+    kept = await stack.call("POST", path, "sam-social",
+                            json={"keep": True, "reason": "Second wave of posts"})
+    assert kept.status_code == 201, kept.text
+    assert kept.json()["entry"]["kind"] == "posts_kept_paused"
+    other = await open_incident(stack, "legal-sign-off")
+    nothing = await stack.call("POST", f"/incidents/{other}/scheduled-posts/keep-paused",
+                               "sam-social", json={"reason": "x"})
+    assert nothing.status_code == 409 and nothing.json()["error"] == "NoPausedPosts"
+
+    resolved = await stack.call("POST", f"/incidents/{incident_id}/resolve", "sam-social",
+                                json={"summary": "Handled"})
+    assert resolved.status_code == 200, resolved.text
+
+    async def skipped() -> list[dict[str, Any]]:
+        return [e for e in await timeline(stack, incident_id)
+                if e["kind"] == "posts_resume_skipped"]
+    entry = (await stack.eventually(skipped, what="the resume to be skipped"))[0]
+    assert (entry["details"]["kept_by"], entry["details"]["reason"]) == (
+        "sam-social", "Second wave of posts")
+    sink = (await stack.call("GET", "/demo/sink/scheduler")).json()["items"]
+    assert [i["body"]["command"] for i in sink if i["body"].get("incident") == incident_id] == [
+        "pause"]

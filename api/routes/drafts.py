@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from domain.directory import IDENT_PATTERN
 from domain.incident import (
@@ -206,7 +206,8 @@ async def confirm_publish(incident_id: IncidentId, body: ConfirmBody, user: Inci
 class KeepPausedBody(BaseModel):
     model_config = _examples({"keep": True, "reason": "Second wave of posts; hold the promo"})
 
-    keep: bool = Field(default=True, description="false: posts resume on resolution again")
+    keep: StrictBool = Field(default=True,
+                             description="false: posts resume on resolution again")
     reason: str = Field(min_length=1, max_length=MAX_COMMENT)
 
 
