@@ -184,6 +184,16 @@ class OverridesBody(BaseModel):
 
 
 class TimeOffOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "overlay": {"revision": 2, "away": {"lena-legal": [_TRIP]},
+                    "overrides": {"legal-oncall": [_COVER]},
+                    "changes": [
+                        {"revision": 1, "at": "2026-12-20T10:02:00Z", "actor": "lena-legal",
+                         "what": "away lena-legal: 1 period(s)"},
+                        {"revision": 2, "at": "2026-12-20T10:05:00Z", "actor": "ada-admin",
+                         "what": "overrides legal-oncall: 1 override(s)"}]},
+        "incidents_updated": 3}]})
+
     overlay: TimeOff = Field(description="admins: everything; others: their own away "
                                          "periods and every roster override")
     incidents_updated: int | None = Field(
