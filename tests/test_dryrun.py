@@ -235,3 +235,32 @@ until: 20m
            "events": [{"at": "1m", "away": {"person": "gabe"}}]}
     with pytest.raises(PlaybookInvalid, match="unknown person 'gabe'"):
         parse_scenario(bad, directory.definition, "test")
+
+
+async def test_the_shipped_library_statement_needs_one_comms_lead(
+        directory: DirectorySnapshot) -> None:
+    """viral-complaint v2: a communicator picks the pre-approved "aware-looking" statement;
+    one comms lead's approval publishes it (legal approved the wording in advance)."""
+    playbook = load_playbook(VIRAL, directory.definition)
+    drafts = playbook.definition.step("holding-statement").approval.drafts  # type: ignore[union-attr]
+    assert drafts is not None
+    statement = drafts.statement("aware-looking")
+    assert statement is not None
+    scenario = parse_scenario({
+        "start": "wed 10:00 America/New_York",
+        "incident": {"title": "Late delivery", "severity": "high"},
+        "events": [
+            {"at": "1m", "draft": {"node": "holding-statement", "by": "cara-comms",
+                                   "text": statement.text + " ", "library": "aware-looking"}},
+            {"at": "2m", "draft": {"node": "holding-statement", "by": "cara-comms",
+                                   "text": statement.text, "library": "aware-looking"}},
+            {"at": "3m", "decide": {"role": "comms-lead", "decision": "approve"}}],
+        "until": "10m"}, directory.definition, "test")
+    report = await run_dry_run(playbook, directory, scenario, today=EVEN_WEEK)
+    edited, used, decided = report.notes
+    assert not edited.applied and "byte-identical" in edited.result  # one space too many
+    assert used.applied and used.result.endswith("library statement aware-looking@v1")
+    assert decided.applied
+    assert report.view.nodes[0].outcome == "approved"
+    published = [a for a in report.actions if a.step_id == "publish-statement"]
+    assert [a.payload["text"] for a in published] == [statement.text]
