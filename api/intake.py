@@ -60,10 +60,12 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
+from core.time_off_store import TimeOffStore
 from domain import errors as codes
 from domain.ids import dedup_digest, dedup_incident_id
 from domain.incident import Incident, IncidentStatus, Report, ReportResult, StartIncident
 from domain.playbook import Severity
+from readmodel.reader import ReadModel
 from workflows.incident import IncidentWorkflow
 
 from .errors import ApiError
@@ -188,6 +190,7 @@ class Intake:
         self._lanes: dict[str, _Lane] = {}
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._batches: OrderedDict[str, bool] = OrderedDict()  # incident id -> takes batches
+        self.time_off = TimeOffStore(client, settings.task_queue, ReadModel(redis))
 
     # -- the command -------------------------------------------------------------------
 
@@ -211,6 +214,7 @@ class Intake:
             raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
                                 f"{severity.value}", "SeverityNotSupported")
         directory = self._registry.directory_snapshot()
+        time_off = await self.time_off.current()
         report = Report(id=operation_id("rep", command.actor, command.idempotency_key, 32),
                         summary=command.summary, source_url=command.source_url,
                         severity=command.severity, reported_by=command.actor)
@@ -223,7 +227,8 @@ class Intake:
                 severity=severity, source_url=command.source_url, dedup_key=command.dedup_key,
                 opened_by=command.actor, opening_report_id=report.id, playbook=snapshot,
                 directory=directory, public_url=settings.public_url,
-                continue_as_new_after_events=settings.continue_as_new_after_events)
+                continue_as_new_after_events=settings.continue_as_new_after_events,
+                time_off=time_off)
 
         return await self.submit(lane_key(command), report, build_start,
                                  keyed=command.idempotency_key is not None)

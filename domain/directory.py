@@ -90,6 +90,15 @@ class Period(_Strict):
     end: datetime
     reason: str = Field(default="", max_length=200)
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time_text(cls, value: object) -> object:
+        # pydantic would read a number as Unix seconds: write the time out instead
+        if isinstance(value, int | float):
+            raise ValueError("write times as ISO 8601 with an offset, e.g. "
+                             "2026-12-24T00:00:00Z")
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> Period:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -245,6 +254,45 @@ class Directory(_Strict):
 
     def members_of(self, role_id: str) -> list[Person]:
         return [p for p in self.people if role_id in p.roles]
+
+
+class TimeOffChange(_Strict):
+    """Who changed the time-off overlay, when, and what (for the audit trail)."""
+
+    revision: int
+    at: datetime
+    actor: Ident
+    what: str = Field(max_length=200)  # "away lena-legal" / "overrides legal-oncall"
+
+
+class TimeOff(_Strict):
+    """The operational overlay on the reviewed directory: away periods and roster
+    overrides set through the API, applied at once (no review), each change recorded.
+
+    The reviewed directory (pinned in every incident's snapshot) keeps its own `away` and
+    `overrides`; this overlay adds to them. Running incidents receive every new revision and
+    use it the next time they resolve who to reach."""
+
+    revision: int = 0
+    away: dict[Ident, list[Period]] = Field(default_factory=dict)
+    overrides: dict[Ident, list[RosterOverride]] = Field(default_factory=dict)
+    changes: list[TimeOffChange] = Field(default_factory=list)  # newest last, bounded
+
+    def apply(self, directory: Directory) -> Directory:
+        """`directory` with this overlay's periods added. Entries naming people or rosters
+        the directory doesn't know (an incident pinned an older directory) are left out."""
+        if not self.away and not self.overrides:
+            return directory
+        people = [p.model_copy(update={"away": [*p.away, *self.away.get(p.id, [])]})
+                  if self.away.get(p.id) else p for p in directory.people]
+        known = {p.id for p in directory.people}
+        rosters = []
+        for roster in directory.rosters:
+            extra = [o for o in self.overrides.get(roster.id, []) if o.member in known]
+            # the overlay's overrides come first: the newer, operational word wins
+            rosters.append(roster.model_copy(update={"overrides": [*extra, *roster.overrides]})
+                           if extra else roster)
+        return directory.model_copy(update={"people": people, "rosters": rosters})
 
 
 class Target(_Strict):

@@ -57,6 +57,8 @@ REASON_REQUIRED: Final = "ReasonRequired"
 DRAFT_REFUSED: Final = "DraftRefused"
 NOT_AWAITING_CONFIRMATION: Final = "NotAwaitingConfirmation"
 NOTHING_TO_RESOLVE: Final = "NothingToResolve"
+LIBRARY_MISMATCH: Final = "LibraryMismatch"
+NO_PAUSED_POSTS: Final = "NoPausedPosts"
 
 
 class CrisisError(Exception):
@@ -287,6 +289,24 @@ class NothingToResolve(ConflictError):
     """
 
     code = NOTHING_TO_RESOLVE
+
+
+class LibraryMismatch(ConflictError):
+    """
+    A draft asked for the lighter policy of a pre-approved library statement, but its text
+    is not byte-identical to that statement (or the statement doesn't exist): an edited
+    statement is a new text and needs the full approval.
+    """
+
+    code = LIBRARY_MISMATCH
+
+
+class NoPausedPosts(ConflictError):
+    """
+    The playbook has no step that pauses scheduled posts, so there is nothing to keep paused.
+    """
+
+    code = NO_PAUSED_POSTS
 
 
 class ReasonRequired(InvalidCommand):

@@ -10,9 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from domain.directory import Directory
+from domain.directory import Directory, TimeOff
 from domain.playbook import Playbook, Severity
 from domain.quorum import Outcome
 
@@ -45,6 +45,8 @@ TimelineKind = Literal[
     "catch_up",
     # at-most-once actions: about to send; outcome unknown (a human decides); decided
     "action_sending", "action_outcome_unknown", "action_outcome_resolved",
+    "posts_paused", "posts_resumed", "posts_resume_failed", "posts_kept_paused",
+    "posts_resume_skipped", "time_off_applied",
 ]
 
 
@@ -159,6 +161,9 @@ class Draft(BaseModel):
     submitted_at: datetime
     channels: list[str] = Field(default_factory=list)
     link: str | None = None
+    # a pre-approved library statement this draft is byte-identical to (lighter policy)
+    library_id: str | None = None
+    library_version: int | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -201,6 +206,8 @@ class StartIncident(BaseModel):
     public_url: str = "http://127.0.0.1:8000"
     continue_as_new_after_events: int = 8000
     state: IncidentWorkflowState | None = None  # carried over by continue-as-new
+    # the live time-off overlay when the incident opened (later revisions come by signal)
+    time_off: TimeOff | None = None
 
 
 class StepProgress(BaseModel):
@@ -220,6 +227,7 @@ class IncidentWorkflowState(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
     progress: dict[str, StepProgress] = Field(default_factory=dict)  # by step id
     drafts: dict[str, list[Draft]] = Field(default_factory=dict)  # by approval step id
+    time_off: TimeOff | None = None  # the live overlay on the pinned directory
     answered: dict[str, Any] = Field(default_factory=dict)  # request id -> first result
     projected_seq: int = 0  # timeline entries already written to the projection
 
@@ -246,6 +254,19 @@ class SubmitDraftRequest(_Request):
     text: str = Field(min_length=1, max_length=MAX_DRAFT)
     channels: list[str] = Field(default_factory=list, max_length=10)
     link: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
+    # use a pre-approved library statement (its newest version unless one is given): the
+    # text must be byte-identical to it, and the round is decided under the lighter policy
+    library: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    library_version: int | None = Field(default=None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_library(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # requests answered before the library existed keep their fingerprint
+        data: dict[str, Any] = handler(self)
+        for key in ("library", "library_version"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class SubmitDraftResult(BaseModel):
@@ -295,6 +316,13 @@ class CancelTaskRequest(_Request):
     """An admin cancels an open task; its vote no longer counts."""
 
     task_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+class KeepPostsPausedRequest(_Request):
+    """Keep scheduled posts paused when the incident resolves (`keep: false` undoes it)."""
+
+    keep: bool = True
     reason: str = Field(min_length=1, max_length=MAX_COMMENT)
 
 

@@ -37,6 +37,7 @@ from domain.directory import (
     Directory,
     Person,
     Target,
+    TimeOff,
     resolve_targets,
 )
 from domain.effects import ChannelReceipt, ProjectionBatch
@@ -54,6 +55,7 @@ from domain.incident import (
     IncidentStatus,
     IncidentView,
     IncidentWorkflowState,
+    KeepPostsPausedRequest,
     NodeState,
     ReassignRequest,
     Report,
@@ -69,7 +71,7 @@ from domain.incident import (
     TimelineEntry,
     TimelineKind,
 )
-from domain.playbook import Approval, Playbook
+from domain.playbook import Approval, LibraryStatement, Playbook, Step
 from domain.quorum import Outcome, Policy, Slot, Vote, evaluate, shortfall
 
 MAX_ANSWERED = 1000  # remembered request ids (idempotent updates), oldest dropped first
@@ -145,7 +147,8 @@ class Ledger:
                  directory: Directory) -> None:
         self.state = state
         self.playbook = playbook
-        self.directory = directory
+        self.pinned_directory = directory  # the snapshot the incident started with
+        self.directory = state.time_off.apply(directory) if state.time_off else directory
         self._changed_tasks: set[str] = set()
         self._changed_nodes: set[str] = set()
         self._incident_changed = True
@@ -175,8 +178,10 @@ class Ledger:
             id=start.incident_id, title=start.title, summary=start.summary,
             severity=start.severity, source_url=start.source_url, dedup_key=start.dedup_key,
             opened_by=start.opened_by, opened_at=at, playbook=start.playbook.ref())
-        ledger = cls(IncidentWorkflowState(incident=incident), playbook, directory)
+        ledger = cls(IncidentWorkflowState(incident=incident, time_off=start.time_off),
+                     playbook, directory)
         ledger.record(at, "opened", start.opened_by, title=start.title,
+                      time_off_revision=start.time_off.revision if start.time_off else None,
                       severity=start.severity.value, source_url=start.source_url,
                       dedup_key=start.dedup_key, report_id=start.opening_report_id,
                       playbook_id=start.playbook.id, playbook_version=start.playbook.version,
@@ -430,6 +435,8 @@ class Ledger:
         if approval.drafts is not None:
             node.round_started_at = at
             drafts = self.drafts(step_id)
+            if not drafts and approval.drafts.start_from_template and content.strip():
+                drafts = [self._template_draft(step_id, content, at)]
             if not drafts:
                 node.awaiting_draft = True
                 self.record(at, "awaiting_draft", "playbook", node=step_id, round=1,
@@ -446,11 +453,23 @@ class Ledger:
             return []
         return tasks
 
+    def _template_draft(self, step_id: str, text: str, at: datetime) -> Draft:
+        """Draft v1 from the playbook's suggested text, so round 1 starts at once."""
+        draft = Draft(node_id=step_id, version=1, text=text,
+                      sha256=hashlib.sha256(text.encode()).hexdigest(), author="playbook",
+                      submitted_at=at)
+        self.state.drafts.setdefault(step_id, []).append(draft)
+        self.record(at, "draft_submitted", "playbook", node=step_id, version=1,
+                    sha256=draft.sha256, text=text, template=True)
+        return draft
+
     def _first_round(self, step_id: str, approval: Approval, draft: Draft,
                      at: datetime) -> list[Task]:
         node = self.state.nodes[step_id]
         node.draft_version, node.awaiting_draft = draft.version, False
-        tasks = self._add_tasks(step_id, self.resolve(approval.approvers, at), title=node.title,
+        node.policy = self._policy_text(step_id, approval)
+        approvers = self.effective_approval(step_id, approval).approvers
+        tasks = self._add_tasks(step_id, self.resolve(approvers, at), title=node.title,
                                 content=draft.text, at=at, deadline=node.deadline, draft=draft)
         tasks += self._top_up(step_id, approval, title=node.title, content=draft.text, at=at,
                               deadline=node.deadline, draft=draft)
@@ -484,7 +503,65 @@ class Ledger:
             raise LedgerError(errors.DRAFT_REFUSED,
                               f"approval {req.node_id} allows {approval.drafts.max_rounds} "
                               "drafts at most")
+        self._library_statement(req, approval)
         return approval
+
+    def _library_statement(self, req: SubmitDraftRequest, approval: Approval
+                           ) -> LibraryStatement | None:
+        """The pre-approved statement a draft asks to use, checked byte for byte: only an
+        exact copy may be decided under the lighter library policy."""
+        if req.library is None:
+            if req.library_version is not None:
+                raise LedgerError(errors.LIBRARY_MISMATCH,
+                                  "`library_version` needs `library` (the statement id)")
+            return None
+        assert approval.drafts is not None
+        if not approval.drafts.library:
+            raise LedgerError(errors.LIBRARY_MISMATCH,
+                              f"approval {req.node_id} has no library of pre-approved "
+                              "statements")
+        statement = approval.drafts.statement(req.library, req.library_version)
+        if statement is None:
+            known = ", ".join(s.ref for s in approval.drafts.library)
+            which = f"{req.library}@v{req.library_version}" if req.library_version \
+                else req.library
+            raise LedgerError(errors.LIBRARY_MISMATCH,
+                              f"no library statement {which} (the library has {known})")
+        if req.text != statement.text:
+            raise LedgerError(
+                errors.LIBRARY_MISMATCH,
+                f"the text is not byte-identical to library statement {statement.ref} "
+                f"(sha256 {statement.sha256[:12]}, "
+                f"{hashlib.sha256(req.text.encode()).hexdigest()[:12]} given): only the exact "
+                "pre-approved wording may use the lighter policy; submit an edited text "
+                "without `library` for the full approval")
+        return statement
+
+    def _round_draft(self, step_id: str) -> Draft | None:
+        """The draft the node's current (or last) round decides, awaiting a redraft or not."""
+        node = self.state.nodes.get(step_id)
+        if node is None or node.draft_version is None:
+            return None
+        return next((d for d in self.drafts(step_id) if d.version == node.draft_version), None)
+
+    def effective_approval(self, step_id: str, approval: Approval) -> Approval:
+        """The node's approval as its current round decides it: a round on a library
+        statement is decided by the library policy's approvers and quorum, without veto."""
+        draft = self._round_draft(step_id)
+        library = approval.drafts.library_policy if approval.drafts is not None else None
+        if draft is None or draft.library_id is None or library is None:
+            return approval
+        return approval.model_copy(update={
+            "approvers": library.approvers, "quorum": library.quorum,
+            "require": library.require, "veto": []})
+
+    def _policy_text(self, step_id: str, approval: Approval) -> str:
+        text = describe_policy(policy_for(self.effective_approval(step_id, approval)))
+        draft = self._round_draft(step_id)
+        if draft is not None and draft.library_id is not None:
+            text += f" (pre-approved library statement {draft.library_id}@v" \
+                    f"{draft.library_version})"
+        return text
 
     def validate_draft(self, req: SubmitDraftRequest) -> None:
         def check() -> None:
@@ -497,16 +574,22 @@ class Ledger:
         to this version's sha256."""
         def apply() -> SubmitDraftResult:
             approval = self._check_draft(req)
+            statement = self._library_statement(req, approval)
             previous = self.drafts(req.node_id)
             draft = Draft(node_id=req.node_id, version=len(previous) + 1, text=req.text,
                           sha256=hashlib.sha256(req.text.encode()).hexdigest(),
                           author=req.actor, submitted_at=at, channels=req.channels,
-                          link=req.link)
+                          link=req.link, library_id=statement.id if statement else None,
+                          library_version=statement.version if statement else None)
             self.state.drafts.setdefault(req.node_id, []).append(draft)
             self.record(at, "draft_submitted", req.actor, node=req.node_id,
                         version=draft.version, sha256=draft.sha256, text=draft.text,
                         channels=draft.channels or None, link=draft.link,
-                        previous_sha256=previous[-1].sha256 if previous else None)
+                        previous_sha256=previous[-1].sha256 if previous else None,
+                        library=statement.id if statement else None,
+                        library_version=statement.version if statement else None,
+                        library_approved_by=statement.approved_by if statement else None,
+                        library_approved_on=str(statement.approved_on) if statement else None)
             node = self.state.nodes.get(req.node_id)
             if node is None:
                 return SubmitDraftResult(draft=draft)
@@ -532,14 +615,21 @@ class Ledger:
         # votes an admin cancelled
         voters = [t for t in previous if t.state != TaskState.delegated
                   and not (t.state == TaskState.cancelled and t.decided_by is not None)]
+        before = self.effective_approval(step_id, approval)
         node.round += 1
         node.draft_version, node.awaiting_draft, node.round_started_at = (
             draft.version, False, at)
+        after = self.effective_approval(step_id, approval)
+        node.policy = self._policy_text(step_id, approval)
+        # a round that moves between the node's policy and the library policy asks the
+        # approvers of its own policy
+        assignments = self.assignments_of(voters) if after.approvers == before.approvers \
+            else self.resolve(after.approvers, at)
         if approval.drafts.escalation_clock == "restart":
             node.tiers_fired = [0] * len(approval.escalation)
             node.deadline = at + (approval.deadline or self.playbook.defaults.approval_deadline)
         self._changed_nodes.add(step_id)
-        tasks = self._add_tasks(step_id, self.assignments_of(voters), title=node.title,
+        tasks = self._add_tasks(step_id, assignments, title=node.title,
                                 content=draft.text, at=at, deadline=node.deadline,
                                 draft=draft, reason=f"round {node.round}: draft v{draft.version}")
         outcome = self.evaluate(step_id, approval)
@@ -572,6 +662,7 @@ class Ledger:
         """If off-hours substitution left a role too few voters, add off-hours members back:
         a vote they might give beats a node that can never be decided."""
         created = []
+        approval = self.effective_approval(step_id, approval)
         for role, missing in shortfall(policy_for(approval), self.slots(step_id)).items():
             holders = {t.assignee for t in self.node_tasks(step_id)
                        if t.round == self.state.nodes[step_id].round}
@@ -633,7 +724,8 @@ class Ledger:
         return task
 
     def evaluate(self, step_id: str, approval: Approval) -> Outcome:
-        return evaluate(policy_for(approval), self.slots(step_id))
+        return evaluate(policy_for(self.effective_approval(step_id, approval)),
+                        self.slots(step_id))
 
     def next_tier(self, step_id: str, approval: Approval) -> tuple[int | None, datetime | None]:
         """The escalation tier that fires next, and when (None, None when none is left)."""
@@ -926,6 +1018,88 @@ class Ledger:
             return self.record(at, "publish_confirmed", req.actor, step=req.step_id,
                                version=draft.version, sha256=draft.sha256, author=draft.author)
         return self._once(req, TimelineEntry, apply)
+
+    # ---- time off: the live overlay on the pinned directory --------------------------
+
+    def apply_time_off(self, overlay: TimeOff, at: datetime) -> bool:
+        """Take a newer revision of the time-off overlay; from now on assignments resolve
+        with it (tasks already created stay). False for an old or repeated revision."""
+        current = self.state.time_off.revision if self.state.time_off else 0
+        if overlay.revision <= current or not self.is_open:
+            return False
+        self.state.time_off = overlay
+        self.directory = overlay.apply(self.pinned_directory)
+        latest = overlay.changes[-1] if overlay.changes else None
+        self.record(at, "time_off_applied", latest.actor if latest else "system",
+                    revision=overlay.revision, change=latest.what if latest else None,
+                    changed_at=latest.at.isoformat() if latest else None)
+        return True
+
+    # ---- scheduled posts paused for the incident ------------------------------------
+
+    def pause_steps(self) -> list[Step]:
+        """Actions that pause something (scheduled posts) until the incident resolves."""
+        return [step for _, step in self.playbook.walk()
+                if step.action is not None and step.action.resume_on_resolve is not None]
+
+    def note_pause(self, step_id: str, at: datetime) -> None:
+        """After a pausing action ran: on success, the timeline says posts are paused and
+        will resume on resolution."""
+        progress = self.state.progress.get(step_id)
+        if progress is not None and progress.outcome == "done":
+            self.record(at, "posts_paused", "system", step=step_id,
+                        resumes="on resolution unless kept paused")
+
+    def _posts_entries(self, step_id: str) -> list[TimelineEntry]:
+        return [e for e in self.state.timeline if e.details.get("step") == step_id
+                and e.kind in ("posts_paused", "posts_resumed", "posts_resume_failed",
+                               "posts_resume_skipped")]
+
+    def to_resume(self) -> list[Step]:
+        """Pausing steps whose pause succeeded and that have not been resumed (or skipped)."""
+        out = []
+        for step in self.pause_steps():
+            kinds = [e.kind for e in self._posts_entries(step.id)]
+            if "posts_paused" in kinds and kinds[-1] == "posts_paused":
+                out.append(step)
+        return out
+
+    def kept_paused(self) -> TimelineEntry | None:
+        """The latest 'keep posts paused' request if it still holds (`keep: false` undoes)."""
+        latest = next((e for e in reversed(self.state.timeline)
+                       if e.kind == "posts_kept_paused"), None)
+        return latest if latest is not None and latest.details.get("keep") else None
+
+    def _check_keep_paused(self, req: KeepPostsPausedRequest) -> None:
+        self._check_communicator(req.actor)
+        if not self.pause_steps():
+            raise LedgerError(errors.NO_PAUSED_POSTS,
+                              f"playbook {self.playbook.id} v{self.playbook.version} pauses "
+                              "nothing: there are no scheduled posts to keep paused")
+
+    def validate_keep_posts_paused(self, req: KeepPostsPausedRequest) -> None:
+        self._validate(req, lambda: self._check_keep_paused(req))
+
+    def keep_posts_paused(self, req: KeepPostsPausedRequest, at: datetime) -> TimelineEntry:
+        def apply() -> TimelineEntry:
+            self._check_keep_paused(req)
+            return self.record(at, "posts_kept_paused", req.actor, keep=req.keep,
+                               reason=req.reason,
+                               steps=[s.id for s in self.pause_steps()])
+        return self._once(req, TimelineEntry, apply)
+
+    def record_posts_resume(self, at: datetime, step_id: str, url: str, *,
+                            status_code: int | None = None, error: str | None = None,
+                            skipped: TimelineEntry | None = None) -> None:
+        if skipped is not None:
+            self.record(at, "posts_resume_skipped", "system", step=step_id,
+                        kept_by=skipped.actor, reason=skipped.details.get("reason"))
+        elif error is None:
+            self.record(at, "posts_resumed", "system", step=step_id, url=url,
+                        status_code=status_code)
+        else:
+            self.record(at, "posts_resume_failed", "system", step=step_id, url=url,
+                        error=error)
 
     # ---- decisions and delegation --------------------------------------------------
 

@@ -20,7 +20,8 @@ Structural rules live here; references to the directory and across steps are che
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -102,6 +103,43 @@ class EscalationTier(_Strict):
 Submitter = Literal["communicator", "admin"]
 
 
+class LibraryStatement(_Strict):
+    """A holding statement whose wording legal approved in advance (`approved_by`,
+    `approved_on`). Statements are versioned: the same `id` may appear with several
+    `version`s, each pinned by the sha256 of its exact text; the playbook's own review
+    (and its snapshot sha256) is where the library is approved and pinned."""
+
+    id: str = Field(pattern=IDENT_PATTERN)
+    version: int = Field(ge=1)
+    title: str = Field(default="", max_length=200)
+    text: str = Field(min_length=1, max_length=20000)
+    approved_by: str = Field(min_length=1, max_length=200)
+    approved_on: date
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@v{self.version}"
+
+
+class LibraryPolicy(_Strict):
+    """Who approves a draft that is byte-identical to a library statement (e.g. any one
+    comms lead): the wording is already approved, only the decision to use it now is not."""
+
+    approvers: list[Target] = Field(min_length=1, max_length=50)
+    quorum: Literal["all", "any"] | QuorumK | None = None
+    require: list[Requirement] | None = Field(default=None, min_length=1, max_length=10)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> LibraryPolicy:
+        if (self.quorum is None) == (self.require is None):
+            raise ValueError("give exactly one of `quorum` (all, any or {k: N}) or `require`")
+        return self
+
+
 class Drafts(_Strict):
     """The node approves a statement that people write during the incident.
 
@@ -120,6 +158,31 @@ class Drafts(_Strict):
         default_factory=lambda: list[Submitter](["communicator", "admin"]), min_length=1)
     escalation_clock: Literal["keep", "restart"] = "keep"
     max_rounds: int = Field(default=20, ge=1, le=100)
+    # round 1 starts at once on the playbook's `content` (rendered) as draft v1 by
+    # "playbook": approvers can decide the suggested text while a communicator may replace
+    # it with a new draft at any time (a new round)
+    start_from_template: bool = False
+    # pre-approved holding statements: a draft that names one and is byte-identical to it
+    # is decided under `library_policy` instead of the node's own policy (no veto)
+    library: list[LibraryStatement] = Field(default_factory=list, max_length=100)
+    library_policy: LibraryPolicy | None = None
+
+    @model_validator(mode="after")
+    def _library_complete(self) -> Drafts:
+        if bool(self.library) != (self.library_policy is not None):
+            raise ValueError("a drafts `library` and its `library_policy` go together")
+        refs = [s.ref for s in self.library]
+        dupes = sorted({r for r in refs if refs.count(r) > 1})
+        if dupes:
+            raise ValueError(f"library statement versions appear twice: {', '.join(dupes)}")
+        return self
+
+    def statement(self, statement_id: str, version: int | None = None
+                  ) -> LibraryStatement | None:
+        """A library statement by id: the given version, or the newest one."""
+        found = [s for s in self.library if s.id == statement_id
+                 and (version is None or s.version == version)]
+        return max(found, key=lambda s: s.version) if found else None
 
 
 class Approval(_Strict):
@@ -168,6 +231,15 @@ class QuorumK(_Strict):
     k: int = Field(ge=1, le=100)
 
 
+class ResumeCall(_Strict):
+    """The call that resumes what an action paused (e.g. scheduled posts)."""
+
+    url: str = Field(pattern=r"^(https?://|/)", max_length=2000)
+    method: Literal["POST", "PUT"] = "POST"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class Wait(_Strict):
     duration: Duration
 
@@ -195,11 +267,18 @@ class Action(_Strict):
     publishes: str | None = Field(default=None, pattern=IDENT_PATTERN)
     confirm: Literal["none", "two_person"] = "none"
     at_most_once: bool = False
+    # this action pauses something (the organisation's post scheduler): when the incident
+    # is resolved the workflow makes this call to resume it, unless someone asked through
+    # the API to keep it paused. Both calls are on the timeline with their status.
+    resume_on_resolve: ResumeCall | None = None
 
     @model_validator(mode="after")
     def _confirm_needs_draft(self) -> Action:
         if self.confirm == "two_person" and self.publishes is None:
             raise ValueError("`confirm: two_person` needs `publishes: <approval step id>`")
+        if self.resume_on_resolve is not None and self.publishes is not None:
+            raise ValueError("a publish can't be resumed: `resume_on_resolve` is for an "
+                             "action that pauses something")
         return self
 
 
@@ -316,6 +395,8 @@ class Playbook(_Strict):
         return next(step for _, step in self.walk() if step.id == step_id)
 
 
+LibraryPolicy.model_rebuild()
+Drafts.model_rebuild()
 Approval.model_rebuild()
 Branch.model_rebuild()
 Parallel.model_rebuild()

@@ -145,6 +145,9 @@ def possible_voters(approval: Approval, directory: Directory) -> dict[str | None
 def _check_approval(path: str, approval: Approval, directory: Directory,
                     default_deadline: timedelta, issues: list[PlaybookIssue]) -> None:
     _check_targets(f"{path}.approvers", approval.approvers, directory, issues)
+    if approval.drafts is not None and approval.drafts.library_policy is not None:
+        _check_targets(f"{path}.drafts.library_policy.approvers",
+                       approval.drafts.library_policy.approvers, directory, issues)
     for t_index, tier in enumerate(approval.escalation):
         _check_targets(f"{path}.escalation[{t_index}].notify", tier.notify, directory, issues)
         _check_targets(f"{path}.escalation[{t_index}].add_approvers", tier.add_approvers,

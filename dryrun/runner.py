@@ -16,7 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.directory import Period, TimeOff
 from domain.incident import (
     ConfirmPublishRequest,
     DecideRequest,
@@ -49,9 +50,10 @@ from domain.incident import (
     TimelineEntry,
 )
 from domain.ledger import COMMUNICATOR_ACCESS
+from domain.time_off import SetAway, change
 from dryrun.activities import SimulatedEffects
 from dryrun.report import DryRunReport, ScenarioNote, format_offset
-from dryrun.scenario import DecideEvent, DelegateEvent, Event, Scenario
+from dryrun.scenario import AwayEvent, DecideEvent, DelegateEvent, Event, Scenario
 from worker.main import workflow_runner
 from workflows.incident import IncidentWorkflow
 
@@ -127,6 +129,7 @@ class _Session:
         self.notes: list[ScenarioNote] = []
         self.resolved = False
         self._requests = 0
+        self.time_off = TimeOff()
 
     def _request_id(self) -> str:
         self._requests += 1
@@ -158,11 +161,18 @@ class _Session:
                     "submit_draft",
                     SubmitDraftRequest(request_id=self._request_id(),
                                        actor=event.draft.by or self.opener,
-                                       node_id=event.draft.node, text=event.draft.text),
+                                       node_id=event.draft.node, text=event.draft.text,
+                                       library=event.draft.library,
+                                       library_version=event.draft.library_version),
                     result_type=SubmitDraftResult)
                 result = (f"v{submitted.draft.version} ({submitted.draft.sha256[:12]}) "
                           f"by {submitted.draft.author}")
+                if submitted.draft.library_id is not None:
+                    result += (f", library statement {submitted.draft.library_id}"
+                               f"@v{submitted.draft.library_version}")
                 applied = True
+            elif event.away is not None:
+                result, applied = await self._away(event.away, at)
             elif event.confirm_publish is not None:
                 await self.handle.execute_update(
                     "confirm_publish",
@@ -192,6 +202,17 @@ class _Session:
         except WorkflowUpdateFailedError as exc:
             result, applied = f"refused by the workflow: {exc.cause}", False
         self.note(at, event, result, applied)
+
+    async def _away(self, away: AwayEvent, at: datetime) -> tuple[str, bool]:
+        """Send the incident the next revision of its time-off overlay, as the API would."""
+        until = at + away.for_ if away.for_ is not None else at + timedelta(days=365)
+        period = Period(start=at, end=until, reason=away.reason or "away (dry run)")
+        self.time_off = change(self.time_off, SetAway(actor="dry-run", admin=True,
+                                                      person_id=away.person,
+                                                      periods=[period]), at)
+        await self.handle.signal("time_off", self.time_off)
+        return (f"away until {until.isoformat(timespec='minutes')}"
+                if away.for_ is not None else "away for the rest of the run"), True
 
     async def _decide(self, decide: DecideEvent, at: datetime) -> tuple[str, bool]:
         decided: list[str] = []

@@ -82,6 +82,19 @@ class DraftEvent(_Strict):
     node: str = Field(min_length=1, max_length=64)
     text: str = Field(min_length=1, max_length=20000)
     by: str | None = None  # default: the person who opened the incident
+    # a pre-approved library statement: `text` must be byte-identical to it
+    library: str | None = Field(default=None, max_length=64)
+    library_version: int | None = Field(default=None, ge=1)
+
+
+class AwayEvent(_Strict):
+    """Someone goes away (ill, travelling) from this moment for `for` (default: the rest
+    of the run): from then on they are skipped like someone off-hours, through the same
+    time-off overlay the API sets (`PUT /directory/people/{id}/away`)."""
+
+    person: str = Field(min_length=1, max_length=64)
+    for_: Duration | None = Field(default=None, alias="for")
+    reason: str = Field(default="", max_length=200)
 
 
 class ConfirmPublishEvent(_Strict):
@@ -101,7 +114,8 @@ class ResolveEvent(_Strict):
     actor: str | None = None
 
 
-EVENT_KINDS = ("decide", "delegate", "status_update", "resolve", "draft", "confirm_publish")
+EVENT_KINDS = ("decide", "delegate", "status_update", "resolve", "draft", "confirm_publish",
+               "away")
 
 
 class Event(_Strict):
@@ -112,6 +126,7 @@ class Event(_Strict):
     resolve: ResolveEvent | None = None
     draft: DraftEvent | None = None
     confirm_publish: ConfirmPublishEvent | None = None
+    away: AwayEvent | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -133,6 +148,8 @@ class Event(_Strict):
             return f"draft for {self.draft.node}"
         if self.confirm_publish is not None:
             return f"publish confirmed by {self.confirm_publish.by}"
+        if self.away is not None:
+            return f"{self.away.person} away"
         return "resolve"
 
 
@@ -240,6 +257,8 @@ def scenario_issues(scenario: Scenario, directory: Directory) -> list[PlaybookIs
             person(f"{here}.draft.by", event.draft.by)
         if event.confirm_publish is not None:
             person(f"{here}.confirm_publish.by", event.confirm_publish.by)
+        if event.away is not None:
+            person(f"{here}.away.person", event.away.person)
     return issues
 
 

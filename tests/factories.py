@@ -54,14 +54,29 @@ def directory() -> Directory:
     })
 
 
+LIBRARY_V1 = "We're aware of the posts and are looking into them. We'll update here soon."
+LIBRARY_V2 = ("We're aware of the posts and are looking into them urgently. We'll update "
+              "here within two hours.")
+
+
+def library() -> dict[str, Any]:
+    """Two versions of a pre-approved holding statement; any one comms lead may use it."""
+    approved = {"approved_by": "legal: Lena Legal", "approved_on": "2026-11-02"}
+    return {"library": [{"id": "aware-looking", "version": 1, "text": LIBRARY_V1, **approved},
+                        {"id": "aware-looking", "version": 2, "text": LIBRARY_V2, **approved}],
+            "library_policy": {"approvers": [{"role": "comms-lead"}], "quorum": "any"}}
+
+
 def drafts_playbook(publish_url: str, *, confirm: str = "none",
-                    escalation_clock: str = "keep") -> dict[str, Any]:
+                    escalation_clock: str = "keep", with_library: bool = False
+                    ) -> dict[str, Any]:
     """BRIEF scenario 7: the holding statement is written during the incident (drafts),
     and the publish action sends exactly the approved version."""
     data = viral_playbook(publish_url)
     approval = data["steps"][2]["approval"]
     approval["content"] = "Suggested: We are aware of posts about {{incident.title}}."
-    approval["drafts"] = {"escalation_clock": escalation_clock}
+    approval["drafts"] = {"escalation_clock": escalation_clock,
+                          **(library() if with_library else {})}
     action = approval["on_approved"][0]["action"]
     action["publishes"] = "holding-statement"
     action["confirm"] = confirm

@@ -99,14 +99,26 @@ async def test_scenario_1_viral_complaint_end_to_end(demo_stack: ApiStack) -> No
     kinds = [e["kind"] for e in entries]
     assert kinds[0] == "opened"
     assert kinds[-1] == "resolved"
-    for earlier, later in [("task_created", "decision"), ("decision", "node_outcome"),
-                           ("node_outcome", "action_run"), ("action_run", "status_update"),
-                           ("status_update", "resolved")]:
+    # the publish action: the statement's action_run (pause-posts ran one at the start)
+    kinds = ["publish" if e["kind"] == "action_run"
+             and e["details"]["step"] == "publish-statement" else e["kind"] for e in entries]
+    for earlier, later in [("posts_paused", "task_created"), ("task_created", "decision"),
+                           ("decision", "node_outcome"), ("node_outcome", "publish"),
+                           ("publish", "status_update"), ("status_update", "resolved")]:
         assert kinds.index(earlier) < kinds.index(later), (earlier, later, kinds)
     assert kinds.count("decision") == 3
     assert kinds.count("task_cancelled") == len(others)
     assert "notified" in kinds  # the social team heard at once
     assert entries[0]["details"]["playbook_version"] == opened.json()["playbook"]["version"]
+
+    # scheduled posts were paused when it opened and resume once it is resolved
+    async def resumed() -> list[dict[str, Any]]:
+        return [e for e in await timeline(stack, incident_id) if e["kind"] == "posts_resumed"]
+    assert (await stack.eventually(resumed, what="posts to resume"))[0]["details"][
+        "status_code"] == 200
+    sink = (await stack.call("GET", "/demo/sink/scheduler")).json()["items"]
+    assert [i["body"]["command"] for i in sink if i["body"].get("incident") == incident_id] == [
+        "pause", "resume"]
 
     listed = await stack.call("GET", "/incidents?status=resolved&limit=200", "vera-vp")
     assert incident_id in [i["id"] for i in listed.json()["items"]]

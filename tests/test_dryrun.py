@@ -64,12 +64,21 @@ def test_legal_silent_and_an_exec_rejects(capsys: pytest.CaptureFixture[str],
     assert [(at, d["outcome"]) for at, d in _entries(report, "node_outcome")] == [
         ("+04:00", "expired")]
     assert report.view.nodes[0].outcome == "expired"
-    assert {t.assignee: t.state for t in report.view.tasks if t.role == "comms-lead"} == {
+    assert {t.assignee: t.state for t in report.view.tasks
+            if t.role == "comms-lead" and t.round == 2} == {
         "cara-comms": "approved", "colin-comms": "approved"}
-    assert report.actions == []  # never published
+    # the draft of 2m opened round 2 on v2; round 1's tasks (on the template) were cancelled
+    assert {t.state for t in report.view.tasks if t.round == 1} == {"cancelled"}
+    assert {t.draft_version for t in report.view.tasks if t.round == 2} == {2}
+    # scheduled posts paused at once; never published (and never resolved: never resumed)
+    assert [(report.offset(a.at), a.step_id) for a in report.actions] == [
+        ("+00:00", "pause-posts")]
     assert not report.resolved
     # the exec's reject found nothing to decide: reported, not a crash
-    assert [(report.offset(n.at), n.result, n.applied) for n in report.notes] == [
+    notes = [(report.offset(n.at), n.result, n.applied) for n in report.notes]
+    assert notes[0][0] == "+00:02" and notes[0][1].startswith("v2 (")
+    assert notes[0][1].endswith("by cara-comms")
+    assert notes[1:] == [
         ("+00:05", "approved by cara-comms, colin-comms", True),
         ("+00:35", "no open task for role exec at +00:35", False)]
     # what would have gone out: the executive on call heard at 15m (standing in for the
@@ -90,7 +99,8 @@ def test_legal_silent_and_an_exec_rejects(capsys: pytest.CaptureFixture[str],
     assert any(line.startswith("+00:30  escalation") for line in lines)
     assert any(line.startswith("+04:00  node_outcome") and "EXPIRED" in line for line in lines)
     assert "+00:35  reject by role exec: no open task for role exec at +00:35" in lines
-    assert "  action calls: none" in lines
+    assert not any(" action publish-statement:" in line for line in lines)
+    assert any(line.startswith("  +00:00  action pause-posts: POST") for line in lines)
 
 
 async def test_quorum_publishes_in_simulation_only(directory: DirectorySnapshot) -> None:
@@ -119,10 +129,16 @@ until: 6h
                                    today=EVEN_WEEK)
         assert receiver.requests == []  # webhooks and the action would all have gone here
 
-    assert [(report.offset(a.at), a.url) for a in report.actions] == [
-        ("+00:06", receiver.url("/publish"))]
-    assert report.actions[0].payload["text"].startswith("We've seen the posts about Late")
-    assert _entries(report, "action_run")[0][0] == "+00:06"
+    assert [(report.offset(a.at), a.step_id) for a in report.actions] == [
+        ("+00:00", "pause-posts"), ("+00:06", "publish-statement"), ("+01:00", "pause-posts")]
+    published = report.actions[1]
+    assert published.url == receiver.url("/publish")
+    # round 1 runs on the playbook's suggested text (draft v1): that is what was published
+    assert published.payload["text"].startswith("We've seen the posts about Late")
+    assert report.actions[2].payload["command"] == "resume"  # resolved: posts resume
+    assert [(at, d["step"]) for at, d in _entries(report, "action_run")] == [
+        ("+00:00", "pause-posts"), ("+00:06", "publish-statement")]
+    assert [at for at, _ in _entries(report, "posts_resumed")] == ["+01:00"]
     assert _entries(report, "delegation")[0][1]["to"] == "vera-vp"
     assert [(at, d["outcome"]) for at, d in _entries(report, "node_outcome")] == [
         ("+00:06", "approved")]
@@ -190,3 +206,61 @@ def test_the_dry_run_cli_exits_cleanly_run_after_run() -> None:
         assert done.returncode == 0, (attempt, done.returncode, done.stderr[-2000:])
         assert "virtual start Fri 2090-02-24 17:40" in done.stdout
         assert "Fatal Python error" not in done.stderr
+
+
+async def test_a_scenario_can_mark_someone_away(directory: DirectorySnapshot) -> None:
+    """The General Counsel goes away at 10m: the 15m escalation that names him reaches the
+    legal on-call stand-in instead, through the same overlay the API sets; he is back at
+    1h10 and the next firing would reach him again."""
+    playbook = load_playbook(VIRAL, directory.definition)
+    scenario = parse_scenario(parse_yaml("""
+start: "wed 10:00 America/New_York"
+incident: {title: Late delivery, severity: high}
+events:
+  - at: 10m
+    away: {person: gabe-counsel, for: 1h, reason: flight}
+until: 20m
+""", "test"), directory.definition, "test")
+    report = await run_dry_run(playbook, directory, scenario, today=EVEN_WEEK)
+    note = report.notes[0]
+    assert (report.offset(note.at), note.event, note.applied) == ("+00:10", "gabe-counsel away",
+                                                                 True)
+    assert note.result.startswith("away until ")
+    applied = _entries(report, "time_off_applied")
+    assert [at for at, _ in applied] == ["+00:10"]
+    escalated = {m.person_id for m in report.messages if m.kind == "escalation"}
+    assert "gabe-counsel" not in escalated and "olga-oncall" in escalated
+    assert "vera-vp" in escalated  # in hours, not away
+    bad = {"incident": {"title": "x", "severity": "high"},
+           "events": [{"at": "1m", "away": {"person": "gabe"}}]}
+    with pytest.raises(PlaybookInvalid, match="unknown person 'gabe'"):
+        parse_scenario(bad, directory.definition, "test")
+
+
+async def test_the_shipped_library_statement_needs_one_comms_lead(
+        directory: DirectorySnapshot) -> None:
+    """viral-complaint v2: a communicator picks the pre-approved "aware-looking" statement;
+    one comms lead's approval publishes it (legal approved the wording in advance)."""
+    playbook = load_playbook(VIRAL, directory.definition)
+    drafts = playbook.definition.step("holding-statement").approval.drafts  # type: ignore[union-attr]
+    assert drafts is not None
+    statement = drafts.statement("aware-looking")
+    assert statement is not None
+    scenario = parse_scenario({
+        "start": "wed 10:00 America/New_York",
+        "incident": {"title": "Late delivery", "severity": "high"},
+        "events": [
+            {"at": "1m", "draft": {"node": "holding-statement", "by": "cara-comms",
+                                   "text": statement.text + " ", "library": "aware-looking"}},
+            {"at": "2m", "draft": {"node": "holding-statement", "by": "cara-comms",
+                                   "text": statement.text, "library": "aware-looking"}},
+            {"at": "3m", "decide": {"role": "comms-lead", "decision": "approve"}}],
+        "until": "10m"}, directory.definition, "test")
+    report = await run_dry_run(playbook, directory, scenario, today=EVEN_WEEK)
+    edited, used, decided = report.notes
+    assert not edited.applied and "byte-identical" in edited.result  # one space too many
+    assert used.applied and used.result.endswith("library statement aware-looking@v1")
+    assert decided.applied
+    assert report.view.nodes[0].outcome == "approved"
+    published = [a for a in report.actions if a.step_id == "publish-statement"]
+    assert [a.payload["text"] for a in published] == [statement.text]

@@ -16,6 +16,7 @@ from domain.graph import escape, mermaid
 from domain.playbook import STEP_KINDS, Playbook
 
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yaml"))
+SHIPPED_VERSIONS = {"viral-complaint": "2"}  # a version per change (old incidents keep theirs)
 DIRECTORY = ROOT / "config" / "directory.yaml"
 INVALID = Path(__file__).parent / "fixtures" / "playbooks" / "invalid"
 OK_LINE = re.compile(r"^OK (?P<file>\S+) \((?P<id>[a-z0-9-]+) v(?P<version>\d+), "
@@ -44,7 +45,7 @@ def test_validate_passes_every_shipped_playbook(capsys: pytest.CaptureFixture[st
     matches = [OK_LINE.match(line) for line in lines[1:]]
     assert all(matches), lines
     assert [(m["file"], m["id"], m["version"]) for m in matches if m] == [
-        (str(path), path.stem, "1") for path in PLAYBOOKS]
+        (str(path), path.stem, SHIPPED_VERSIONS.get(path.stem, "1")) for path in PLAYBOOKS]
 
 
 def test_validate_defaults_to_the_configured_directory(
@@ -92,12 +93,12 @@ def test_validate_refuses_two_files_with_one_id_and_version(
     edited.write_text(original.read_text().replace("within a few hours", "within the hour"))
     code, lines = run(capsys, "playbook", "validate", "--directory", DIRECTORY, original, edited)
     assert code == 1
-    assert lines[-1] == (f"{edited}: version: viral-complaint v1 is also defined in {original}: "
+    assert lines[-1] == (f"{edited}: version: viral-complaint v2 is also defined in {original}: "
                          "bump `version` when you change a playbook")
-    bumped = tmp_path / "viral-complaint-v2.yaml"
-    bumped.write_text(edited.read_text().replace("version: 1", "version: 2"))
+    bumped = tmp_path / "viral-complaint-v3.yaml"
+    bumped.write_text(edited.read_text().replace("\nversion: 2\n", "\nversion: 3\n"))
     code, lines = run(capsys, "playbook", "validate", "--directory", DIRECTORY, original, bumped)
-    assert code == 0 and lines[-1].startswith(f"OK {bumped} (viral-complaint v2, sha256 ")
+    assert code == 0 and lines[-1].startswith(f"OK {bumped} (viral-complaint v3, sha256 ")
 
 
 def test_validate_checks_the_directory_first(capsys: pytest.CaptureFixture[str],
@@ -143,14 +144,16 @@ def test_graph_of_viral_complaint(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and lines[0] == "flowchart TD"
     nodes = dict(re.findall(r"^\s+(s\d+)\W+<b>([a-z0-9-]+)</b>", text, re.M))
     by_step = {step: node for node, step in nodes.items()}
-    assert set(by_step) == {"notify-social", "holding-statement", "publish-statement",
-                            "notify-comms-redraft", "status-reminder", "resolved"}
-    social, holding, publish, redraft, reminder, resolved = (by_step[s] for s in (
-        "notify-social", "holding-statement", "publish-statement", "notify-comms-redraft",
-        "status-reminder", "resolved"))
+    assert set(by_step) == {"pause-posts", "notify-social", "holding-statement",
+                            "publish-statement", "notify-comms-redraft", "status-reminder",
+                            "resolved"}
+    pause, social, holding, publish, redraft, reminder, resolved = (by_step[s] for s in (
+        "pause-posts", "notify-social", "holding-statement", "publish-statement",
+        "notify-comms-redraft", "status-reminder", "resolved"))
     edges = set(re.findall(r"^\s+(\w+) -->(?:\|\"([^\"]*)\"\|)? (\w+)$", text, re.M))
     assert edges == {
-        ("start", "", social), (social, "", reminder), (reminder, "", holding),
+        ("start", "", pause), (pause, "", social), (social, "", reminder),
+        (reminder, "", holding),
         (holding, "approved", publish), (holding, "rejected", redraft),
         (publish, "", resolved), (redraft, "", resolved), (resolved, "", "finish"),
     }

@@ -57,7 +57,9 @@ def test_shipped_playbooks_use_every_control_step_kind(demo: Directory) -> None:
 def test_viral_complaint_is_scenario_one(demo: Directory) -> None:
     playbook = load_playbook(ROOT / "playbooks" / "viral-complaint.yaml", demo).definition
     assert [s.id for s in playbook.steps] == [
-        "notify-social", "status-reminder", "holding-statement", "resolved"]
+        "pause-posts", "notify-social", "status-reminder", "holding-statement", "resolved"]
+    pause = playbook.step("pause-posts").action
+    assert pause is not None and pause.resume_on_resolve is not None
     notify = playbook.step("notify-social").notify
     assert notify is not None and [t.role for t in notify.to] == ["social"]
 
@@ -179,20 +181,20 @@ def test_mistake_is_reported_at_its_path(name: str, demo: Directory) -> None:
 def test_every_issue_is_reported_at_once(demo: Directory) -> None:
     data = parse_yaml((ROOT / "playbooks" / "viral-complaint.yaml").read_bytes(), "viral")
     broken = copy.deepcopy(data)
-    broken["steps"][0]["notify"]["to"] = [{"role": "socail"}]
-    approval: dict[str, Any] = broken["steps"][2]["approval"]
+    broken["steps"][1]["notify"]["to"] = [{"role": "socail"}]
+    approval: dict[str, Any] = broken["steps"][3]["approval"]
     approval["require"][1]["min"] = 7
     approval["escalation"][0]["notify"][0] = {"person": "vera"}
     with pytest.raises(PlaybookInvalid) as caught:
         validate_playbook(broken, demo, "viral")
     assert [(i.path, i.message) for i in caught.value.issues] == [
-        ("steps[0].notify.to[0].role", "unknown role 'socail' (did you mean 'social'?)"),
-        ("steps[2].approval.escalation[0].notify[0].person",
+        ("steps[1].notify.to[0].role", "unknown role 'socail' (did you mean 'social'?)"),
+        ("steps[3].approval.escalation[0].notify[0].person",
          "unknown person 'vera' (did you mean 'vera-vp'?)"),
-        ("steps[2].approval.require[1].min",
+        ("steps[3].approval.require[1].min",
          "impossible quorum: needs 7 of 'comms-lead' but only 4 could vote"),
     ]
-    assert str(caught.value).startswith("viral: steps[0].notify.to[0].role: unknown role")
+    assert str(caught.value).startswith("viral: steps[1].notify.to[0].role: unknown role")
 
 
 def test_added_approvers_make_a_larger_quorum_possible(demo: Directory) -> None:

@@ -171,12 +171,12 @@ def test_per_role_rules_and_veto_use_the_incident_quorum_rules() -> None:
 # ---- the diff ----------------------------------------------------------------------------------
 
 def test_the_diff_names_the_changed_quorum_rule_tier_and_steps() -> None:
-    after = renumber(VIRAL, 2).replace(
+    after = renumber(VIRAL, 3).replace(
         b"        - role: comms-lead\n          min: 2\n",
         b"        - role: comms-lead\n          min: 1\n").replace(
         b"          after: 30m\n", b"          after: 45m\n").replace(
         b"  - id: resolved\n", b"  - id: wait-a-bit\n    wait: {duration: 5m}\n  - id: resolved\n")
-    diff = playbook_diff(SUBJECT, (1, 2), (sha256(VIRAL), sha256(after)), VIRAL, after)
+    diff = playbook_diff(SUBJECT, (2, 3), (sha256(VIRAL), sha256(after)), VIRAL, after)
     assert [(r.step, r.before, r.after) for r in diff.quorum_rules] == [(
         "holding-statement", "1 of legal AND 2 of comms-lead; veto: legal; deadline 4h",
         "1 of legal AND 1 of comms-lead; veto: legal; deadline 4h")]
@@ -187,7 +187,7 @@ def test_the_diff_names_the_changed_quorum_rule_tier_and_steps() -> None:
         ("holding-statement", "changed"), ("wait-a-bit", "added")]
     assert "approval.require" in diff.steps[0].fields
     assert "-          min: 2\n+          min: 1\n" in diff.unified
-    assert diff.summary[0] == "version: 1 -> 2"
+    assert diff.summary[0] == "version: 2 -> 3"
 
 
 def test_the_directory_diff_names_people_and_rosters() -> None:

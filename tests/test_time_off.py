@@ -3,18 +3,20 @@ override ("Leo covers legal on-call this weekend") takes effect and ends on time
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from domain.directory import Directory, resolve_targets
-from domain.incident import DirectorySnapshot
+from domain.directory import Directory, TimeOff, resolve_targets
+from domain.incident import DirectorySnapshot, StatusUpdateRequest
 from domain.loader import sha256
 from tests.clock import EVEN_WEEK
 from tests.factories import directory, snapshot, viral_playbook
 from tests.workflow_harness import Harness, fresh_time_env, harness
+from workflows.incident import IncidentWorkflow
 
 MONDAY_1500 = datetime(2090, 2, 27, 15, 0, tzinfo=UTC)  # London = UTC in February
 
@@ -91,3 +93,74 @@ async def test_an_away_approver_gets_no_task_and_on_call_stands_in(h: Harness) -
     assert "lena-legal" not in holders  # in hours, but away
     assert holders["olga-oncall"].replaces == "lena-legal"
     assert "leo-legal" in holders or "gabe-counsel" in holders  # in-hours legal still asked
+
+
+# ---- the operational overlay set through the API ---------------------------------------
+
+
+def test_the_overlay_is_accountable_and_refuses_what_the_caller_may_not_do() -> None:
+    from domain.directory import Period, RosterOverride
+    from domain.time_off import SetAway, SetOverrides, TimeOffRefused, change
+
+    at = MONDAY_1500
+    trip = Period(start=at, end=at + timedelta(days=2), reason="conference")
+    first = change(TimeOff(), SetAway(actor="lena-legal", person_id="lena-legal",
+                                      periods=[trip]), at)
+    assert first.revision == 1 and first.away["lena-legal"] == [trip]
+    assert [(c.revision, c.actor) for c in first.changes] == [(1, "lena-legal")]
+    with pytest.raises(TimeOffRefused, match="only their own"):
+        change(first, SetAway(actor="cara-comms", person_id="lena-legal", periods=[]), at)
+    cover = RosterOverride(start=at, end=at + timedelta(hours=8), member="leo-legal")
+    with pytest.raises(TimeOffRefused, match="only an admin"):
+        change(first, SetOverrides(actor="lena-legal", roster_id="legal-oncall",
+                                   overrides=[cover]), at)
+    second = change(first, SetOverrides(actor="ada-admin", admin=True,
+                                        roster_id="legal-oncall", overrides=[cover]), at)
+    assert second.revision == 2 and second.away == first.away  # other entries kept
+    # a week after a period ended it is dropped; an empty list clears
+    later = at + timedelta(days=10)
+    third = change(second, SetAway(actor="ada-admin", admin=True, person_id="cara-comms",
+                                   periods=[]), later)
+    assert third.away == {} and third.overrides == {}
+    assert [c.actor for c in third.changes] == ["lena-legal", "ada-admin", "ada-admin"]
+
+
+def test_the_overlay_adds_to_the_pinned_directory_and_its_override_wins() -> None:
+    from domain.directory import TimeOff as Overlay
+
+    base = with_time_off(directory(), overrides={"legal-oncall": [
+        period(MONDAY_1500, MONDAY_1500 + timedelta(hours=4), member="gabe-counsel")]})
+    overlay = Overlay.model_validate({
+        "revision": 3,
+        "away": {"lena-legal": [period(MONDAY_1500, MONDAY_1500 + timedelta(hours=1))],
+                 "someone-new": [period(MONDAY_1500, MONDAY_1500 + timedelta(hours=1))]},
+        "overrides": {"legal-oncall": [
+            period(MONDAY_1500, MONDAY_1500 + timedelta(hours=2), member="leo-legal"),
+            period(MONDAY_1500, MONDAY_1500 + timedelta(hours=2), member="someone-new")]}})
+    applied = overlay.apply(base)
+    assert not applied.person("lena-legal").available_at(MONDAY_1500)
+    roster = applied.roster("legal-oncall")
+    assert roster.on_call(MONDAY_1500) == "leo-legal"  # the newer, operational word
+    assert roster.on_call(MONDAY_1500 + timedelta(hours=3)) == "gabe-counsel"  # reviewed one
+    assert not applied.has_person("someone-new")  # unknown to this snapshot: left out
+    assert base.person("lena-legal").available_at(MONDAY_1500)  # the snapshot is unchanged
+
+
+async def test_a_running_incident_takes_only_newer_revisions(h: Harness) -> None:
+    from domain.directory import TimeOff as Overlay
+
+    start = await h.advance_to("mon", 15, 0, "Europe/London")
+    handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+    await h.tasks_when(handle, lambda ts: len(ts) >= 5)
+    away = {"lena-legal": [period(start, start + timedelta(hours=2), reason="ill")]}
+    newer = Overlay.model_validate({"revision": 2, "away": away, "changes": [
+        {"revision": 2, "at": start.isoformat(), "actor": "ada-admin",
+         "what": "away lena-legal: 1 period(s)"}]})
+    await handle.signal("time_off", newer)
+    await handle.signal("time_off", newer)  # repeated: ignored
+    await handle.signal("time_off", Overlay(revision=1))  # older: ignored
+    # an update after the signals is handled after them: then the timeline is complete
+    await handle.execute_update(IncidentWorkflow.post_status_update, StatusUpdateRequest(
+        request_id=uuid.uuid4().hex, actor="sam-social", message="checking"))
+    applied = await h.entries(handle, "time_off_applied")
+    assert [(e.actor, e.details["revision"]) for e in applied] == [("ada-admin", 2)]

@@ -30,6 +30,7 @@ from core.tracing import tracing_interceptors
 from workflows.catalog import PolicyCatalogWorkflow
 from workflows.change_approval import ChangeApprovalWorkflow
 from workflows.incident import IncidentWorkflow
+from workflows.time_off import TimeOffWorkflow
 
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml",
                "opentelemetry")  # the tracing interceptor's spans, when tracing is on
@@ -54,7 +55,8 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow],
+        workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
+                   TimeOffWorkflow],
         activities=[activities.notify, activities.run_action, activities.project,
                     policy.dry_run],
         workflow_runner=workflow_runner(),

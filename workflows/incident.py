@@ -29,7 +29,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from domain.directory import Assignment
+    from domain.directory import Assignment, TimeOff
     from domain.effects import (
         DELIVERY_REJECTED,
         RETRYABLE_DELIVERY_ERRORS,
@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         Incident,
         IncidentFinal,
         IncidentView,
+        KeepPostsPausedRequest,
         NodeState,
         ReassignRequest,
         Report,
@@ -129,6 +130,8 @@ class IncidentWorkflow:
         # many firings it stands for, then keeps its grid (no burst of missed firings)
         self._catch_up = workflow.patched("catch-up-fires-once")
         self.ledger.catch_up_once = self._catch_up
+        # on resolution, resume what a playbook action paused (scheduled posts)
+        self._resume_posts = workflow.patched("pause-posts-resume-on-resolve")
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -156,6 +159,8 @@ class IncidentWorkflow:
             workflow.logger.info("continuing as new at history length %s",
                                  workflow.info().get_current_history_length())
             workflow.continue_as_new(start.model_copy(update={"state": self.ledger.state}))
+        if self._resume_posts:
+            await self._resume_paused_posts()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._sync()
         return IncidentFinal(view=self.ledger.view(), timeline=self.ledger.state.timeline)
@@ -219,6 +224,8 @@ class IncidentWorkflow:
                               duration=str(step.wait.duration))
         elif step.action is not None:
             completed = await self._run_action(step)
+            if step.action.resume_on_resolve is not None:
+                ledger.note_pause(step.id, workflow.now())
         elif step.branch is not None:
             if progress.outcome is None:
                 value = self._lookup(step.branch.on)
@@ -548,6 +555,33 @@ class IncidentWorkflow:
                 "again' on the incident. {{incident.url}}",
                 kind="notify", suffix=f"unknown{entry.seq}")
 
+    async def _resume_paused_posts(self) -> None:
+        """The incident is resolved: call each pausing step's `resume_on_resolve` (once,
+        idempotency key `<incident>:<step>:resume`), unless someone asked to keep posts
+        paused. Each call, or its skip, is on the timeline with its status."""
+        for step in self.ledger.to_resume():
+            call = step.action.resume_on_resolve if step.action is not None else None
+            assert call is not None
+            url = self._render(call.url)
+            kept = self.ledger.kept_paused()
+            if kept is not None:
+                self.ledger.record_posts_resume(workflow.now(), step.id, url, skipped=kept)
+                continue
+            request = ActionRequest(
+                idempotency_key=f"{self.ledger.incident.id}:{step.id}:resume",
+                incident_id=self.ledger.incident.id, step_id=step.id, url=url,
+                method=call.method, payload=render(call.payload, self._context()),
+                headers=dict(call.headers))
+            try:
+                result = await self._activity("run_action", request, ActionResult, ACTION_RETRY)
+            except ActivityError as exc:
+                self.ledger.record_posts_resume(workflow.now(), step.id, url,
+                                                error=str(exc.cause or exc))
+                continue
+            self.ledger.record_posts_resume(workflow.now(), step.id, url,
+                                            status_code=result.status_code)
+        await self._sync()
+
     async def _reminder_loop(self, step: Step) -> None:
         assert step.reminder is not None
         progress = self.ledger.progress(step.id, workflow.now())
@@ -757,6 +791,21 @@ class IncidentWorkflow:
     def drafts(self) -> dict[str, list[Any]]:
         return {node: [d.model_dump(mode="json") for d in versions]
                 for node, versions in self.ledger.state.drafts.items()}
+
+    @workflow.signal(name="time_off")
+    async def time_off(self, overlay: TimeOff) -> None:
+        """A new revision of the time-off overlay (away periods, roster overrides): used
+        from the next assignment on. Old or repeated revisions are ignored."""
+        if self.ledger.apply_time_off(overlay, workflow.now()):
+            await self._sync()
+
+    @workflow.update(name="keep_posts_paused")
+    async def keep_posts_paused(self, req: KeepPostsPausedRequest) -> TimelineEntry:
+        return await self._answer(lambda: self.ledger.keep_posts_paused(req, workflow.now()))
+
+    @keep_posts_paused.validator
+    def _validate_keep_posts_paused(self, req: KeepPostsPausedRequest) -> None:
+        self._check(lambda: self.ledger.validate_keep_posts_paused(req))
 
     @workflow.update(name="post_status_update")
     async def post_status_update(self, req: StatusUpdateRequest) -> TimelineEntry:

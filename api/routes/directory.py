@@ -5,6 +5,12 @@ number); give `?version=N` (or JSON `"version"`) to insist on a number, which is
 if another text holds it. The dry run checks every active playbook against the proposed
 directory and runs their scenarios with it; reviewers come from the *active* directory.
 Reads are for admins only: the directory holds contact addresses and webhook URLs.
+
+Time off (`PUT /directory/people/{id}/away`, `PUT /directory/rosters/{id}/overrides`,
+`GET /directory/time-off`) is not reviewed: it is an operational overlay that applies at
+once, with a revision, author and time per change, and reaches running incidents the next
+time they resolve assignments (see `domain.time_off`). Admins set anyone's away periods
+and any roster's overrides; a person sets their own away periods; others get 403.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from domain.directory import IDENT_PATTERN, AccessRole, Period, RosterOverride, TimeOff
 from domain.playbook_diff import VersionDiff
 from domain.policy_versions import (
     DIRECTORY,
@@ -22,10 +30,12 @@ from domain.policy_versions import (
     PolicyError,
     VersionStatus,
 )
+from domain.time_off import SetAway, SetOverrides, TimeOffRefused
 from domain.validation import PlaybookInvalid
 
-from ..deps import PlaybookAdmin, ServicesDep
-from ..errors import responses
+from ..auth import Principal
+from ..deps import CurrentUser, PlaybookAdmin, ServicesDep
+from ..errors import ApiError, responses
 from ..playbook_registry import directory_from_text
 from ..policy_views import (
     ProposeBody,
@@ -145,3 +155,111 @@ async def rollback_directory(body: RollbackBody, user: PlaybookAdmin,
     except PolicyError as exc:
         raise policy_error(exc) from None
     return version_out(record)
+
+
+# ---- time off: an operational overlay, applied at once ---------------------------------
+
+PersonId = Annotated[str, Path(pattern=IDENT_PATTERN, examples=["lena-legal"])]
+RosterId = Annotated[str, Path(pattern=IDENT_PATTERN, examples=["legal-oncall"])]
+_TRIP: dict[str, Any] = {"start": "2026-12-24T00:00:00Z", "end": "2026-12-28T00:00:00Z",
+         "reason": "holiday"}
+_COVER: dict[str, Any] = {"start": "2026-12-26T18:00:00Z", "end": "2026-12-28T09:00:00Z",
+          "member": "leo-legal", "reason": "Leo covers legal on-call this weekend"}
+
+
+class AwayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"periods": [_TRIP]}]})
+
+    periods: list[Period] = Field(max_length=100,
+                                  description="replaces the person's API-set away periods")
+
+
+class OverridesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"overrides": [_COVER]}]})
+
+    overrides: list[RosterOverride] = Field(
+        max_length=100, description="replaces the roster's API-set overrides")
+
+
+class TimeOffOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "overlay": {"revision": 2, "away": {"lena-legal": [_TRIP]},
+                    "overrides": {"legal-oncall": [_COVER]},
+                    "changes": [
+                        {"revision": 1, "at": "2026-12-20T10:02:00Z", "actor": "lena-legal",
+                         "what": "away lena-legal: 1 period(s)"},
+                        {"revision": 2, "at": "2026-12-20T10:05:00Z", "actor": "ada-admin",
+                         "what": "overrides legal-oncall: 1 override(s)"}]},
+        "incidents_updated": 3}]})
+
+    overlay: TimeOff = Field(description="admins: everything; others: their own away "
+                                         "periods and every roster override")
+    incidents_updated: int | None = Field(
+        default=None, description="running incidents that received this revision")
+
+
+def _is_admin(user: Principal) -> bool:
+    return AccessRole.admin in user.access
+
+
+def _visible(overlay: TimeOff, user: Principal) -> TimeOff:
+    if _is_admin(user):
+        return overlay
+    own = {user.id: overlay.away[user.id]} if user.id in overlay.away else {}
+    return overlay.model_copy(update={"away": own, "changes": []})
+
+
+async def _change(services: ServicesDep, req: SetAway | SetOverrides) -> TimeOffOut:
+    try:
+        overlay, sent = await services.intake.time_off.change(req)
+    except TimeOffRefused as exc:
+        raise ApiError(403, str(exc)) from None
+    return TimeOffOut(overlay=overlay, incidents_updated=sent)
+
+
+@router.get("/time-off", response_model=TimeOffOut, operation_id="getTimeOff",
+            summary="The time-off overlay: away periods and roster overrides set through "
+                    "the API, with who changed what and when",
+            responses=responses(401, 403))
+async def get_time_off(user: CurrentUser, services: ServicesDep) -> TimeOffOut:
+    overlay = await services.intake.time_off.read()
+    return TimeOffOut(overlay=_visible(overlay, user))
+
+
+@router.put("/people/{person_id}/away", response_model=TimeOffOut, operation_id="setAway",
+            summary="Set a person's away periods (admins: anyone; others: themselves); "
+                    "applies at once, also to running incidents",
+            responses=responses(401, 403, 404, 413, 422))
+async def set_away(person_id: PersonId, body: AwayBody, user: CurrentUser,
+                   services: ServicesDep) -> TimeOffOut:
+    if not _is_admin(user) and user.id != person_id:
+        raise ApiError(403, f"only an admin or {person_id} may set {person_id}'s time off")
+    if not services.registry.directory.has_person(person_id):
+        raise ApiError(404, f"the directory has no person {person_id!r}")
+    return await _change(services, SetAway(actor=user.id, admin=_is_admin(user),
+                                           person_id=person_id, periods=body.periods))
+
+
+@router.put("/rosters/{roster_id}/overrides", response_model=TimeOffOut,
+            operation_id="setRosterOverrides",
+            summary="Set a roster's temporary overrides (admins); applies at once, also to "
+                    "running incidents",
+            responses=responses(401, 403, 404, 413, 422))
+async def set_overrides(roster_id: RosterId, body: OverridesBody, user: CurrentUser,
+                        services: ServicesDep) -> TimeOffOut:
+    if not _is_admin(user):
+        raise ApiError(403, "only an admin may change roster overrides")
+    directory = services.registry.directory
+    if not any(r.id == roster_id for r in directory.rosters):
+        raise ApiError(404, f"the directory has no roster {roster_id!r}")
+    unknown = [(i, o.member) for i, o in enumerate(body.overrides)
+               if not directory.has_person(o.member)]
+    if unknown:
+        raise RequestValidationError([
+            {"loc": ("body", "overrides", i, "member"), "msg": f"unknown person {m!r}",
+             "type": "directory"} for i, m in unknown])
+    return await _change(services, SetOverrides(actor=user.id, admin=True,
+                                                roster_id=roster_id,
+                                                overrides=body.overrides))

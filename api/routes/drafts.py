@@ -14,12 +14,14 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from domain.directory import IDENT_PATTERN
 from domain.incident import (
+    MAX_COMMENT,
     MAX_DRAFT,
     ConfirmPublishRequest,
+    KeepPostsPausedRequest,
     NodeState,
     SubmitDraftRequest,
     SubmitDraftResult,
@@ -59,6 +61,13 @@ class DraftBody(BaseModel):
     channels: list[str] = Field(default_factory=list, max_length=10,
                                 description="where the statement will go, e.g. twitter")
     link: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
+    library: str | None = Field(
+        default=None, pattern=IDENT_PATTERN,
+        description="use this pre-approved library statement (the text must be "
+                    "byte-identical to it): the round is decided under the playbook's "
+                    "lighter `library_policy`", examples=["aware-looking"])
+    library_version: int | None = Field(default=None, ge=1,
+                                        description="the statement's version (default: newest)")
 
 
 class DraftOut(BaseModel):
@@ -71,6 +80,8 @@ class DraftOut(BaseModel):
     submitted_at: datetime
     channels: list[str] = Field(default_factory=list)
     link: str | None = None
+    library: str | None = Field(default=None,
+                                description="the library statement used, as id@vN")
     diff: str = Field(description="unified diff against the previous version ('' for v1)")
 
 
@@ -123,6 +134,7 @@ def drafts_from_timeline(entries: list[TimelineEntry]) -> dict[str, list[DraftOu
         versions.append(DraftOut(
             version=d["version"], sha256=d["sha256"], text=d["text"], author=entry.actor,
             submitted_at=entry.at, channels=d.get("channels") or [], link=d.get("link"),
+            library=f"{d['library']}@v{d['library_version']}" if d.get("library") else None,
             diff=_diff(versions[-1].text if versions else None, d["text"], d["version"])))
     return out
 
@@ -134,7 +146,10 @@ def drafts_from_timeline(entries: list[TimelineEntry]) -> dict[str, list[DraftOu
     description=("Opens a new round of the node if it is running: open tasks of the old "
                  "round are cancelled and the same approvers decide this version. Errors: "
                  "403 `Forbidden` (not a submitter), 409 `DraftRefused` (the node takes no "
-                 "drafts, has ended or is out of rounds), 409 `IncidentClosed`."),
+                 "drafts, has ended or is out of rounds), 409 `IncidentClosed`, 409 "
+                 "`LibraryMismatch` (`library` names no statement of the node's library, or "
+                 "the text is not byte-identical to it: only the exact pre-approved wording "
+                 "may use the lighter policy)."),
     responses=responses(401, 403, 404, 409, 413, 422),
 )
 async def submit_draft(incident_id: IncidentId, body: DraftBody, user: IncidentWriter,
@@ -142,7 +157,8 @@ async def submit_draft(incident_id: IncidentId, body: DraftBody, user: IncidentW
                        idempotency_key: IdempotencyKey = None) -> SubmittedDraft:
     request = SubmitDraftRequest(
         request_id=lookup.request_id(user.id, idempotency_key), actor=user.id,
-        node_id=body.node, text=body.text, channels=body.channels, link=body.link)
+        node_id=body.node, text=body.text, channels=body.channels, link=body.link,
+        library=body.library, library_version=body.library_version)
     result: SubmitDraftResult = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.submit_draft, request)
     entries = await lookup.timeline(read_model, client, incident_id)
@@ -152,7 +168,8 @@ async def submit_draft(incident_id: IncidentId, body: DraftBody, user: IncidentW
         d = result.draft
         shown = DraftOut(version=d.version, sha256=d.sha256, text=d.text, author=d.author,
                          submitted_at=d.submitted_at, channels=d.channels, link=d.link,
-                         diff="")
+                         library=f"{d.library_id}@v{d.library_version}" if d.library_id
+                         else None, diff="")
     return SubmittedDraft(draft=shown, node=result.node, tasks=result.tasks)
 
 
@@ -183,4 +200,32 @@ async def confirm_publish(incident_id: IncidentId, body: ConfirmBody, user: Inci
                                     actor=user.id, step_id=body.step)
     entry: TimelineEntry = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.confirm_publish, request)
+    return ConfirmOut(entry=entry)
+
+
+class KeepPausedBody(BaseModel):
+    model_config = _examples({"keep": True, "reason": "Second wave of posts; hold the promo"})
+
+    keep: StrictBool = Field(default=True,
+                             description="false: posts resume on resolution again")
+    reason: str = Field(min_length=1, max_length=MAX_COMMENT)
+
+
+@router.post(
+    "/{incident_id}/scheduled-posts/keep-paused", status_code=201, response_model=ConfirmOut,
+    operation_id="keepPostsPaused",
+    summary="Keep scheduled posts paused when the incident resolves (or undo that)",
+    description=("The playbook's pausing action resumes the organisation's post scheduler on "
+                 "resolution unless this says otherwise; the latest request wins and is on "
+                 "the timeline. 403 `Forbidden` for a non-communicator; 409 `NoPausedPosts` "
+                 "when the playbook pauses nothing; 409 `IncidentClosed`."),
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+async def keep_posts_paused(incident_id: IncidentId, body: KeepPausedBody, user: IncidentWriter,
+                            client: TemporalDep,
+                            idempotency_key: IdempotencyKey = None) -> ConfirmOut:
+    request = KeepPostsPausedRequest(request_id=lookup.request_id(user.id, idempotency_key),
+                                     actor=user.id, keep=body.keep, reason=body.reason)
+    entry: TimelineEntry = await lookup.execute_update(
+        client, incident_id, IncidentWorkflow.keep_posts_paused, request)
     return ConfirmOut(entry=entry)

@@ -117,7 +117,31 @@ def sentence(entry: TimelineEntry, names: Names, nodes: dict[str, str] | None = 
                 f"({d.get('on')} = {d.get('value')})")
     if kind == "resolved":
         return f"{who} resolved the incident: {d.get('summary', '')}"
-    return f"{who}: {kind}"
+    return _control_sentence(kind, d, who) or f"{who}: {kind}"
+
+
+def _control_sentence(kind: str, d: dict[str, object], who: str) -> str | None:
+    """Drafts and crisis controls (library statements, paused posts, time off)."""
+    if kind == "draft_submitted":
+        library = (f", pre-approved library statement {d['library']} v{d.get('library_version')}"
+                   if d.get("library") else "")
+        return (f"{who} submitted draft v{d.get('version')} of {d.get('node')} "
+                f"(sha256 {str(d.get('sha256', ''))[:12]}){library}")
+    if kind == "posts_paused":
+        return f"Scheduled posts paused ({d.get('step')}); they resume on resolution"
+    if kind == "posts_kept_paused":
+        verb = "asked to keep scheduled posts paused" if d.get("keep") else \
+            "let scheduled posts resume on resolution"
+        return f"{who} {verb}: {d.get('reason', '')}"
+    if kind == "posts_resumed":
+        return f"Scheduled posts resumed ({d.get('step')}): HTTP {d.get('status_code')}"
+    if kind == "posts_resume_failed":
+        return f"Resuming scheduled posts ({d.get('step')}) failed: {d.get('error', '')}"
+    if kind == "posts_resume_skipped":
+        return f"Scheduled posts stay paused, as {d.get('kept_by')} asked: {d.get('reason', '')}"
+    if kind == "time_off_applied":
+        return f"Time off revision {d.get('revision')} applies from now: {d.get('change', '')}"
+    return None
 
 
 def countdown(until: datetime | None, now: datetime) -> str:

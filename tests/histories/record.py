@@ -32,6 +32,7 @@ from domain.incident import (
     IncidentView,
     ResolveRequest,
     StatusUpdateRequest,
+    SubmitDraftRequest,
 )
 from domain.loader import load_directory, snapshot_playbook
 from domain.playbook import Severity
@@ -53,10 +54,22 @@ def localised(text: str, sink: str) -> bytes:
 
 
 async def drive(handle: WorkflowHandle[IncidentWorkflow, object], communicator: str) -> None:
-    """Approve open tasks one at a time; let time pass when nothing is open."""
+    """Approve open tasks one at a time; let time pass when nothing is open. A node that
+    takes drafts gets one redraft from the communicator first (a second round), so the
+    story covers drafts, rounds and publishing the approved version."""
+    redrafted: set[str] = set()
     for _ in range(40):
         view: IncidentView = await handle.query(IncidentWorkflow.state)
         open_tasks = [t for t in view.tasks if t.state == "open"]
+        drafting = [n for n in view.nodes if n.outcome == "pending"
+                    and n.draft_version is not None and n.step_id not in redrafted]
+        if drafting:
+            node = drafting[0]
+            redrafted.add(node.step_id)
+            await handle.execute_update(IncidentWorkflow.submit_draft, SubmitDraftRequest(
+                request_id=uuid.uuid4().hex, actor=communicator, node_id=node.step_id,
+                text=f"Recorded statement for {node.title}: we are on it."))
+            continue
         if open_tasks:
             task = open_tasks[0]
             await handle.execute_update(IncidentWorkflow.decide, DecideRequest(

@@ -1,0 +1,135 @@
+"""The client side of the time-off overlay: reads and changes go to `TimeOffWorkflow`.
+
+A change is applied by the workflow (update-with-start), then sent to every running
+incident of the task queue (signal `time_off`, carrying the whole overlay with its
+revision, so a late or repeated signal is harmless). New incidents get the overlay in their
+start input (`current()`, cached for a few seconds). See `domain.time_off` for the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from temporalio.client import (
+    Client,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.directory import TimeOff
+from domain.incident import IncidentStatus
+from domain.time_off import SetAway, SetOverrides, TimeOffRefused, TimeOffStart
+from readmodel.reader import ReadModel
+from workflows.time_off import time_off_id
+
+log = structlog.get_logger("crisis.time_off")
+CACHE_SECONDS = 5.0
+FAN_OUT_CONCURRENCY = 20
+
+
+class TimeOffStore:
+    def __init__(self, client: Client, task_queue: str,
+                 read_model: ReadModel | None = None) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.read_model = read_model
+        self.workflow_id = time_off_id(task_queue)
+        self._cached: TimeOff | None = None
+        self._cached_at = 0.0
+
+    async def read(self) -> TimeOff:
+        """The overlay now (empty if nobody set any time off yet)."""
+        handle = self.client.get_workflow_handle(self.workflow_id)
+        try:
+            overlay: TimeOff = await handle.query("time_off", result_type=TimeOff)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            overlay = TimeOff()
+        except WorkflowQueryFailedError as exc:
+            if "not found" not in str(exc).lower():
+                raise
+            overlay = TimeOff()
+        self._remember(overlay)
+        return overlay
+
+    async def current(self) -> TimeOff | None:
+        """For a new incident's start input: the cached overlay, refreshed every few
+        seconds; None (no overlay) if Temporal can't answer: never block an incident."""
+        if self._cached is None or time.monotonic() - self._cached_at > CACHE_SECONDS:
+            try:
+                await self.read()
+            except Exception as exc:  # opening the incident matters more
+                log.warning("time_off_unreadable", error=str(exc))
+        return self._cached if self._cached is not None and self._cached.revision else None
+
+    def _remember(self, overlay: TimeOff) -> None:
+        if self._cached is None or overlay.revision >= self._cached.revision:
+            self._cached, self._cached_at = overlay, time.monotonic()
+
+    async def change(self, req: SetAway | SetOverrides) -> tuple[TimeOff, int]:
+        """Apply a change; returns the new overlay and how many running incidents got it."""
+        name = "set_away" if isinstance(req, SetAway) else "set_overrides"
+        # start (or find) the overlay's workflow, then update it: two calls that every
+        # Temporal server answers (the time-skipping test server has no update-with-start)
+        handle = await self.client.start_workflow(
+            "TimeOff", TimeOffStart(), id=self.workflow_id, task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        try:
+            overlay = await handle.execute_update(name, req, result_type=TimeOff)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "Forbidden":
+                raise TimeOffRefused(cause.message) from None
+            raise
+        assert isinstance(overlay, TimeOff)
+        self._remember(overlay)
+        return overlay, await self.fan_out(overlay)
+
+    async def open_incidents(self) -> set[str]:
+        """Running incidents: Temporal's visibility (where the server has it) and the read
+        model's open incidents (visibility is eventually consistent; the read model is
+        written before an incident's first update returns)."""
+        ids: set[str] = set()
+        query = (f"WorkflowType = 'IncidentWorkflow' AND ExecutionStatus = 'Running' "
+                 f"AND TaskQueue = '{self.task_queue}'")
+        try:
+            ids |= {wf.id async for wf in self.client.list_workflows(query)}
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.UNIMPLEMENTED:
+                log.warning("time_off_visibility_failed", error=str(exc))
+        if self.read_model is not None:
+            cursor: str | None = None
+            while True:
+                page, cursor = await self.read_model.list_incidents(
+                    status=IncidentStatus.open, cursor=cursor, limit=200)
+                ids |= {incident.id for incident in page}
+                if cursor is None:
+                    break
+        return ids
+
+    async def fan_out(self, overlay: TimeOff) -> int:
+        """Signal every running incident of this task queue with the overlay."""
+        ids = sorted(await self.open_incidents())
+        gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+        async def send(workflow_id: str) -> bool:
+            async with gate:
+                try:
+                    await self.client.get_workflow_handle(workflow_id).signal(
+                        "time_off", overlay)
+                    return True
+                except RPCError as exc:  # finished in between: nothing to tell
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        log.warning("time_off_signal_failed", incident_id=workflow_id,
+                                    error=str(exc))
+                    return False
+        sent: list[Any] = await asyncio.gather(*(send(i) for i in ids))
+        log.info("time_off_sent", revision=overlay.revision, incidents=sum(sent))
+        return sum(sent)
