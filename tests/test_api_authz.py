@@ -21,6 +21,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from core.actor_signing import actor_keyring, signed_client, unsigned_client
 from domain.incident import DecideRequest
 
 if TYPE_CHECKING:
@@ -271,10 +272,17 @@ async def test_decided_and_delegated_tasks_answer_409(matrix_stack: ApiStack) ->
 async def test_workflow_refuses_a_non_holder_even_when_the_api_is_bypassed(
         matrix_stack: ApiStack) -> None:
     incident = await World(matrix_stack, {}).incident_with_tasks()
-    handle = matrix_stack.env.client.get_workflow_handle(incident["id"])
+    request = DecideRequest(request_id="bypass-1", actor="liam",
+                            task_id=incident["tasks"]["abby"], decision="approve")
+    # without the API's key the command is refused before anything looks at it ...
+    raw = unsigned_client(matrix_stack.env.client)
     with pytest.raises(WorkflowUpdateFailedError) as raised:
-        await handle.execute_update("decide", DecideRequest(
-            request_id="bypass-1", actor="liam", task_id=incident["tasks"]["abby"],
-            decision="approve"))
+        await raw.get_workflow_handle(incident["id"]).execute_update("decide", request)
+    assert isinstance(raised.value.cause, ApplicationError)
+    assert raised.value.cause.type == "UnsignedCommand"
+    # ... and even a holder of the key cannot decide someone else's task
+    keyed = signed_client(matrix_stack.env.client, actor_keyring(matrix_stack.settings))
+    with pytest.raises(WorkflowUpdateFailedError) as raised:
+        await keyed.get_workflow_handle(incident["id"]).execute_update("decide", request)
     assert isinstance(raised.value.cause, ApplicationError)
     assert raised.value.cause.type == "NotYourTask"
