@@ -12,6 +12,7 @@ order of cells never matters. The summary counts unexpected successes, which mus
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -356,3 +357,21 @@ async def test_a_hidden_incident_answers_exactly_like_an_unknown_one_on_every_ro
             ).status_code == 200
     mine = await matrix_stack.call("GET", f"/tasks/{hidden_task}", "alex")
     assert (mine.status_code, mine.json()["error"]) == (403, "NotYourTask")  # alex sees it
+
+
+async def test_the_api_signs_each_command_with_actor_and_roles_and_history_holds_no_key(
+        matrix_stack: ApiStack) -> None:
+    incident = await matrix_stack.matrix_incident()
+    decided = await matrix_stack.call("POST", f"/tasks/{incident['tasks']['alex']}/decision",
+                                      "alex", json={"decision": "approve"})
+    assert decided.status_code == 200, decided.text
+    history = await matrix_stack.env.client.get_workflow_handle(incident["id"]).fetch_history()
+    claims = [json.loads(event.workflow_execution_update_accepted_event_attributes
+                         .accepted_request.input.header.fields["crisis-actor"].data)
+              for event in history.events
+              if event.HasField("workflow_execution_update_accepted_event_attributes")]
+    # the opening report (cora, through update-with-start), then alex's decision
+    assert [(c["actor"], c["roles"]) for c in claims] == [
+        ("cora", ["communicator", "reporter"]), ("alex", ["approver", "reporter"])]
+    key = actor_keyring(matrix_stack.settings).keys["local"]
+    assert key not in history.to_json().encode()
