@@ -104,7 +104,8 @@ def ephemeral_keyring(key_id: str) -> Keyring:
     return Keyring(key_id, {key_id: secrets.token_urlsafe(32).encode()})
 
 
-def _key_file(settings: Settings) -> Path:
+def key_file(settings: Settings) -> Path:
+    """Where the key of `settings` is kept when `CRISIS_ACTOR_KEYS` is empty."""
     return settings.actor_key_file or settings.tokens_file.parent / "actor.key"
 
 
@@ -132,7 +133,7 @@ def actor_keyring(settings: Settings) -> Keyring:
     if settings.actor_keys:
         keys = {k: v.get_secret_value().encode() for k, v in settings.actor_keys.items()}
         return Keyring(next(iter(keys)), keys)
-    return Keyring(FILE_KEY_ID, {FILE_KEY_ID: _read_or_create(_key_file(settings)).encode()})
+    return Keyring(FILE_KEY_ID, {FILE_KEY_ID: _read_or_create(key_file(settings)).encode()})
 
 
 # ---- the claim ----------------------------------------------------------------------------
