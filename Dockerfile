@@ -45,7 +45,8 @@ COPY playbooks/ /app/playbooks/
 COPY config/ /app/config/
 COPY deploy/worker_healthcheck.py /app/deploy/worker_healthcheck.py
 RUN python -m compileall -q /app/deploy
-RUN mkdir -p /data && chown crisis:crisis /data
+# /keys: the command-signing key shared by the API and workers (compose volume actor-key)
+RUN mkdir -p /data /keys && chown crisis:crisis /data /keys
 ENV CRISIS_PLAYBOOKS_DIR=/app/playbooks \
     CRISIS_DIRECTORY_FILE=/app/config/directory.yaml \
     CRISIS_TOKENS_FILE=/data/tokens.json

@@ -26,8 +26,10 @@ holds their API roles, and everyone is implicitly a `reporter`. The rules, in on
 | /demo/sink/{name}                        | loopback clients without a token; others need admin  |
 
 A reporter-only user sees nothing but the receipt that POST /reports returns.
-Missing or invalid token: 401 with `WWW-Authenticate: Bearer`. Wrong role or someone
-else's object: 403.
+Missing or invalid token: 401 with `WWW-Authenticate: Bearer`. Wrong role: 403. An incident
+(or a task) the caller may not see at all is 404, the same answer as for an unknown one (no
+existence oracle: `api/lookup.py`); someone else's task in an incident the caller does see
+is 403 `NotYourTask`.
 """
 
 from __future__ import annotations

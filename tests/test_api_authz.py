@@ -12,15 +12,18 @@ order of cells never matters. The summary counts unexpected successes, which mus
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from core.actor_signing import actor_keyring, signed_client, unsigned_client
 from domain.incident import DecideRequest
 
 if TYPE_CHECKING:
@@ -107,12 +110,13 @@ ENDPOINTS = [
         "anonymous": 401, "reporter": 201, "communicator": 201, "approver": 201, "leader": 201,
         "admin": 201}, body=new_report),
     Endpoint("GET", "list incidents", fixed("/incidents"), {"anonymous": 401, **READERS}),
+    # an incident the approver may not see is 404, as an unknown one (no existence oracle)
     Endpoint("GET", "incident", incident_path(), {
         "anonymous": 401, "reporter": (403, 403), "communicator": (200, 200),
-        "approver": (200, 403), "leader": (200, 200), "admin": (200, 200)}, has_owner=True),
+        "approver": (200, 404), "leader": (200, 200), "admin": (200, 200)}, has_owner=True),
     *(Endpoint("GET", name, incident_path(f"/{name}"), {
         "anonymous": 401, "reporter": (403, 403), "communicator": (200, 200),
-        "approver": (200, 403), "leader": (200, 200), "admin": (200, 200)}, has_owner=True)
+        "approver": (200, 404), "leader": (200, 200), "admin": (200, 200)}, has_owner=True)
       for name in ("timeline", "metrics", "report")),
     Endpoint("POST", "status update", incident_path("/status-updates", mutates=True), {
         "anonymous": 401, "reporter": (403, 403), "communicator": (201, 201),
@@ -271,10 +275,103 @@ async def test_decided_and_delegated_tasks_answer_409(matrix_stack: ApiStack) ->
 async def test_workflow_refuses_a_non_holder_even_when_the_api_is_bypassed(
         matrix_stack: ApiStack) -> None:
     incident = await World(matrix_stack, {}).incident_with_tasks()
-    handle = matrix_stack.env.client.get_workflow_handle(incident["id"])
+    request = DecideRequest(request_id="bypass-1", actor="liam",
+                            task_id=incident["tasks"]["abby"], decision="approve")
+    # without the API's key the command is refused before anything looks at it ...
+    raw = unsigned_client(matrix_stack.env.client)
     with pytest.raises(WorkflowUpdateFailedError) as raised:
-        await handle.execute_update("decide", DecideRequest(
-            request_id="bypass-1", actor="liam", task_id=incident["tasks"]["abby"],
-            decision="approve"))
+        await raw.get_workflow_handle(incident["id"]).execute_update("decide", request)
+    assert isinstance(raised.value.cause, ApplicationError)
+    assert raised.value.cause.type == "UnsignedCommand"
+    # ... and even a holder of the key cannot decide someone else's task
+    keyed = signed_client(matrix_stack.env.client, actor_keyring(matrix_stack.settings))
+    with pytest.raises(WorkflowUpdateFailedError) as raised:
+        await keyed.get_workflow_handle(incident["id"]).execute_update("decide", request)
     assert isinstance(raised.value.cause, ApplicationError)
     assert raised.value.cause.type == "NotYourTask"
+
+
+# ---- no existence oracle -------------------------------------------------------------------
+
+UNKNOWN_INCIDENT = "inc-00000000000000000000-0"
+HIDDEN = "<id>"
+
+
+async def test_a_hidden_incident_answers_exactly_like_an_unknown_one_on_every_route(
+        matrix_stack: ApiStack) -> None:
+    """dora (an approver) holds no task in this incident: whatever she asks about it, or
+    about one of its tasks, she gets the answer an unknown id gets, byte for byte (the id
+    aside), through the API and the web pages alike."""
+    incident = await matrix_stack.matrix_incident()
+    hidden_task = incident["tasks"]["abby"]
+    unknown_task = f"{UNKNOWN_INCIDENT}.sign-off.1"
+    api: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/incidents/{i}", {}), ("GET", "/incidents/{i}/timeline", {}),
+        ("GET", "/incidents/{i}/metrics", {}), ("GET", "/incidents/{i}/report", {}),
+        ("GET", "/incidents/{i}/drafts", {}), ("GET", "/incidents/{i}/events", {}),
+        ("POST", "/incidents/{i}/status-updates", {"json": {"message": "x"}}),
+        ("POST", "/incidents/{i}/resolve", {"json": {"summary": "x"}}),
+        ("POST", "/incidents/{i}/drafts", {"json": {"node": "sign-off", "text": "x"}}),
+        ("POST", "/incidents/{i}/publish-confirmations", {"json": {"step": "x"}}),
+        ("GET", "/tasks/{t}", {}),
+        ("POST", "/tasks/{t}/decision", {"json": {"decision": "approve"}}),
+        ("POST", "/tasks/{t}/delegate", {"json": {"to": "alex"}}),
+        ("GET", "/tasks?incident_id={i}", {}),
+    ]
+    differences = []
+
+    def same(label: str, hidden: httpx.Response, unknown: httpx.Response,
+             ids: tuple[str, str]) -> None:
+        shown = hidden.text.replace(ids[0], HIDDEN)
+        if (hidden.status_code, shown) != (unknown.status_code,
+                                          unknown.text.replace(ids[1], HIDDEN)):
+            differences.append(f"{label}: {hidden.status_code} {shown[:200]!r} vs "
+                               f"{unknown.status_code} {unknown.text[:200]!r}")
+        elif hidden.status_code < 400 and "?" not in label:
+            differences.append(f"{label}: {hidden.status_code} for a hidden incident")
+
+    for method, template, kwargs in api:
+        answers = []
+        for i, t in ((incident["id"], hidden_task), (UNKNOWN_INCIDENT, unknown_task)):
+            answers.append(await matrix_stack.call(
+                method, template.format(i=i, t=t), "dora", **kwargs))
+        ids = (hidden_task, unknown_task) if "{t}" in template else (
+            incident["id"], UNKNOWN_INCIDENT)
+        same(f"{method} {template}", answers[0], answers[1], ids)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matrix_stack.app),
+                                 base_url="http://testserver") as browser:
+        signed_in = await browser.post("/ui/login", data={"token": matrix_stack.tokens["dora"]})
+        assert signed_in.status_code == 303, signed_in.text
+        for template in ("/ui/incidents/{i}", "/ui/fragments/incidents/{i}",
+                         "/ui/incidents/{i}/report", "/ui/tasks/{t}", "/ui/fragments/tasks/{t}"):
+            answers = [await browser.get(template.format(i=i, t=t)) for i, t in (
+                (incident["id"], hidden_task), (UNKNOWN_INCIDENT, unknown_task))]
+            ids = (hidden_task, unknown_task) if "{t}" in template else (
+                incident["id"], UNKNOWN_INCIDENT)
+            same(f"GET {template}", answers[0], answers[1], ids)
+    assert not differences, "\n".join(differences)
+
+    # and someone who may see it still does: its holder, and a deputy acting for her
+    assert (await matrix_stack.call("GET", f"/incidents/{incident['id']}", "abby")
+            ).status_code == 200
+    mine = await matrix_stack.call("GET", f"/tasks/{hidden_task}", "alex")
+    assert (mine.status_code, mine.json()["error"]) == (403, "NotYourTask")  # alex sees it
+
+
+async def test_the_api_signs_each_command_with_actor_and_roles_and_history_holds_no_key(
+        matrix_stack: ApiStack) -> None:
+    incident = await matrix_stack.matrix_incident()
+    decided = await matrix_stack.call("POST", f"/tasks/{incident['tasks']['alex']}/decision",
+                                      "alex", json={"decision": "approve"})
+    assert decided.status_code == 200, decided.text
+    history = await matrix_stack.env.client.get_workflow_handle(incident["id"]).fetch_history()
+    claims = [json.loads(event.workflow_execution_update_accepted_event_attributes
+                         .accepted_request.input.header.fields["crisis-actor"].data)
+              for event in history.events
+              if event.HasField("workflow_execution_update_accepted_event_attributes")]
+    # the opening report (cora, through update-with-start), then alex's decision
+    assert [(c["actor"], c["roles"]) for c in claims] == [
+        ("cora", ["communicator", "reporter"]), ("alex", ["approver", "reporter"])]
+    key = actor_keyring(matrix_stack.settings).keys["local"]
+    assert key not in history.to_json().encode()

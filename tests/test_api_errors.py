@@ -121,6 +121,36 @@ async def test_json_nested_10000_deep_is_a_422(matrix_stack: ApiStack, path: str
     assert "64 levels" in response.json()["detail"]
 
 
+PATH_VALUES = {"incident_id": "inc-00000000000000000000-0",
+               "task_id": "inc-00000000000000000000-0.sign-off.1", "playbook_id": "matrix",
+               "number": "1", "name": "deep"}
+WEB_POSTS = ["/ui/login", "/ui/logout", "/ui/report", "/ui/incidents",
+             "/ui/incidents/inc-00000000000000000000-0/status",
+             "/ui/incidents/inc-00000000000000000000-0/resolve",
+             "/ui/tasks/inc-00000000000000000000-0.sign-off.1/decide",
+             "/ui/tasks/inc-00000000000000000000-0.sign-off.1/delegate", "/ui/act/some-token"]
+
+
+async def test_json_nested_10000_deep_is_a_422_on_every_post_route(
+        matrix_stack: ApiStack) -> None:
+    """Every POST the API documents, and every form the web app posts, with and without an
+    Idempotency-Key: the body scan refuses the nesting before anything parses it."""
+    paths = [re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
+             for path, ops in matrix_stack.app.openapi()["paths"].items() if "post" in ops]
+    assert len(paths) >= 20, paths
+    wrong = []
+    for path in [*paths, *WEB_POSTS]:
+        for key in (None, f"deep-{uuid.uuid4().hex}"):
+            response = await matrix_stack.call(
+                "POST", path, "adam", content=deep_json(DEEP),
+                headers={"Content-Type": "application/json",
+                         **({"Idempotency-Key": key} if key else {})})
+            if response.status_code != 422 or response.json().get("error") != "BodyTooDeep":
+                wrong.append(f"{path} (key: {bool(key)}): {response.status_code} "
+                             f"{response.text[:120]}")
+    assert not wrong, "\n".join(wrong)
+
+
 async def test_deep_json_is_refused_whatever_its_declared_type(matrix_stack: ApiStack) -> None:
     for path, key in (("/demo/sink/deep", None), ("/incidents", f"deep-{uuid.uuid4().hex}")):
         response = await matrix_stack.call(
@@ -145,6 +175,24 @@ async def test_yaml_nested_10000_deep_is_refused_with_its_reason(
         body: dict[str, Any] = response.json()
         assert body.get("valid") is False or body.get("error") == "ValidationError"
         assert "nested deeper than 64 levels" in response.text
+
+
+async def test_block_yaml_nested_deep_is_a_422_on_every_yaml_route(
+        matrix_stack: ApiStack) -> None:
+    """Block-style YAML has no brackets for the body scan: the YAML reader's limit answers
+    wherever YAML is posted: a 422 for a proposed playbook or directory, an invalid report
+    from validate, never a 500."""
+    block = "steps:\n" + "".join("  " * i + "-\n" for i in range(1, 300))
+    mapping = "".join("  " * i + f"k{i}:\n" for i in range(300))
+    for path in ("/playbooks/validate", "/playbooks", "/directory/versions"):
+        for text in (block, mapping):
+            response = await matrix_stack.call("POST", path, "adam", content=text,
+                                               headers={"Content-Type": "application/yaml"})
+            if path == "/playbooks/validate":  # its answer to any bad playbook: a report
+                assert response.status_code == 200 and response.json()["valid"] is False
+            else:
+                assert response.status_code == 422, f"{path}: {response.text[:300]}"
+            assert "nested deeper than 64 levels" in response.text, response.text[:300]
 
 
 async def test_reasonable_nesting_and_strings_full_of_brackets_pass(

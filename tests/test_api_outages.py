@@ -9,6 +9,7 @@ SQLite file. The API runs in its own process (`tests.live_stack`).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,12 +18,21 @@ from typing import Any
 import httpx
 import pytest
 
+from core.config import ROOT
 from tests.live_stack import LiveStack, RedisServer, TemporalServer, live_stack, wait_ready
 
 pytestmark = pytest.mark.stack
 
 FAST = 5.0  # seconds: the promise for a 503
 COMMUNICATOR = "cara-comms"
+ADMIN = "ada-admin"
+DIRECTORY = ROOT / "config" / "directory.yaml"
+
+
+def proposed_playbook() -> bytes:
+    """The shipped viral-complaint playbook as a new version (what an admin proposes)."""
+    text = (ROOT / "playbooks" / "viral-complaint.yaml").read_text()
+    return re.sub(r"(?m)^version: *\d+", "version: 2", text, count=1).encode()
 
 
 @dataclass
@@ -59,7 +69,8 @@ async def outage(servers: tuple[RedisServer, TemporalServer],
 
 async def call(o: Outage, method: str, path: str, as_: str = COMMUNICATOR,
                key: str | None = None, **kwargs: Any) -> tuple[httpx.Response, float]:
-    headers = {**o.stack.auth(as_), **({"Idempotency-Key": key} if key else {})}
+    headers = {**o.stack.auth(as_), **({"Idempotency-Key": key} if key else {}),
+               **kwargs.pop("headers", {})}
     began = time.monotonic()
     response = await o.http.request(method, path, headers=headers, **kwargs)
     return response, time.monotonic() - began
@@ -103,7 +114,7 @@ async def test_redis_down(outage: Outage) -> None:
         assert checks["temporal"] == "ok" and checks["redis"] != "ok", checks
 
         keyed_message = "Written while Redis was down"
-        attempts: list[tuple[str, str, dict[str, Any]]] = [
+        attempts: list[tuple[Any, ...]] = [  # (method, path, kwargs[, as whom])
             ("GET", "/incidents", {}),
             ("GET", f"/incidents/{incident_id}", {}),
             ("GET", f"/incidents/{incident_id}/timeline", {}),
@@ -129,9 +140,21 @@ async def test_redis_down(outage: Outage) -> None:
             ("POST", f"/incidents/{incident_id}/status-updates",
              {"json": {"message": keyed_message}}),
             ("POST", f"/incidents/{incident_id}/resolve", {"json": {"summary": "Not yet"}}),
+            ("GET", f"/incidents/{incident_id}/drafts", {}),
+            ("POST", f"/incidents/{incident_id}/drafts",
+             {"json": {"node": "holding-statement", "text": "Drafted while down"}}),
+            ("POST", f"/incidents/{incident_id}/publish-confirmations",
+             {"json": {"step": "publish-statement"}}),
+            ("POST", f"/tasks/{task['id']}/decision", {"json": {"decision": "approve"}},
+             task["assignee"]),
+            ("POST", f"/tasks/{task['id']}/delegate", {"json": {"to": "leo-legal"}},
+             task["assignee"]),
+            ("POST", f"/tasks/{task['id']}/reassign",
+             {"json": {"to": "leo-legal", "reason": "down"}}, ADMIN),
+            ("POST", f"/tasks/{task['id']}/cancel", {"json": {"reason": "down"}}, ADMIN),
         ]
-        for method, path, kwargs in attempts:
-            response, took = await call(o, method, path, **kwargs)
+        for method, path, kwargs, *who in attempts:
+            response, took = await call(o, method, path, *who, **kwargs)
             assert_unavailable(response, took, f"{method} {path}")
     finally:
         o.redis.start()
@@ -188,6 +211,30 @@ async def test_temporal_down(outage: Outage) -> None:
             ("POST", f"/tasks/{task['id']}/decision",
              {"key": "temporal-down-decision", "json": {"decision": "approve"}},
              task["assignee"]),
+            # every other write route: drafts, two-person publish, task moves, and the
+            # reviewed policy (playbooks and the directory: propose, vote, roll back)
+            ("POST", f"/incidents/{incident_id}/drafts",
+             {"json": {"node": "holding-statement", "text": "Drafted while down"}},
+             COMMUNICATOR),
+            ("POST", f"/incidents/{incident_id}/publish-confirmations",
+             {"json": {"step": "publish-statement"}}, COMMUNICATOR),
+            ("POST", f"/tasks/{task['id']}/delegate", {"json": {"to": "leo-legal"}},
+             task["assignee"]),
+            ("POST", f"/tasks/{task['id']}/reassign",
+             {"json": {"to": "leo-legal", "reason": "down"}}, ADMIN),
+            ("POST", f"/tasks/{task['id']}/cancel", {"json": {"reason": "down"}}, ADMIN),
+            ("POST", "/playbooks", {"content": proposed_playbook(),
+                                    "headers": {"Content-Type": "application/yaml"}}, ADMIN),
+            ("POST", "/playbooks/viral-complaint/rollback", {"json": {"to": 1}}, ADMIN),
+            ("POST", "/playbooks/viral-complaint/versions/2/approve", {"json": {}}, ADMIN),
+            ("POST", "/playbooks/viral-complaint/versions/2/reject",
+             {"json": {"comment": "no"}}, ADMIN),
+            ("POST", "/directory/versions", {"content": DIRECTORY.read_bytes(),
+                                             "headers": {"Content-Type": "application/yaml"}},
+             ADMIN),
+            ("POST", "/directory/rollback", {"json": {"to": 1}}, ADMIN),
+            ("POST", "/directory/versions/2/approve", {"json": {}}, ADMIN),
+            ("POST", "/directory/versions/2/reject", {"json": {"comment": "no"}}, ADMIN),
             # an incident the read model doesn't know is asked of Temporal
             ("GET", "/incidents/inc-00000000000000000000-0", {}, COMMUNICATOR),
         ]
@@ -201,8 +248,17 @@ async def test_temporal_down(outage: Outage) -> None:
         o.temporal.start()
     await wait_ready(o.stack.url, within=60)
 
-    # nothing that answered 503 was done
+    # nothing that answered 503 was done: no incident, review or version was started,
+    # no draft, delegation or move reached the timeline
     assert await o.stack.workflow_count() == before
+    # (this stack's version store was never seeded: it still holds no version at all)
+    versions, _ = await call(o, "GET", "/playbooks/viral-complaint/versions")
+    assert versions.status_code == 404, versions.text
+    assert versions.json()["error"] == "VersionNotFound", versions.text
+    timeline, _ = await call(o, "GET", f"/incidents/{incident_id}/timeline")
+    kinds = {e["kind"] for e in timeline.json()["entries"]}
+    assert not kinds & {"draft_submitted", "delegation", "task_reassigned", "task_cancelled",
+                        "status_update", "decision", "resolved"}, kinds
     view, _ = await call(o, "GET", f"/incidents/{incident_id}")
     assert view.json()["incident"]["status"] == "open"
     assert {t["id"]: t["state"] for t in view.json()["tasks"]}[task["id"]] == "open"

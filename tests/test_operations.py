@@ -14,6 +14,7 @@ and `crisis tasks` with tokens from the environment. Then:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -191,3 +192,15 @@ def test_an_incident_run_through_the_cli_moves_the_metrics_and_leaks_no_token(
             leaks += [f"{path.relative_to(data_dir)}: {user}" for user, token in tokens.items()
                       if token.encode() in content]
     assert not leaks, leaks
+    # the hashed token file holds sha256 hashes only, and like every key the stack made
+    # (signed actors, incident ids) it is the owner's alone; no key is in any log either
+    hashes = data_dir / "tokens.json"
+    assert set(json.loads(hashes.read_text())["tokens"]) == {
+        hashlib.sha256(t.encode()).hexdigest() for t in tokens.values()}
+    key_files = [data_dir / "actor.key"] + [p for p in [data_dir / "id-secret"] if p.exists()]
+    for path in [hashes, *key_files]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name}: {oct(path.stat().st_mode)}"
+    keys = [path.read_text().strip() for path in key_files]
+    logged = [f"{path.name}" for path in (data_dir / "logs").rglob("*") if path.is_file()
+              and any(key.encode() in path.read_bytes() for key in keys)]
+    assert not logged, f"a secret key appears in {logged}"

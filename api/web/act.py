@@ -130,7 +130,8 @@ async def act(request: Request, token: str, confirm: Annotated[str, Form()] = ""
         result = await command(task_routes.decide(
             claims.task_id, DecisionBody(decision=claims.action, comment=comment,
                                          draft_sha256=claims.content_sha256),
-            principal, services.temporal, idempotency_key=claims.idempotency_key))
+            principal, services.temporal, services.read_model,
+            idempotency_key=claims.idempotency_key))
     except ApiError as exc:
         if exc.status_code >= 500:
             await release_use(services.redis, claims)

@@ -498,12 +498,7 @@ async def inbox_fragment(request: Request) -> HTMLResponse:
 async def _readable_task(request: Request, user: Principal, task_id: str) -> Task:
     services = services_of(request)
     user.require(auth.INBOX_USERS, "the task inbox")
-    found = await lookup.task(services.read_model, services.temporal, task_id)
-    if found is None:
-        raise ApiError(404, f"no task {task_id}", "TaskNotFound")
-    if not auth.can_read_task(user, found):
-        raise ApiError(403, f"task {task_id} is assigned to someone else", "NotYourTask")
-    return found
+    return await lookup.readable_task(user, services.read_model, services.temporal, task_id)
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
@@ -546,7 +541,8 @@ async def decide(request: Request, task_id: TaskPath,
                 return render(request, "_reject_form.html", user, card=card, errors={},
                               form={"comment": comment}, confirming=True)
         body = DecisionBody(decision=decision, comment=comment)
-        result = await command(task_routes.decide(task_id, body, user, services.temporal))
+        result = await command(task_routes.decide(task_id, body, user, services.temporal,
+                                                    services.read_model))
     except ValidationError as exc:
         return feedback(request, "; ".join(field_errors(exc).values()), ok=False)
     except ApiError as exc:
@@ -571,7 +567,8 @@ async def delegate(request: Request, task_id: TaskPath, to: Annotated[str, Form(
             raise ApiError(422, "choose someone from the list: members of the role or its "
                                 "on-call roster")
         result = await command(task_routes.delegate(
-            task_id, DelegateBody(to=to, comment=comment), user, services.temporal))
+            task_id, DelegateBody(to=to, comment=comment), user, services.temporal,
+            services.read_model))
     except ValidationError as exc:
         return feedback(request, "; ".join(field_errors(exc).values()), ok=False)
     except ApiError as exc:

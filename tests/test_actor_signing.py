@@ -1,0 +1,244 @@
+"""Signed actors: commands that reach Temporal without the API's signature change nothing.
+
+A caller who can reach Temporal but holds no actor key can name anyone in a command; the
+worker refuses it before any validator runs, and the incident stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from temporalio.api.common.v1 import Payload
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowUpdateInput,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.workflow import _Definition
+
+from core.actor_signing import (
+    FORGED,
+    HEADER,
+    UNSIGNED,
+    Keyring,
+    actor_keyring,
+    signature_header,
+    signed_client,
+    unsigned_client,
+    verify,
+)
+from core.config import Settings
+from domain.incident import DecideRequest, ResolveRequest, Task
+from tests.clock import EVEN_WEEK
+from tests.factories import snapshot, viral_playbook
+from tests.workflow_harness import Harness, fresh_time_env, harness
+from workflows.catalog import PolicyCatalogWorkflow
+from workflows.change_approval import ChangeApprovalWorkflow
+from workflows.incident import IncidentWorkflow
+
+NEW, OLD = "k-2026-12", "k-2026-06"
+KEYS = {NEW: "n" * 32, OLD: "o" * 32}
+
+
+def keyring(*ids: str) -> Keyring:
+    return Keyring(ids[0], {i: KEYS[i].encode() for i in ids})
+
+
+def decide_request(actor: str, task_id: str, decision: str = "reject") -> DecideRequest:
+    return DecideRequest(request_id=uuid.uuid4().hex, actor=actor, task_id=task_id,
+                         decision=decision)  # type: ignore[arg-type]
+
+
+# ---- the signature itself (pure) --------------------------------------------------------------
+
+def test_a_signature_covers_incident_command_actor_request_roles_and_body() -> None:
+    ring = keyring(NEW)
+    req = decide_request("lena-legal", "inc-a.step.1")
+    header = {HEADER: signature_header(ring, "inc-a", "decide", [req], ["approver"])}
+    assert verify(ring, header, "inc-a", "decide", [req]) == ("lena-legal", ["approver"])
+
+    changed: list[tuple[str, str, list[Any]]] = [
+        ("inc-b", "decide", [req]),  # another incident
+        ("inc-a", "resolve", [req]),  # another command
+        ("inc-a", "decide", [req.model_copy(update={"actor": "ada-admin"})]),
+        ("inc-a", "decide", [req.model_copy(update={"request_id": "other"})]),
+        ("inc-a", "decide", [req.model_copy(update={"decision": "approve"})]),
+        ("inc-a", "decide", [req.model_copy(update={"comment": "added later"})]),
+    ]
+    for workflow_id, command, args in changed:
+        with pytest.raises(ApplicationError) as refused:
+            verify(ring, header, workflow_id, command, args)
+        assert refused.value.type == FORGED and refused.value.non_retryable
+    # roles are signed too: a header that claims more roles does not verify
+    claim = header[HEADER].data.replace(b'["approver"]', b'["admin", "approver"]')
+    with pytest.raises(ApplicationError, match="does not match"):
+        verify(ring, {HEADER: Payload(metadata=header[HEADER].metadata, data=claim)},
+               "inc-a", "decide", [req])
+    with pytest.raises(ApplicationError) as unsigned:
+        verify(ring, {}, "inc-a", "decide", [req])
+    assert unsigned.value.type == UNSIGNED
+
+
+def test_rotation_accepts_the_previous_key_until_it_is_retired() -> None:
+    req = decide_request("lena-legal", "inc-a.step.1")
+    by_old = {HEADER: signature_header(keyring(OLD), "inc-a", "decide", [req])}
+    by_new = {HEADER: signature_header(keyring(NEW), "inc-a", "decide", [req])}
+    during = keyring(NEW, OLD)
+    assert verify(during, by_old, "inc-a", "decide", [req])[0] == "lena-legal"
+    assert verify(during, by_new, "inc-a", "decide", [req])[0] == "lena-legal"
+    after = keyring(NEW)
+    with pytest.raises(ApplicationError, match="unknown or retired key"):
+        verify(after, by_old, "inc-a", "decide", [req])
+    # the same key id with another secret is a forgery, not a rotation
+    impostor = Keyring(NEW, {NEW: b"x" * 32})
+    with pytest.raises(ApplicationError, match="does not match"):
+        verify(impostor, by_new, "inc-a", "decide", [req])
+
+
+def test_keys_come_from_settings_first_key_signing_and_are_never_shown(tmp_path: Any) -> None:
+    ring = actor_keyring(Settings(actor_keys={NEW: SecretStr(KEYS[NEW]),
+                                              OLD: SecretStr(KEYS[OLD])}))
+    assert ring.signing_id == NEW and set(ring.keys) == {NEW, OLD}
+    assert KEYS[NEW] not in repr(ring) and KEYS[NEW] not in repr(Settings(
+        actor_keys={NEW: SecretStr(KEYS[NEW])}))
+    # without keys: one random key in a 0600 file next to the tokens, the same every time
+    settings = Settings(tokens_file=tmp_path / "tokens.json")
+    first, again = actor_keyring(settings), actor_keyring(settings)
+    assert first == again and first.signing_id == "local"
+    assert (tmp_path / "actor.key").stat().st_mode & 0o077 == 0
+    with pytest.raises(ValueError, match="16"):
+        actor_keyring(Settings(actor_keys={"short": SecretStr("tiny")}))
+
+
+def test_every_update_of_every_workflow_has_a_validator() -> None:
+    """The verifier runs as part of validation: an update without a validator would skip it."""
+    for cls in (IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow):
+        definition = _Definition.must_from_class(cls)
+        missing = [name for name, update in definition.updates.items()
+                   if update.validator is None]
+        assert not missing, f"{cls.__name__}: updates without a validator: {missing}"
+
+
+# ---- against a real server and worker -------------------------------------------------------
+
+class _FixedHeader(Interceptor):
+    """A client that sends a header of its own making (a copied or home-made signature)."""
+
+    def __init__(self, header: Payload) -> None:
+        self.header = header
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        header = self.header
+
+        class Out(OutboundInterceptor):
+            async def start_workflow_update(self, input: StartWorkflowUpdateInput
+                                            ) -> WorkflowUpdateHandle[Any]:
+                input.headers = {**input.headers, HEADER: header}
+                return await self.next.start_workflow_update(input)
+        return Out(next)
+
+
+def with_header(client: Client, header: Payload) -> Client:
+    config = unsigned_client(client).config()
+    config["interceptors"] = [*config.get("interceptors", []), _FixedHeader(header)]
+    return Client(**config)
+
+
+@pytest.fixture
+async def h(redis_url: str) -> AsyncIterator[Harness]:
+    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
+        yield h
+
+
+async def _legal_task(h: Harness, handle: WorkflowHandle[Any, Any]) -> Task:
+    tasks = await h.tasks_when(handle, lambda ts: len(ts) >= 5)
+    return next(t for t in tasks if t.role == "legal")
+
+
+async def _refused(client: Client, incident_id: str, update: Any, arg: Any) -> str | None:
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await client.get_workflow_handle(incident_id).execute_update(update, arg)
+    cause = refused.value.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+async def test_forged_and_unsigned_commands_sent_straight_to_temporal_change_nothing(
+        h: Harness) -> None:
+    await h.advance_to("mon", 15, 0)
+    handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+    legal = await _legal_task(h, handle)
+    before = await h.timeline(handle)
+    raw = unsigned_client(h.env.client)
+
+    # the issue's attack: no token, no key, a veto in the legal approver's name ...
+    veto = decide_request(legal.assignee, legal.id)
+    assert await _refused(raw, handle.id, IncidentWorkflow.decide, veto) == UNSIGNED
+    # ... and a resolve in the admin's
+    resolve = ResolveRequest(request_id="forged-1", actor="ada-admin", summary="forged")
+    assert await _refused(raw, handle.id, IncidentWorkflow.resolve, resolve) == UNSIGNED
+
+    # a home-made signature (right key id, wrong secret)
+    impostor = Keyring("local", {"local": b"guessed-secret-0123456789"})
+    forged = with_header(h.env.client, signature_header(
+        impostor, handle.id, "decide", [veto], ["approver"]))
+    assert await _refused(forged, handle.id, IncidentWorkflow.decide, veto) == FORGED
+
+    # a genuine signature copied onto another command: the veto's signature under an
+    # approval, and under a resolve
+    genuine = signature_header(actor_keyring(Settings()), handle.id, "decide", [veto])
+    approve = veto.model_copy(update={"decision": "approve"})
+    copied = with_header(h.env.client, genuine)
+    assert await _refused(copied, handle.id, IncidentWorkflow.decide, approve) == FORGED
+    assert await _refused(copied, handle.id, IncidentWorkflow.resolve, resolve) == FORGED
+
+    # nothing changed: no decision or resolution on the timeline (only the task messages
+    # still being delivered were added), the task and the incident still open
+    after = await h.timeline(handle)
+    assert after[:len(before)] == before
+    assert {e.kind for e in after[len(before):]} <= {"notified"}, after[len(before):]
+    view = await h.state(handle)
+    assert view.incident.status == "open"
+    assert next(t for t in view.tasks if t.id == legal.id).state == "open"
+
+    # the API's way (signed) still works, with the real holder's name
+    decided = await h.decide(handle, legal, "approve")
+    assert decided.task.state == "approved"
+    entries = [e for e in await h.timeline(handle) if e.kind == "decision"]
+    assert [e.actor for e in entries] == [legal.assignee]
+
+
+@pytest.mark.parametrize("phase", ["during", "after"])
+async def test_a_previous_key_works_during_rotation_and_is_refused_once_retired(
+        redis_url: str, phase: str) -> None:
+    worker_keys = [NEW, OLD] if phase == "during" else [NEW]
+    settings = Settings(redis_url=redis_url,
+                        actor_keys={k: SecretStr(KEYS[k]) for k in worker_keys})
+    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK,
+                                                settings=settings) as h:
+        await h.advance_to("mon", 15, 0)
+        handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+        legal = await _legal_task(h, handle)
+        by_old = signed_client(env.client, keyring(OLD))
+        by_new = signed_client(env.client, keyring(NEW))
+        request = decide_request(legal.assignee, legal.id, "approve")
+        if phase == "during":
+            result = await by_old.get_workflow_handle(handle.id).execute_update(
+                IncidentWorkflow.decide, request)
+            assert result.task.state == "approved"
+        else:
+            assert await _refused(by_old, handle.id, IncidentWorkflow.decide,
+                                  request) == FORGED
+            assert not [e for e in await h.timeline(handle) if e.kind == "decision"]
+            result = await by_new.get_workflow_handle(handle.id).execute_update(
+                IncidentWorkflow.decide, request)
+            assert result.task.state == "approved"
+
