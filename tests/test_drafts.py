@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from domain.incident import (
     ConfirmPublishRequest,
     DecideRequest,
+    Report,
     SubmitDraftRequest,
     SubmitDraftResult,
     Task,
@@ -196,3 +197,31 @@ async def test_restarted_clock_escalates_each_round_afresh(h: Harness) -> None:
     await h.advance(timedelta(minutes=6))
     escalations = await h.entries(handle, "escalation")
     assert escalations[0].at - started >= timedelta(minutes=15)
+
+
+async def test_a_publish_waiting_for_confirmation_survives_continue_as_new(h: Harness) -> None:
+    """A storm of reports makes the run continue as new while the approved statement waits
+    for its second person: the new run still waits, and the confirmation publishes it."""
+    await h.advance_to("mon", 15, 0, "Europe/London")
+    handle = await h.start(snapshot(drafts_playbook(h.publish.url("/publish"),
+                                                    confirm="two_person")),
+                           continue_as_new_after_events=80)
+    await draft(handle, V2)
+    tasks = await round_tasks(h, handle, 1)
+    legal = next(t for t in tasks if t.role == "legal")
+    for task in [legal, *[t for t in tasks if t.role == "comms-lead"][:2]]:
+        await decide(handle, task, "approve")
+    await h.entries(handle, "awaiting_publish_confirmation")
+    first_run = (await handle.describe()).run_id
+    for n in range(40):
+        await handle.execute_update(IncidentWorkflow.report, Report(
+            id=f"r{n}", summary="more", reported_by="ray-reporter"))
+        if (await handle.describe()).run_id != first_run:
+            break
+    await eventually(handle.describe, lambda d: d.run_id != first_run)
+    entry = await handle.execute_update(IncidentWorkflow.confirm_publish, ConfirmPublishRequest(
+        request_id=uuid.uuid4().hex, actor="nia-desk", step_id="publish-statement"))
+    assert entry.details["sha256"] == sha(V2)
+    await h.entries(handle, "action_run")
+    await eventually(h.received, lambda r: len(r) >= 1)
+    assert [r.json()["text"] for r in h.publish.requests] == [V2]

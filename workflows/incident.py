@@ -132,6 +132,9 @@ class IncidentWorkflow:
         self.ledger.catch_up_once = self._catch_up
         # on resolution, resume what a playbook action paused (scheduled posts)
         self._resume_posts = workflow.patched("pause-posts-resume-on-resolve")
+        # a two-person publish still waiting for its confirmation when the run continues
+        # as new is not done: the next run keeps waiting (it used to be skipped)
+        self._publish_waits_across_runs = workflow.patched("two-person-wait-across-runs")
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -462,7 +465,9 @@ class IncidentWorkflow:
                 await workflow.wait_condition(
                     lambda: self.ledger.is_confirmed(step.id) or self._halted())
                 if self._halted():
-                    return True
+                    # draining for continue-as-new: the next run waits for the confirmation
+                    # again (the step isn't done); resolved: nothing is published
+                    return not (self._publish_waits_across_runs and self._draining)
             headers["X-Crisis-Content-SHA256"] = published.sha256
         request = ActionRequest(
             idempotency_key=f"{self.ledger.incident.id}:{step.id}",
