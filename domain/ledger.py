@@ -1199,6 +1199,23 @@ class Ledger:
         tasks = self.node_tasks(step_id)
         return tasks[-1].content if tasks else ""
 
+    def redraft_request(self, task: Task) -> tuple[list[Assignment], str] | None:
+        """After the reject on `task` ended its drafts round (rejected or vetoed): who is
+        asked for the next draft (the author of the rejected version when a person, and the
+        incident's opener when a communicator) and why (every reject in the round, with its
+        comment). None when the round goes on or the node takes no drafts."""
+        node = self.state.nodes.get(task.node_id)
+        if (node is None or not node.awaiting_draft or task.round != node.round
+                or task.state != TaskState.rejected):
+            return None
+        rejected = self.drafts(task.node_id)[-1] if self.drafts(task.node_id) else None
+        people = [p for p in (rejected.author if rejected else None, self.incident.opened_by)
+                  if p is not None and has_access(self.directory, p, COMMUNICATOR_ACCESS)]
+        reasons = [f"{t.decided_by or t.assignee}: {t.comment or 'no reason given'}"
+                   for t in self.round_tasks(task.node_id) if t.state == TaskState.rejected]
+        return ([Assignment(person_id=p) for p in dict.fromkeys(people)],
+                "; ".join(reasons))
+
     def take_widened(self) -> list[Task]:
         """Tasks a widening added since the last call (the workflow notifies them)."""
         added, self.widened = self.widened, []

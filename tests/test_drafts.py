@@ -92,6 +92,12 @@ async def test_veto_then_redraft_publishes_exactly_v2_once(h: Harness) -> None:
     assert vetoed.node.outcome == "pending" and vetoed.node.awaiting_draft
     outcome = (await h.entries(handle, "round_outcome"))[0].details
     assert (outcome["round"], outcome["version"], outcome["outcome"]) == (1, 1, "vetoed")
+    # the author is asked for the next version at once, not when the deadline runs out
+    asked = await eventually(lambda: h.timeline(handle), lambda tl: any(
+        e.kind == "notified" and e.details["purpose"] == "notify"
+        and e.details["step"] == "holding-statement" for e in tl))
+    assert {e.details["to"] for e in asked if e.kind == "notified"
+            and e.details["purpose"] == "notify"} == {"sam-social"}
 
     second = await draft(handle, V2, actor="nia-desk")
     assert second.draft.version == 2 and second.node is not None and second.node.round == 2

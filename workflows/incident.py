@@ -135,6 +135,8 @@ class IncidentWorkflow:
         # a two-person publish still waiting for its confirmation when the run continues
         # as new is not done: the next run keeps waiting (it used to be skipped)
         self._publish_waits_across_runs = workflow.patched("two-person-wait-across-runs")
+        # a reject that ends a drafts round asks the communicators for the next version
+        self._ask_redraft = workflow.patched("ask-for-redraft-on-reject")
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -711,7 +713,23 @@ class IncidentWorkflow:
     async def decide(self, req: DecideRequest) -> DecideResult:
         result = await self._answer(lambda: self.ledger.decide(req, workflow.now()))
         await self._notify_widened(result.task.node_id)
+        if self._ask_redraft:
+            await self._ask_for_redraft(result.task)
         return result
+
+    async def _ask_for_redraft(self, task: Task) -> None:
+        """A reject ended a drafts round: ask the communicators for the next version now,
+        rather than when the node's deadline runs out."""
+        request = self.ledger.redraft_request(task)
+        if request is None or not request[0]:
+            return
+        people, reasons = request
+        node = self.ledger.state.nodes[task.node_id]
+        await self._notify(
+            task.node_id, people,
+            f"Draft v{node.draft_version} of '{node.title}' was not approved in round "
+            f"{node.round} ({reasons}). Submit a new draft to start round {node.round + 1}: "
+            "{{incident.url}}", kind="notify", suffix=f"redraft{node.round}")
 
     async def _notify_widened(self, node_id: str) -> None:
         added = self.ledger.take_widened()
