@@ -255,6 +255,22 @@ class Directory(_Strict):
     def members_of(self, role_id: str) -> list[Person]:
         return [p for p in self.people if role_id in p.roles]
 
+    def on_call(self, roster_id: str, at: datetime, *, skip_away: bool = True) -> Ident:
+        """Who answers for a roster at `at`: its override or rotation, unless that person is
+        away (vacation, travel): then the next member of the rotation who is not. If every
+        member is away, the rostered person (reaching someone beats reaching no one)."""
+        roster = self.roster(roster_id)
+        first = roster.on_call(at)
+        if not skip_away or self.person(first).away_at(at) is None:
+            return first
+        members = roster.members
+        start = members.index(first) if first in members else -1
+        for step in range(1, len(members) + 1):
+            candidate = members[(start + step) % len(members)]
+            if self.person(candidate).away_at(at) is None:
+                return candidate
+        return first
+
 
 class TimeOffChange(_Strict):
     """Who changed the time-off overlay, when, and what (for the audit trail)."""
@@ -330,19 +346,20 @@ class Assignment(_Strict):
 
 
 def _stand_in(
-    directory: Directory, person: Person, role_id: str | None, at: datetime
+    directory: Directory, person: Person, role_id: str | None, at: datetime, skip_away: bool
 ) -> str | None:
     """The on-call person who covers `person` (off-hours) for `role_id`, if any roster does."""
     candidate_roles = [role_id] if role_id else list(person.roles)
     for rid in candidate_roles:
         role = directory.role(rid) if rid else None
         if role is not None and role.oncall is not None:
-            return directory.roster(role.oncall).on_call(at)
+            return directory.on_call(role.oncall, at, skip_away=skip_away)
     return None
 
 
 def resolve_targets(
-    targets: list[Target], directory: Directory, at: datetime, *, respect_hours: bool = True
+    targets: list[Target], directory: Directory, at: datetime, *, respect_hours: bool = True,
+    skip_away_on_call: bool = True,
 ) -> list[Assignment]:
     """The people to reach for `targets` at `at`, one assignment per person, in target order.
 
@@ -359,7 +376,9 @@ def resolve_targets(
 
     for target in targets:
         if target.roster is not None:
-            add(Assignment(person_id=directory.roster(target.roster).on_call(at), via="roster"))
+            add(Assignment(person_id=directory.on_call(target.roster, at,
+                                                       skip_away=skip_away_on_call),
+                           via="roster"))
             continue
         if target.person is not None:
             people, role_id, via = [directory.person(target.person)], None, "direct"
@@ -371,7 +390,7 @@ def resolve_targets(
             if not respect_hours or person.available_at(at):
                 add(Assignment(person_id=person.id, role=counted_role, via=via))
                 continue
-            stand_in = _stand_in(directory, person, role_id, at)
+            stand_in = _stand_in(directory, person, role_id, at, skip_away_on_call)
             if stand_in is None or stand_in == person.id:
                 add(Assignment(person_id=person.id, role=counted_role, via=via))
             else:

@@ -165,6 +165,8 @@ class Ledger:
         # after an outage an overdue repeating tier or reminder fires once (noting how many
         # firings it stands for) and keeps its grid, instead of firing every missed slot
         self.catch_up_once = False
+        # an on-call person who is away hands the shift to the next member of the rotation
+        self.skip_away_on_call = False
 
     @classmethod
     def open(cls, start: StartIncident, at: datetime) -> Ledger:
@@ -263,7 +265,8 @@ class Ledger:
         """The people `targets` reach at `at` (off-hours people replaced by on-call)."""
         respect = self.playbook.defaults.respect_working_hours if respect_hours is None \
             else respect_hours
-        return resolve_targets(targets, self.directory, at, respect_hours=respect)
+        return resolve_targets(targets, self.directory, at, respect_hours=respect,
+                               skip_away_on_call=self.skip_away_on_call)
 
     def assignments_of(self, tasks: list[Task]) -> list[Assignment]:
         """The assignments tasks were created from: how each holder was reached, unresolved
@@ -884,7 +887,7 @@ class Ledger:
         role = self.directory.role(task.role)
         if role is None or role.oncall is None:
             return []
-        stand_in = self.directory.roster(role.oncall).on_call(at)
+        stand_in = self.directory.on_call(role.oncall, at, skip_away=self.skip_away_on_call)
         if stand_in == task.assignee or stand_in in self.open_holders(task.node_id):
             return []
         assignment = Assignment(person_id=stand_in, role=task.role, via="oncall",

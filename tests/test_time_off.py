@@ -50,6 +50,27 @@ def test_an_away_person_is_replaced_by_on_call_only_while_away() -> None:
     assert "lena-legal" in {a.person_id for a in after}
 
 
+def test_an_away_on_call_person_hands_the_shift_to_the_next_member() -> None:
+    """Lena is off-hours and Olga, on call for legal, is on a plane: the shift goes to the
+    rotation's next member who is not away, never to someone who cannot answer."""
+    from domain.directory import Target
+    data = directory().model_dump(mode="json")
+    roster = next(r for r in data["rosters"] if r["id"] == "legal-oncall")
+    roster["members"] = ["olga-oncall", "leo-legal"]
+    roster["rotation"] = "3650d"  # Olga's shift for the whole test
+    base = Directory.model_validate(data)
+    trip = period(MONDAY_1500 - timedelta(hours=1), MONDAY_1500 + timedelta(hours=2))
+    away = with_time_off(base, away={"olga-oncall": [trip]})
+    assert base.on_call("legal-oncall", MONDAY_1500) == "olga-oncall"
+    assert away.on_call("legal-oncall", MONDAY_1500) == "leo-legal"
+    assert away.on_call("legal-oncall", MONDAY_1500, skip_away=False) == "olga-oncall"
+    assert away.on_call("legal-oncall", MONDAY_1500 + timedelta(hours=3)) == "olga-oncall"
+    picked = resolve_targets([Target(roster="legal-oncall")], away, MONDAY_1500)
+    assert [a.person_id for a in picked] == ["leo-legal"]
+    everyone = with_time_off(base, away={"olga-oncall": [trip], "leo-legal": [trip]})
+    assert everyone.on_call("legal-oncall", MONDAY_1500) == "olga-oncall"  # nobody else
+
+
 def test_a_roster_override_takes_effect_and_ends_on_time() -> None:
     saturday = datetime(2090, 3, 4, 0, 0, tzinfo=UTC)
     monday = datetime(2090, 3, 6, 9, 0, tzinfo=UTC)

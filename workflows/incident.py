@@ -121,6 +121,7 @@ class IncidentWorkflow:
         self.ledger.widen_quorum = workflow.patched("widen-quorum-before-reject")
         self.ledger.tier_names_person = workflow.patched("tier-adds-named-person")
         self.ledger.one_vote_per_person = workflow.patched("one-vote-per-person")
+        self.ledger.skip_away_on_call = workflow.patched("away-on-call-hands-over")
         # delivery receipts; unreachable approvers handed to on-call; outages retried
         self._reach = workflow.patched("delivery-receipts-and-outage-retries")
         # report storms: signals don't wait for the projection while draining for
