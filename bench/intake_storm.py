@@ -102,6 +102,8 @@ class StormResult:
     continued_as_new: bool = False
     on_timeline: int = 0
     resolve_ms: float | None = None
+    api_cpu_ms: float = 0.0  # CPU of the API process during the storm, per accepted report
+    worker_cpu_ms: float = 0.0
     first_error: str | None = None
     receipts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -125,6 +127,15 @@ async def _process(args: list[str], env: dict[str, str], log: Path
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
@@ -289,7 +300,7 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
             "CRISIS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         }
         worker = ["bench.intake_worker"] if path == "batch-signal" else ["cli.main", "worker"]
-        await stack.enter_async_context(_process(
+        worker_proc = await stack.enter_async_context(_process(
             [sys.executable, "-m", *worker], child_env, tmp / "worker.log"))
         api_log = tmp / "api.log"
         api = await stack.enter_async_context(_process(
@@ -300,14 +311,19 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
             await _wait_ready(http, api, api_log)
         for concurrency in concurrencies:
             result = StormResult(path, concurrency)
+            cpu_before = cpu_seconds(api.pid), cpu_seconds(worker_proc.pid)
             await _storm(port, tokens, key=f"storm:{uuid.uuid4().hex}", reports=reports,
                          concurrency=concurrency, budget=budget, result=result)
+            accepted = max(result.accepted, 1)
+            result.api_cpu_ms = (cpu_seconds(api.pid) - cpu_before[0]) * 1000 / accepted
+            result.worker_cpu_ms = (cpu_seconds(worker_proc.pid) - cpu_before[1]) * 1000 / accepted
             await _verify(env.client, result)
             results.append(result)
             print(f"intake storm: {path} c={concurrency}: {result.accepted} accepted in "
                   f"{result.elapsed:.1f} s ({result.rate:.1f}/s), {result.server_errors} 5xx, "
                   f"{result.lost} lost, {result.unverified} unverified, "
-                  f"{result.incidents} incident(s), load {os.getloadavg()[0]:.1f}",
+                  f"{result.incidents} incident(s), API CPU {result.api_cpu_ms:.2f} ms/report, "
+                  f"worker CPU {result.worker_cpu_ms:.2f} ms/report, load {os.getloadavg()[0]:.1f}",
                   file=sys.stderr, flush=True)
     return results
 
