@@ -123,15 +123,22 @@ class IntakeCommand:
     title: str | None = None
     playbook: str | None = None
     idempotency_key: str | None = None
+    durable_ack: bool = False  # a durable acknowledgement is receipt enough (`IntakeResult`)
 
 
 @dataclass(frozen=True)
 class IntakeResult:
-    """The receipt: the incident the report is on, and whether this report opened it."""
+    """The receipt: the incident the report is on, and whether this report opened it.
+
+    `accepted`: the report was acknowledged once Temporal accepted its signal to `incident`
+    (durable from then on), without waiting for the workflow: it is on that incident's
+    timeline, or, if the incident was being resolved at that moment, on the next incident
+    for its key (the workflow hands late reports on; `domain.forwarding`)."""
 
     incident: Incident
     created: bool
     report_id: str
+    accepted: bool = False
 
 
 def title_from(summary: str) -> str:
@@ -140,10 +147,14 @@ def title_from(summary: str) -> str:
     return f"Report: {short}"
 
 
+def dedup_lane(dedup_key: str) -> str:
+    return f"key:{dedup_key}"
+
+
 def lane_key(command: IntakeCommand) -> str:
     """What reports are deduplicated by, namespaced so no client key equals a derived one."""
     if command.dedup_key is not None:
-        return f"key:{command.dedup_key}"
+        return dedup_lane(command.dedup_key)
     if command.idempotency_key is not None:  # a retry opens nothing new: it joins
         return f"idem:{operation_id('op', command.actor, command.idempotency_key)}"
     return f"once:{operation_id('op', command.actor, None)}"
@@ -157,6 +168,7 @@ class _Pending:
     build_start: Callable[[str], StartIncident]
     keyed: bool  # the report id comes from an Idempotency-Key: a retry may find it placed
     future: asyncio.Future[IntakeResult]
+    ack: bool = False  # answered once its signal is accepted, if the incident forwards
 
 
 @dataclass
@@ -171,69 +183,47 @@ class _Lane:
 class _Known:
     incident_id: str
     epoch: int
+    incident: Incident  # as it was when this process learned of it (open)
 
 
-class Intake:
-    """Open or attach, single-flight per dedup key in this process (see the module doc)."""
+def _remember_flag(cache: OrderedDict[str, bool], key: str, value: bool) -> None:
+    cache[key] = value
+    while len(cache) > KNOWN_KEYS:
+        cache.popitem(last=False)
 
-    def __init__(self, client: Client, redis: aioredis.Redis, settings: Settings,
-                 registry: PlaybookRegistry, routing: RoutingTable) -> None:
+
+class ReportRouter:
+    """Puts reports on the open incident for their key, opening one when none is open,
+    single-flight per key in this process (see the module doc). Used by `Intake` in the
+    API, and by the worker's `forward_reports` activity for reports that reached an
+    incident after its resolution."""
+
+    def __init__(self, client: Client, redis: aioredis.Redis, settings: Settings) -> None:
         self._client = client
         self._redis = redis
         self._settings = settings
-        self._registry = registry
-        self._routing = routing
         self._secret = settings.id_secret_bytes()
         self._raise_hint = redis.register_script(_RAISE_HINT)
         self._lanes: dict[str, _Lane] = {}
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._batches: OrderedDict[str, bool] = OrderedDict()  # incident id -> takes batches
+        self._forwards: OrderedDict[str, bool] = OrderedDict()  # id -> hands late ones on
 
-    # -- the command -------------------------------------------------------------------
+    def forget(self, key: str, incident_id: str) -> None:
+        """Stop sending `key`'s reports to `incident_id` (it has been resolved)."""
+        known = self._known.get(key)
+        if known is not None and known.incident_id == incident_id:
+            del self._known[key]
 
-    async def open_or_attach(self, command: IntakeCommand) -> IntakeResult:
-        if command.playbook is None:
-            route = self._routing.route(command.severity)
-            if route is None:
-                raise ApiError(422, f"no playbook is routed for severity {command.severity}",
-                               "NoRoute")
-            playbook_id, severity = route
-            unknown = f"the routing table names unknown playbook {playbook_id!r}"
-        else:
-            assert command.severity is not None, "an incident opened by name has a severity"
-            playbook_id, severity = command.playbook, command.severity
-            unknown = f"unknown playbook {playbook_id!r}"
-        snapshot = self._registry.get(playbook_id)
-        if snapshot is None:
-            raise ApiError(422, unknown, "UnknownPlaybook")
-        if severity not in snapshot.definition.severities:
-            allowed = ", ".join(s.value for s in snapshot.definition.severities)
-            raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
-                                f"{severity.value}", "SeverityNotSupported")
-        directory = self._registry.directory_snapshot()
-        report = Report(id=operation_id("rep", command.actor, command.idempotency_key, 32),
-                        summary=command.summary, source_url=command.source_url,
-                        severity=command.severity, reported_by=command.actor)
-        title = command.title if command.title is not None else title_from(command.summary)
-        settings = self._settings
-
-        def build_start(incident_id: str) -> StartIncident:
-            return StartIncident(
-                incident_id=incident_id, title=title, summary=command.summary,
-                severity=severity, source_url=command.source_url, dedup_key=command.dedup_key,
-                opened_by=command.actor, opening_report_id=report.id, playbook=snapshot,
-                directory=directory, public_url=settings.public_url,
-                continue_as_new_after_events=settings.continue_as_new_after_events)
-
-        return await self.submit(lane_key(command), report, build_start,
-                                 keyed=command.idempotency_key is not None)
 
     async def submit(self, key: str, report: Report, build_start: Callable[[str], StartIncident],
-                     keyed: bool = False) -> IntakeResult:
-        """Put `report` on the open incident for `key`, or open one with `build_start(id)`."""
+                     keyed: bool = False, ack: bool = False) -> IntakeResult:
+        """Put `report` on the open incident for `key`, or open one with `build_start(id)`.
+        `ack`: answer as soon as Temporal has accepted the report's signal, when the
+        incident hands late reports on (`IntakeResult.accepted`)."""
         future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(key, _Lane())
-        lane.queue.append(_Pending(report, build_start, keyed, future))
+        lane.queue.append(_Pending(report, build_start, keyed, future, ack))
         lane.wake.set()
         if lane.task is None:
             lane.task = asyncio.create_task(self._drain(key, lane))
@@ -319,9 +309,17 @@ class Intake:
 
     async def _attach(self, known: _Known, batch: list[_Pending]) -> list[_Pending]:
         handle = self._client.get_workflow_handle_for(IncidentWorkflow.run, known.incident_id)
+        durable = any(p.ack for p in batch) and await self._forwards_late(handle)
         delivered = await self._signal(handle, batch)
         sent = [p for p, ok in zip(batch, delivered, strict=True) if ok]
         refused = [p for p, ok in zip(batch, delivered, strict=True) if not ok]
+        if durable:
+            # Accepted by Temporal, so durable; the incident puts each report on its
+            # timeline, or hands it on to the next incident if it is being resolved.
+            for pending in [p for p in sent if p.ack]:
+                self._answer(pending, IntakeResult(known.incident, False, pending.report.id,
+                                                   accepted=True))
+            sent = [p for p in sent if not p.ack]
         if not sent:
             return refused
         # Queries see every event already in the history, so this reflects every signal
@@ -385,10 +383,21 @@ class Intake:
         except (RPCError, WorkflowQueryFailedError):
             return False  # e.g. the run has completed: the per-report path says so
         takes = any(d.name == BATCH_SIGNAL for d in metadata.definition.signal_definitions)
-        self._batches[handle.id] = takes
-        while len(self._batches) > KNOWN_KEYS:
-            self._batches.popitem(last=False)
+        _remember_flag(self._batches, handle.id, takes)
         return takes
+
+    async def _forwards_late(self, handle: WorkflowHandle[Any, Any]) -> bool:
+        """Whether the incident's run hands reports signalled after its resolution on to
+        the next incident (asked once per incident; runs from before that drop them)."""
+        known = self._forwards.get(handle.id)
+        if known is None:
+            try:
+                known = bool(await _retrying(lambda: handle.query(
+                    IncidentWorkflow.forwards_late_reports, rpc_timeout=QUERY_TIMEOUT)))
+            except (RPCError, WorkflowQueryFailedError):
+                return False  # no such query (an older run), or the run has completed
+            _remember_flag(self._forwards, handle.id, known)
+        return known
 
     @staticmethod
     async def _placed_reports(handle: WorkflowHandle[Any, Any]) -> dict[str, bool]:
@@ -442,7 +451,7 @@ class Intake:
                 return None  # completed, or never existed
             raise
         return (IntakeResult(result.incident, result.created, pending.report.id),
-                _Known(incident_id, -1))
+                _Known(incident_id, -1, result.incident))
 
     def hint_key(self, key: str) -> str:
         return f"ce:dedup:{dedup_digest(key, self._secret)}"
@@ -474,7 +483,7 @@ class Intake:
                 # a resolved incident holds this id (its run may still be finishing)
                 found = await self._find_on_resolved(incident_id, pending)
                 if found is not None:
-                    return found, _Known(incident_id, epoch)
+                    return found, _Known(incident_id, epoch, found.incident)
                 epoch += 1
                 continue
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
@@ -499,7 +508,7 @@ class Intake:
                 except Exception:
                     log.warning("dedup_hint_not_saved", exc_info=True)
             return IntakeResult(result.incident, result.created, report.id), \
-                _Known(incident_id, epoch)
+                _Known(incident_id, epoch, result.incident)
         raise RuntimeError(f"dedup key {key!r} has more than {MAX_EPOCHS} incidents")
 
     async def _find_on_resolved(self, incident_id: str, pending: _Pending) -> IntakeResult | None:
@@ -514,6 +523,57 @@ class Intake:
         view = await _retrying(lambda: handle.query(IncidentWorkflow.state,
                                                     rpc_timeout=QUERY_TIMEOUT))
         return IntakeResult(view.incident, placed[pending.report.id], pending.report.id)
+
+
+
+class Intake(ReportRouter):
+    """Open or attach: the `POST /incidents` and `POST /reports` use case."""
+
+    def __init__(self, client: Client, redis: aioredis.Redis, settings: Settings,
+                 registry: PlaybookRegistry, routing: RoutingTable) -> None:
+        super().__init__(client, redis, settings)
+        self._registry = registry
+        self._routing = routing
+
+    # -- the command -------------------------------------------------------------------
+
+    async def open_or_attach(self, command: IntakeCommand) -> IntakeResult:
+        if command.playbook is None:
+            route = self._routing.route(command.severity)
+            if route is None:
+                raise ApiError(422, f"no playbook is routed for severity {command.severity}",
+                               "NoRoute")
+            playbook_id, severity = route
+            unknown = f"the routing table names unknown playbook {playbook_id!r}"
+        else:
+            assert command.severity is not None, "an incident opened by name has a severity"
+            playbook_id, severity = command.playbook, command.severity
+            unknown = f"unknown playbook {playbook_id!r}"
+        snapshot = self._registry.get(playbook_id)
+        if snapshot is None:
+            raise ApiError(422, unknown, "UnknownPlaybook")
+        if severity not in snapshot.definition.severities:
+            allowed = ", ".join(s.value for s in snapshot.definition.severities)
+            raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
+                                f"{severity.value}", "SeverityNotSupported")
+        directory = self._registry.directory_snapshot()
+        report = Report(id=operation_id("rep", command.actor, command.idempotency_key, 32),
+                        summary=command.summary, source_url=command.source_url,
+                        severity=command.severity, reported_by=command.actor)
+        title = command.title if command.title is not None else title_from(command.summary)
+        settings = self._settings
+
+        def build_start(incident_id: str) -> StartIncident:
+            return StartIncident(
+                incident_id=incident_id, title=title, summary=command.summary,
+                severity=severity, source_url=command.source_url, dedup_key=command.dedup_key,
+                opened_by=command.actor, opening_report_id=report.id, playbook=snapshot,
+                directory=directory, public_url=settings.public_url,
+                continue_as_new_after_events=settings.continue_as_new_after_events)
+
+        return await self.submit(lane_key(command), report, build_start,
+                                 keyed=command.idempotency_key is not None,
+                                 ack=command.durable_ack)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

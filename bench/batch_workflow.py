@@ -31,3 +31,8 @@ class BatchedIncidentWorkflow(IncidentWorkflow):
             self.ledger.add_report(report, workflow.now())
         if fresh:
             await self._sync()
+
+    @workflow.query(name="forwards_late_reports")
+    def forwards_late_reports(self) -> bool:
+        """This prototype drops reports signalled after resolution: the API must confirm."""
+        return False

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         Recipient,
     )
     from domain.errors import LedgerError
+    from domain.forwarding import FORWARD_ACTIVITY, ForwardReports
     from domain.incident import (
         CancelTaskRequest,
         ConfirmPublishRequest,
@@ -83,6 +84,9 @@ ACTION_RETRY = NOTIFY_RETRY
 PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=8)
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# Late reports were acknowledged to their reporters: keep trying for about an hour.
+FORWARD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(minutes=1), maximum_attempts=60)
 
 
 def _business_error(error: LedgerError) -> ApplicationError:
@@ -105,6 +109,11 @@ class IncidentWorkflow:
         # report storms: signals don't wait for the projection while draining for
         # continue-as-new (the state is carried over anyway)
         self._storm = workflow.patched("storm-signals-skip-sync-while-draining")
+        # durable storm receipts: reports signalled after resolution are handed on to the
+        # next incident for the key, never dropped (see `domain.forwarding`)
+        self._forward = workflow.patched("storm-late-reports-forwarded")
+        self._late: list[Report] = []
+        self._late_ids: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -134,7 +143,29 @@ class IncidentWorkflow:
             workflow.continue_as_new(start.model_copy(update={"state": self.ledger.state}))
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._sync()
+        if self._forward:
+            await self._forward_late_reports()
         return IncidentFinal(view=self.ledger.view(), timeline=self.ledger.state.timeline)
+
+    async def _forward_late_reports(self) -> None:
+        """Hand reports signalled after resolution on to the next incident for the key.
+        Loops until none is left: a signal arriving before the run completes is seen
+        (Temporal refuses to complete a run with unseen signals)."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._late:
+                return
+            batch, self._late = self._late, []
+            if self.start.dedup_key is None:  # only keyed reports are ever signalled
+                workflow.logger.warning("dropping %s late reports without a dedup key",
+                                        len(batch))
+                continue
+            template = self.start.model_copy(update={"state": None})
+            await workflow.execute_activity(
+                FORWARD_ACTIVITY, ForwardReports(
+                    from_incident_id=self.ledger.incident.id, dedup_key=self.start.dedup_key,
+                    template=template, reports=batch),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=FORWARD_RETRY)
 
     def _should_continue(self) -> bool:
         info = workflow.info()
@@ -547,9 +578,16 @@ class IncidentWorkflow:
     @workflow.signal(name="add_reports")
     async def add_reports(self, reports: list[Report]) -> None:
         """A batch of reports from a storm (the API sends them per short window): each is
-        added once; a resolved incident takes none (the API then opens the next one).
-        Never remove this handler: signals to a missing handler are dropped silently."""
+        added once. A resolved incident takes none: it hands them on to the next incident
+        for the key before it completes (`_forward_late_reports`; runs from before that
+        dropped them, and the API confirmed by query). Never remove this handler: signals
+        to a missing handler are dropped silently."""
         if not self.ledger.is_open:
+            if self._forward:  # the API acknowledged them: hand them on (see `run`)
+                for report in reports:
+                    if report.id not in self._late_ids and not self.ledger.has_report(report.id):
+                        self._late_ids.add(report.id)
+                        self._late.append(report)
             return
         added = False
         for report in reports:
@@ -656,6 +694,12 @@ class IncidentWorkflow:
     @workflow.query(name="state")
     def state(self) -> IncidentView:
         return self.ledger.view()
+
+    @workflow.query(name="forwards_late_reports")
+    def forwards_late_reports(self) -> bool:
+        """True when reports signalled after resolution are handed on, never dropped: the
+        API may then acknowledge a report as soon as its signal is accepted."""
+        return self._forward
 
     @workflow.query(name="timeline")
     def timeline(self) -> list[TimelineEntry]:
