@@ -502,6 +502,9 @@ class ReportRouter:
                 races += 1
                 await asyncio.sleep(0.05 * races)
                 continue
+            if result.forwards_late_reports:  # so it has `add_reports` too: no queries
+                _remember_flag(self._forwards, incident_id, True)
+                _remember_flag(self._batches, incident_id, True)
             if not key.startswith("once:"):  # a one-off key is never looked up again
                 try:
                     await self._raise_hint(keys=[self.hint_key(key)], args=[epoch])

@@ -16,6 +16,11 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name="IncidentWorkflow")
 class BatchedIncidentWorkflow(IncidentWorkflow):
+    @workflow.init
+    def __init__(self, start: StartIncident) -> None:
+        super().__init__(start)
+        self._forward = False  # this prototype drops late reports: the API must confirm
+
     @workflow.run
     async def run(self, start: StartIncident) -> IncidentFinal:
         return await super().run(start)

@@ -557,14 +557,16 @@ class IncidentWorkflow:
     async def report(self, report: Report) -> ReportResult:
         if report.id == self.start.opening_report_id:
             await workflow.wait_condition(lambda: self._opened_synced)
-            return ReportResult(created=True, incident=self.ledger.incident)
+            return ReportResult(created=True, incident=self.ledger.incident,
+                                forwards_late_reports=self._forward)
         if not self.ledger.has_report(report.id):
             # resolved between the validator and here: refuse, don't fail the workflow task
             def attach() -> None:
                 self.ledger.add_report(report, workflow.now())
             self._check(attach)
         await self._sync()
-        return ReportResult(created=False, incident=self.ledger.incident)
+        return ReportResult(created=False, incident=self.ledger.incident,
+                            forwards_late_reports=self._forward)
 
     @report.validator
     def _validate_report(self, report: Report) -> None:
