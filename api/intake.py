@@ -16,21 +16,29 @@ Correctness comes from Temporal, not from this process (several API processes ma
   (`ce:dedup:{keyed digest}`) so the probe usually starts at the right place; it is only a
   hint: after a `FLUSHALL` probing from 0 reaches the same answer.
 - Once this process knows the key's open incident, further reports go by the workflow's
-  `add_report` signal, not by updates (Temporal allows 10 updates in flight per workflow; a
-  storm of update-with-starts on one id stalled it). A signal to an incident resolved in the
-  meantime is dropped by the workflow, so signals are confirmed: after a batch of signals
-  one `state` query (queries see every event already in the history) says whether the
-  incident is still open; if so every report of the batch is on it. If it was resolved the
-  `timeline` query says which reports made it, and the others go on to the next epoch.
-  A signal refused because the run has completed sends its report on the same way.
+  `add_reports` signal, not by updates (Temporal allows 10 updates in flight per workflow
+  and 2,000 per run; a storm of update-with-starts on one id stalled it).
+- Receipts for signalled reports (`POST /reports`, `IntakeCommand.durable_ack`): once
+  Temporal has accepted the signal the report is durable, and the incident's run hands
+  reports that reach it after its resolution on to the next incident for the key
+  (`domain.forwarding`, the worker's `forward_reports` activity, which uses this same
+  router). So the receipt (`IntakeResult.accepted`, HTTP 202) is given as soon as the
+  signal is accepted, without waiting for the workflow. Runs from before that change drop
+  late signals (`forwards_late_reports` says which), so there, and for `POST /incidents`,
+  signals are confirmed: after a batch one `state` query (queries see every event already
+  in the history) says whether the incident is still open; if so every report of the
+  batch is on it. If it was resolved the `timeline` query says which reports made it, and
+  the others go on to the next epoch. A signal refused because the run has completed sends
+  its report on the same way.
 
 In this process, reports for one key are *single-flight*: they queue per key and one drainer
 works through them in batches (one update-with-start when the open incident is not known,
-then signals and one confirming query per batch, a few batches in flight at once), so 200
-concurrent duplicates cost 200 signals and a handful of queries instead of 200 concurrent
-updates. When the incident's workflow has an `add_reports(list[Report])` signal (asked once
-per incident with Temporal's built-in `__temporal_workflow_metadata` query), a batch is one
-signal: one history event for many reports. Runs without it get one signal per report.
+then one `add_reports` signal per batch, a few batches in flight at once), so 1,000
+concurrent duplicates cost one update and a few dozen signals. Correctness never depends on
+this process being the only one: every process (and the forwarder) opens through the same
+update-with-start on the same deterministic id. Runs without `add_reports` (asked once per
+incident with Temporal's built-in `__temporal_workflow_metadata` query) get one signal per
+report.
 """
 
 from __future__ import annotations
@@ -208,6 +216,13 @@ class ReportRouter:
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._batches: OrderedDict[str, bool] = OrderedDict()  # incident id -> takes batches
         self._forwards: OrderedDict[str, bool] = OrderedDict()  # id -> hands late ones on
+
+    def forget_incident(self, incident_id: str) -> None:
+        """`incident_id` was resolved: reports for its key open (or find) the next one.
+        Only an optimisation for this process: a report signalled to a resolved incident is
+        handed on by the incident itself."""
+        for key in [k for k, known in self._known.items() if known.incident_id == incident_id]:
+            del self._known[key]
 
     def forget(self, key: str, incident_id: str) -> None:
         """Stop sending `key`'s reports to `incident_id` (it has been resolved)."""

@@ -7,8 +7,9 @@ there, so the interpreter can resume mid-playbook in a new run.
 
 Handlers:
 - updates (with validators): `report`, `decide`, `delegate`, `post_status_update`, `resolve`;
-- signal: `add_report`;
-- queries: `state`, `timeline`.
+- signals: `add_report`, `add_reports` (reports signalled after resolution are handed on to
+  the next incident for the key by the `forward_reports` activity, `domain.forwarding`);
+- queries: `state`, `timeline`, `forwards_late_reports`.
 
 Every update returns only after its change is written to the Redis projection, so a client
 reads its own write. Side effects happen only in activities (`notify`, `run_action`,

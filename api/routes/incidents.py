@@ -208,10 +208,12 @@ async def post_status_update(
 )
 async def resolve_incident(
     incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None, intake: IntakeDep = None,  # type: ignore[assignment]
 ) -> IncidentOut:
     request = ResolveRequest(request_id=lookup.request_id(user.id, idempotency_key),
                              actor=user.id, summary=body.summary)
     incident: Incident = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.resolve, request)
+    if intake is not None:  # this process's next report for the key opens the next incident
+        intake.forget_incident(incident_id)
     return IncidentOut(incident=incident)
