@@ -16,9 +16,11 @@ Measured, `samples` times each (after a warm-up request):
   empty inbox) and incident_id (one with tasks, one that does not exist);
 - `GET /incidents/{id}/timeline` first page of the 5,000-entry timeline.
 
-Rows (`reads_rows`) give p50/p99 per family of filters (the worst combination of the
-family), against the first page of `GET /incidents` with no filter as the baseline; the
-target is p99 < 20 ms for every combination. Every combination is printed to stderr.
+Rows (`reads_rows`) give p99 per family of filters (the worst combination of the family),
+against the first page of `GET /incidents` with no filter as the baseline; the target is
+p99 < 20 ms for every combination. On a shared machine wall-clock p99 mostly measures the
+scheduler, so a row also gives the CPU per request (process time of the app and the client,
+which share this process). Every combination is printed to stderr.
 """
 
 from __future__ import annotations
@@ -91,11 +93,19 @@ class Sample:
     path: str
     family: str
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # process CPU per request (app + client)
     items: int = 0
 
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return _quantile(self.seconds, q)
+
+    def cpu_quantile(self, q: float) -> float:
+        return _quantile(self.cpu, q)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def bench_directory() -> dict[str, Any]:
@@ -215,9 +225,10 @@ async def measure(connection: _Connection, paths: list[tuple[str, str]],
         if status != 200:
             raise RuntimeError(f"{path}: {status} {body[:300]!r}")
         for _ in range(samples):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             status, body = await connection.get(path)
             sample.seconds.append(time.perf_counter() - started)
+            sample.cpu.append(time.process_time() - cpu)
         sample.items = body.count(b'"id":')
         results.append(sample)
         print(f"reads: {path}: p50 {sample.quantile(0.5):.1f} ms, p99 "
@@ -298,6 +309,12 @@ def rows_from(results: list[Sample]) -> list[BenchRow]:
         rows.append(BenchRow(f"combinations matching nothing [{len(empty)}]: p99, worst", p99,
                              "ms", base99, p99 / base99 if base99 else 0.0,
                              f"< {TARGET_MS:.0f} ms", p99 < TARGET_MS))
+    cpu99 = max(s.cpu_quantile(0.99) for s in results)
+    rows.append(BenchRow(f"every combination [{len(results)}]: CPU per first page p99, worst "
+                         "(app + client in one process; what the machine's load cannot inflate)",
+                         cpu99, "ms", baseline.cpu_quantile(0.99),
+                         cpu99 / baseline.cpu_quantile(0.99) if baseline.cpu_quantile(0.99)
+                         else 0.0, f"< {TARGET_MS:.0f} ms", cpu99 < TARGET_MS))
     p50 = statistics.median(s.quantile(0.5) for s in results)
     rows.append(BenchRow(f"every combination [{len(results)}]: median of p50s", p50, "ms",
                          base50, p50 / base50 if base50 else 0.0, "", True))
