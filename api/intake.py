@@ -62,6 +62,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -283,8 +284,20 @@ class ReportRouter:
         if known is not None:
             return known, batch
         opener, rest = batch[0], batch[1:]
+        accepted: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        opening = asyncio.create_task(self._open(key, opener, accepted if rest else None))
+        if rest:
+            # Don't hold the rest until the opener's update completes (that waits for the
+            # opening projection): once the run has accepted it, it exists and is open.
+            either: set[asyncio.Future[Any]] = {opening, accepted}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            early = await self._early_known(*accepted.result()) if accepted.done() else None
+            if early is not None:
+                self._remember(key, early)
+                opening.add_done_callback(lambda done: self._opened(key, opener, done))
+                return early, rest
         try:
-            result, known = await self._open(key, opener)
+            result, known = await opening
         except Exception as exc:
             _fail([opener], exc)
             raise
@@ -294,6 +307,39 @@ class ReportRouter:
             return await self._known_or_open(key, rest) if rest else (known, [])
         self._remember(key, known)
         return known, rest
+
+    async def _early_known(self, incident_id: str, epoch: int) -> _Known | None:
+        """The incident whose run has just accepted the opener's update, if it takes
+        durable acknowledgements (else the rest wait for the opener, as before)."""
+        handle = self._client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
+        try:
+            forwards, view = await asyncio.gather(
+                _retrying(lambda: handle.query(IncidentWorkflow.forwards_late_reports,
+                                               rpc_timeout=QUERY_TIMEOUT)),
+                _retrying(lambda: handle.query(IncidentWorkflow.state,
+                                               rpc_timeout=QUERY_TIMEOUT)))
+        except (RPCError, WorkflowQueryFailedError):
+            return None
+        if not forwards or view.incident.status != IncidentStatus.open:
+            return None
+        _remember_flag(self._forwards, incident_id, True)
+        _remember_flag(self._batches, incident_id, True)
+        return _Known(incident_id, epoch, view.incident)
+
+    def _opened(self, key: str, opener: _Pending,
+                done: asyncio.Task[tuple[IntakeResult, _Known]]) -> None:
+        """The opener's update-with-start, finished after the rest of its batch went on."""
+        if done.cancelled():
+            _fail([opener], RuntimeError("intake is shutting down"))
+            return
+        exc = done.exception()
+        if exc is not None:
+            _fail([opener], exc)
+            return
+        result, known = done.result()
+        self._answer(opener, result)
+        if result.incident.status == IncidentStatus.open:
+            self._remember(key, known)  # the same run, unless it had to go on to the next
 
     async def _attach_batch(self, key: str, known: _Known, batch: list[_Pending],
                             lane: _Lane) -> None:
@@ -471,8 +517,11 @@ class ReportRouter:
     def hint_key(self, key: str) -> str:
         return f"ce:dedup:{dedup_digest(key, self._secret)}"
 
-    async def _open(self, key: str, pending: _Pending) -> tuple[IntakeResult, _Known]:
-        """Attach `pending` to the open incident for `key` or open one, by update-with-start."""
+    async def _open(self, key: str, pending: _Pending,
+                    accepted: asyncio.Future[tuple[str, int]] | None = None
+                    ) -> tuple[IntakeResult, _Known]:
+        """Attach `pending` to the open incident for `key` or open one, by update-with-start.
+        `accepted` is given (incident id, epoch) as soon as a run has accepted the update."""
         report = pending.report
         hinted = await self._hint(key)
         if hinted is None:  # no incident yet with a keyed id for this key
@@ -489,9 +538,13 @@ class ReportRouter:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 task_queue=self._settings.task_queue)
             try:
+                update = await self._client.start_update_with_start_workflow(
+                    IncidentWorkflow.report, report, start_workflow_operation=operation,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+                if accepted is not None and not accepted.done():
+                    accepted.set_result((incident_id, epoch))
                 # the SDK's stubs type an async update's result as its coroutine: cast
-                result = cast(ReportResult, await self._client.execute_update_with_start_workflow(
-                    IncidentWorkflow.report, report, start_workflow_operation=operation))
+                result = cast(ReportResult, await update.result())
             except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError) as exc:
                 if isinstance(exc, WorkflowUpdateFailedError) and not _is_closed_rejection(exc):
                     raise
