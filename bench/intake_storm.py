@@ -22,7 +22,11 @@ Paths, each on its own fresh servers:
 - `batch-signal`: the shipped API with a worker whose workflow also has the proposed
   `add_reports(list[Report])` signal (`bench.batch_workflow`): one signal per batch.
 
-`python -m bench --only intake-storm [--storm-reports N] [--storm-concurrency C ...]`.
+`python -m bench --only intake-storm [--storm-reports N] [--storm-concurrency C ...]`, or
+alone: `python -m bench.intake_storm [--reports N] [--concurrency C ...] [--baseline]`
+(`intake_storm_rows` gives the registry's rows: accepted/s against >= 300/s, 5xx, lost,
+incidents for the key, stall, first answer, API CPU per report, resolve after the storm).
+Each measured stack is warmed up first by a small storm on another key.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import yaml
 from temporalio.service import RPCError
 
 from bench.interpreter import dev_server_sqlite
+from bench.perf_rows import BenchRow, ratio, render
 from cli.users_cmd import issue_tokens
 from domain.incident import ResolveRequest
 from domain.loader import load_directory
@@ -383,3 +388,80 @@ def storm_table(results: list[StormResult]) -> list[tuple[str, float, float, int
             rows += [(f"{label}: {measure}", float(pick(new)), float(pick(old)), decimals,
                       ratio) for measure, pick, decimals, ratio in measures]
     return rows
+
+
+STORM_TARGET_PER_S = 300.0
+
+
+def storm_rows(results: list[StormResult]) -> list[BenchRow]:
+    """Rows for the registry: per concurrency, the shipped intake against the per-report
+    update-with-start path (baseline 0 when that path was not run)."""
+    by = {(r.path, r.concurrency): r for r in results}
+    rows: list[BenchRow] = []
+    for concurrency in sorted({r.concurrency for r in results if r.path == "signals"}):
+        new = by[("signals", concurrency)]
+        old = by.get(("per-report", concurrency)) or StormResult("per-report", concurrency)
+        label = f"storm c={concurrency}, {new.sent} reports, one dedup_key"
+        rows += [
+            BenchRow(f"{label}: accepted/s", new.rate, "/s", old.rate,
+                     ratio(new.rate, old.rate), f">= {STORM_TARGET_PER_S:.0f}",
+                     new.rate >= STORM_TARGET_PER_S),
+            BenchRow(f"{label}: 5xx", new.server_errors, "", old.server_errors, 0.0, "0",
+                     new.server_errors == 0),
+            BenchRow(f"{label}: lost reports (receipt not on a timeline)", new.lost, "",
+                     old.lost, 0.0, "0", new.lost == 0 and new.unverified == 0),
+            BenchRow(f"{label}: incidents for the key", new.incidents, "", old.incidents,
+                     0.0, "1", new.incidents == 1),
+            BenchRow(f"{label}: stalled (not done in {STORM_BUDGET_SECONDS:.0f} s)",
+                     int(new.stalled), "", int(old.stalled), 0.0, "0", not new.stalled),
+            BenchRow(f"{label}: longest gap between answers", new.longest_gap * 1000, "ms",
+                     old.longest_gap * 1000, ratio(new.longest_gap, old.longest_gap), "",
+                     True),
+            BenchRow(f"{label}: first answer (the opener's update-with-start)",
+                     new.first_answer * 1000, "ms", old.first_answer * 1000,
+                     ratio(new.first_answer, old.first_answer), "", True),
+            BenchRow(f"{label}: API CPU per report", new.api_cpu_ms, "ms", old.api_cpu_ms,
+                     ratio(new.api_cpu_ms, old.api_cpu_ms), "", True),
+            BenchRow(f"{label}: resolve after the storm (-1 = failed)",
+                     new.resolve_ms if new.resolve_ms is not None else -1, "ms",
+                     old.resolve_ms if old.resolve_ms is not None else -1, 0.0, "answers",
+                     new.resolve_ms is not None),
+        ]
+    rows.append(BenchRow("storm: load average (1 min) after the run", os.getloadavg()[0], "",
+                         0.0, 0.0, "", True))
+    return rows
+
+
+async def intake_storm_rows(*, concurrencies: list[int] | None = None, reports: int = 1000,
+                            budget: float = STORM_BUDGET_SECONDS,
+                            baseline: bool = False) -> list[BenchRow]:
+    """The shipped intake at each concurrency (default 50 and 200); with `baseline`, also
+    the per-report path it replaced (which stalls: it costs a budget per concurrency)."""
+    paths: tuple[str, ...] = ("signals", "per-report") if baseline else ("signals",)
+    return storm_rows(await storm_suite(concurrencies=concurrencies or [50, 200],
+                                        reports=reports, budget=budget, paths=paths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from core.logging import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m bench.intake_storm",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, action="append",
+                        help="repeatable; default 50 and 200")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run the per-report update-with-start path")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+    rows = asyncio.run(intake_storm_rows(concurrencies=args.concurrency, reports=args.reports,
+                                         baseline=args.baseline))
+    print(render(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -49,6 +49,7 @@ import yaml
 
 from api.main import create_app
 from bench.interpreter import dev_server_sqlite
+from bench.perf_rows import BenchRow, render
 from cli.users_cmd import issue_tokens
 from core.config import Settings
 from core.logging import configure_logging
@@ -73,19 +74,6 @@ TIMELINE_ENTRIES = 5000
 LEADER = "lena"
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 WRITES_IN_FLIGHT = 32
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    """One bench row: the measure, its baseline, crisis / baseline, and the target."""
-
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    ratio: float
-    target: str
-    passed: bool
 
 
 @dataclass
@@ -338,16 +326,6 @@ async def reads_rows(*, incidents: int = 10_000, tasks_per_incident: int = 5,
     rows.append(BenchRow("reads: load average (1 min) after the run", facts["load_1m"], "",
                          0.0, 0.0, "", True))
     return rows
-
-
-def render(rows: list[BenchRow]) -> str:
-    width = max(len(r.name) for r in rows)
-    lines = [f"{'measure':<{width}}  {'value':>9}  {'unit':<4}  {'baseline':>9}  "
-             f"{'ratio':>6}  {'target':<8}  result"]
-    for r in rows:
-        lines.append(f"{r.name:<{width}}  {r.value:>9.2f}  {r.unit:<4}  {r.baseline:>9.2f}  "
-                     f"{r.ratio:>6.2f}  {r.target:<8}  {'pass' if r.passed else 'FAIL'}")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
