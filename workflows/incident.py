@@ -162,11 +162,15 @@ class IncidentWorkflow:
                                         len(batch))
                 continue
             template = self.start.model_copy(update={"state": None})
-            await workflow.execute_activity(
-                FORWARD_ACTIVITY, ForwardReports(
-                    from_incident_id=self.ledger.incident.id, dedup_key=self.start.dedup_key,
-                    template=template, reports=batch),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=FORWARD_RETRY)
+            try:
+                await workflow.execute_activity(
+                    FORWARD_ACTIVITY, ForwardReports(
+                        from_incident_id=self.ledger.incident.id,
+                        dedup_key=self.start.dedup_key, template=template, reports=batch),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=FORWARD_RETRY)
+            except ActivityError as exc:  # an hour of failures: say which, don't fail the run
+                workflow.logger.error("could not hand on late reports %s: %s",
+                                      [r.id for r in batch], exc.cause or exc)
 
     def _should_continue(self) -> bool:
         info = workflow.info()
