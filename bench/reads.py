@@ -251,9 +251,6 @@ async def run_reads(*, incidents: int = 10_000, tasks_per_incident: int = 5,
         facts = {"populate_s": time.perf_counter() - started, "incidents": float(incidents),
                  "tasks": float(incidents * tasks_per_incident)}
         await redis.aclose()
-        # what populating left behind is not the API's: don't let it cost GC pauses
-        gc.collect()
-        gc.freeze()
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                access_log=False, log_level="warning"))
@@ -263,6 +260,11 @@ async def run_reads(*, incidents: int = 10_000, tasks_per_incident: int = 5,
                 if serving.done():
                     serving.result()
                 await asyncio.sleep(0.05)
+            # What populating left behind, and the app's startup objects, are not garbage:
+            # out of the collector's way, as a long-running API process would have them
+            # (`gc.freeze()` after startup), so a full collection doesn't walk them mid-request.
+            gc.collect()
+            gc.freeze()
             connection = _Connection(port, token)
             try:
                 paths = [*incident_paths(incidents), *task_paths(with_tasks),
