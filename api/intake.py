@@ -16,21 +16,29 @@ Correctness comes from Temporal, not from this process (several API processes ma
   (`ce:dedup:{keyed digest}`) so the probe usually starts at the right place; it is only a
   hint: after a `FLUSHALL` probing from 0 reaches the same answer.
 - Once this process knows the key's open incident, further reports go by the workflow's
-  `add_report` signal, not by updates (Temporal allows 10 updates in flight per workflow; a
-  storm of update-with-starts on one id stalled it). A signal to an incident resolved in the
-  meantime is dropped by the workflow, so signals are confirmed: after a batch of signals
-  one `state` query (queries see every event already in the history) says whether the
-  incident is still open; if so every report of the batch is on it. If it was resolved the
-  `timeline` query says which reports made it, and the others go on to the next epoch.
-  A signal refused because the run has completed sends its report on the same way.
+  `add_reports` signal, not by updates (Temporal allows 10 updates in flight per workflow
+  and 2,000 per run; a storm of update-with-starts on one id stalled it).
+- Receipts for signalled reports (`POST /reports`, `IntakeCommand.durable_ack`): once
+  Temporal has accepted the signal the report is durable, and the incident's run hands
+  reports that reach it after its resolution on to the next incident for the key
+  (`domain.forwarding`, the worker's `forward_reports` activity, which uses this same
+  router). So the receipt (`IntakeResult.accepted`, HTTP 202) is given as soon as the
+  signal is accepted, without waiting for the workflow. Runs from before that change drop
+  late signals (`forwards_late_reports` says which), so there, and for `POST /incidents`,
+  signals are confirmed: after a batch one `state` query (queries see every event already
+  in the history) says whether the incident is still open; if so every report of the
+  batch is on it. If it was resolved the `timeline` query says which reports made it, and
+  the others go on to the next epoch. A signal refused because the run has completed sends
+  its report on the same way.
 
 In this process, reports for one key are *single-flight*: they queue per key and one drainer
 works through them in batches (one update-with-start when the open incident is not known,
-then signals and one confirming query per batch, a few batches in flight at once), so 200
-concurrent duplicates cost 200 signals and a handful of queries instead of 200 concurrent
-updates. When the incident's workflow has an `add_reports(list[Report])` signal (asked once
-per incident with Temporal's built-in `__temporal_workflow_metadata` query), a batch is one
-signal: one history event for many reports. Runs without it get one signal per report.
+then one `add_reports` signal per batch, a few batches in flight at once), so 1,000
+concurrent duplicates cost one update and a few dozen signals. Correctness never depends on
+this process being the only one: every process (and the forwarder) opens through the same
+update-with-start on the same deterministic id. Runs without `add_reports` (asked once per
+incident with Temporal's built-in `__temporal_workflow_metadata` query) get one signal per
+report.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -125,15 +134,22 @@ class IntakeCommand:
     title: str | None = None
     playbook: str | None = None
     idempotency_key: str | None = None
+    durable_ack: bool = False  # a durable acknowledgement is receipt enough (`IntakeResult`)
 
 
 @dataclass(frozen=True)
 class IntakeResult:
-    """The receipt: the incident the report is on, and whether this report opened it."""
+    """The receipt: the incident the report is on, and whether this report opened it.
+
+    `accepted`: the report was acknowledged once Temporal accepted its signal to `incident`
+    (durable from then on), without waiting for the workflow: it is on that incident's
+    timeline, or, if the incident was being resolved at that moment, on the next incident
+    for its key (the workflow hands late reports on; `domain.forwarding`)."""
 
     incident: Incident
     created: bool
     report_id: str
+    accepted: bool = False
 
 
 def title_from(summary: str) -> str:
@@ -142,10 +158,14 @@ def title_from(summary: str) -> str:
     return f"Report: {short}"
 
 
+def dedup_lane(dedup_key: str) -> str:
+    return f"key:{dedup_key}"
+
+
 def lane_key(command: IntakeCommand) -> str:
     """What reports are deduplicated by, namespaced so no client key equals a derived one."""
     if command.dedup_key is not None:
-        return f"key:{command.dedup_key}"
+        return dedup_lane(command.dedup_key)
     if command.idempotency_key is not None:  # a retry opens nothing new: it joins
         return f"idem:{operation_id('op', command.actor, command.idempotency_key)}"
     return f"once:{operation_id('op', command.actor, None)}"
@@ -159,6 +179,7 @@ class _Pending:
     build_start: Callable[[str], StartIncident]
     keyed: bool  # the report id comes from an Idempotency-Key: a retry may find it placed
     future: asyncio.Future[IntakeResult]
+    ack: bool = False  # answered once its signal is accepted, if the incident forwards
 
 
 @dataclass
@@ -173,72 +194,54 @@ class _Lane:
 class _Known:
     incident_id: str
     epoch: int
+    incident: Incident  # as it was when this process learned of it (open)
 
 
-class Intake:
-    """Open or attach, single-flight per dedup key in this process (see the module doc)."""
+def _remember_flag(cache: OrderedDict[str, bool], key: str, value: bool) -> None:
+    cache[key] = value
+    while len(cache) > KNOWN_KEYS:
+        cache.popitem(last=False)
 
-    def __init__(self, client: Client, redis: aioredis.Redis, settings: Settings,
-                 registry: PlaybookRegistry, routing: RoutingTable) -> None:
+
+class ReportRouter:
+    """Puts reports on the open incident for their key, opening one when none is open,
+    single-flight per key in this process (see the module doc). Used by `Intake` in the
+    API, and by the worker's `forward_reports` activity for reports that reached an
+    incident after its resolution."""
+
+    def __init__(self, client: Client, redis: aioredis.Redis, settings: Settings) -> None:
         self._client = client
         self._redis = redis
         self._settings = settings
-        self._registry = registry
-        self._routing = routing
         self._secret = settings.id_secret_bytes()
         self._raise_hint = redis.register_script(_RAISE_HINT)
         self._lanes: dict[str, _Lane] = {}
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._batches: OrderedDict[str, bool] = OrderedDict()  # incident id -> takes batches
-        self.time_off = TimeOffStore(client, settings.task_queue, ReadModel(redis))
+        self._forwards: OrderedDict[str, bool] = OrderedDict()  # id -> hands late ones on
 
-    # -- the command -------------------------------------------------------------------
+    def forget_incident(self, incident_id: str) -> None:
+        """`incident_id` was resolved: reports for its key open (or find) the next one.
+        Only an optimisation for this process: a report signalled to a resolved incident is
+        handed on by the incident itself."""
+        for key in [k for k, known in self._known.items() if known.incident_id == incident_id]:
+            del self._known[key]
 
-    async def open_or_attach(self, command: IntakeCommand) -> IntakeResult:
-        if command.playbook is None:
-            route = self._routing.route(command.severity)
-            if route is None:
-                raise ApiError(422, f"no playbook is routed for severity {command.severity}",
-                               "NoRoute")
-            playbook_id, severity = route
-            unknown = f"the routing table names unknown playbook {playbook_id!r}"
-        else:
-            assert command.severity is not None, "an incident opened by name has a severity"
-            playbook_id, severity = command.playbook, command.severity
-            unknown = f"unknown playbook {playbook_id!r}"
-        snapshot = self._registry.get(playbook_id)
-        if snapshot is None:
-            raise ApiError(422, unknown, "UnknownPlaybook")
-        if severity not in snapshot.definition.severities:
-            allowed = ", ".join(s.value for s in snapshot.definition.severities)
-            raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
-                                f"{severity.value}", "SeverityNotSupported")
-        directory = self._registry.directory_snapshot()
-        time_off = await self.time_off.current()
-        report = Report(id=operation_id("rep", command.actor, command.idempotency_key, 32),
-                        summary=command.summary, source_url=command.source_url,
-                        severity=command.severity, reported_by=command.actor)
-        title = command.title if command.title is not None else title_from(command.summary)
-        settings = self._settings
+    def forget(self, key: str, incident_id: str) -> None:
+        """Stop sending `key`'s reports to `incident_id` (it has been resolved)."""
+        known = self._known.get(key)
+        if known is not None and known.incident_id == incident_id:
+            del self._known[key]
 
-        def build_start(incident_id: str) -> StartIncident:
-            return StartIncident(
-                incident_id=incident_id, title=title, summary=command.summary,
-                severity=severity, source_url=command.source_url, dedup_key=command.dedup_key,
-                opened_by=command.actor, opening_report_id=report.id, playbook=snapshot,
-                directory=directory, public_url=settings.public_url,
-                continue_as_new_after_events=settings.continue_as_new_after_events,
-                time_off=time_off)
-
-        return await self.submit(lane_key(command), report, build_start,
-                                 keyed=command.idempotency_key is not None)
 
     async def submit(self, key: str, report: Report, build_start: Callable[[str], StartIncident],
-                     keyed: bool = False) -> IntakeResult:
-        """Put `report` on the open incident for `key`, or open one with `build_start(id)`."""
+                     keyed: bool = False, ack: bool = False) -> IntakeResult:
+        """Put `report` on the open incident for `key`, or open one with `build_start(id)`.
+        `ack`: answer as soon as Temporal has accepted the report's signal, when the
+        incident hands late reports on (`IntakeResult.accepted`)."""
         future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(key, _Lane())
-        lane.queue.append(_Pending(report, build_start, keyed, future))
+        lane.queue.append(_Pending(report, build_start, keyed, future, ack))
         lane.wake.set()
         if lane.task is None:
             lane.task = asyncio.create_task(self._drain(key, lane))
@@ -283,8 +286,20 @@ class Intake:
         if known is not None:
             return known, batch
         opener, rest = batch[0], batch[1:]
+        accepted: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        opening = asyncio.create_task(self._open(key, opener, accepted if rest else None))
+        if rest:
+            # Don't hold the rest until the opener's update completes (that waits for the
+            # opening projection): once the run has accepted it, it exists and is open.
+            either: set[asyncio.Future[Any]] = {opening, accepted}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            early = await self._early_known(*accepted.result()) if accepted.done() else None
+            if early is not None:
+                self._remember(key, early)
+                opening.add_done_callback(lambda done: self._opened(key, opener, done))
+                return early, rest
         try:
-            result, known = await self._open(key, opener)
+            result, known = await opening
         except Exception as exc:
             _fail([opener], exc)
             raise
@@ -294,6 +309,39 @@ class Intake:
             return await self._known_or_open(key, rest) if rest else (known, [])
         self._remember(key, known)
         return known, rest
+
+    async def _early_known(self, incident_id: str, epoch: int) -> _Known | None:
+        """The incident whose run has just accepted the opener's update, if it takes
+        durable acknowledgements (else the rest wait for the opener, as before)."""
+        handle = self._client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
+        try:
+            forwards, view = await asyncio.gather(
+                _retrying(lambda: handle.query(IncidentWorkflow.forwards_late_reports,
+                                               rpc_timeout=QUERY_TIMEOUT)),
+                _retrying(lambda: handle.query(IncidentWorkflow.state,
+                                               rpc_timeout=QUERY_TIMEOUT)))
+        except (RPCError, WorkflowQueryFailedError):
+            return None
+        if not forwards or view.incident.status != IncidentStatus.open:
+            return None
+        _remember_flag(self._forwards, incident_id, True)
+        _remember_flag(self._batches, incident_id, True)
+        return _Known(incident_id, epoch, view.incident)
+
+    def _opened(self, key: str, opener: _Pending,
+                done: asyncio.Task[tuple[IntakeResult, _Known]]) -> None:
+        """The opener's update-with-start, finished after the rest of its batch went on."""
+        if done.cancelled():
+            _fail([opener], RuntimeError("intake is shutting down"))
+            return
+        exc = done.exception()
+        if exc is not None:
+            _fail([opener], exc)
+            return
+        result, known = done.result()
+        self._answer(opener, result)
+        if result.incident.status == IncidentStatus.open:
+            self._remember(key, known)  # the same run, unless it had to go on to the next
 
     async def _attach_batch(self, key: str, known: _Known, batch: list[_Pending],
                             lane: _Lane) -> None:
@@ -324,9 +372,17 @@ class Intake:
 
     async def _attach(self, known: _Known, batch: list[_Pending]) -> list[_Pending]:
         handle = self._client.get_workflow_handle_for(IncidentWorkflow.run, known.incident_id)
+        durable = any(p.ack for p in batch) and await self._forwards_late(handle)
         delivered = await self._signal(handle, batch)
         sent = [p for p, ok in zip(batch, delivered, strict=True) if ok]
         refused = [p for p, ok in zip(batch, delivered, strict=True) if not ok]
+        if durable:
+            # Accepted by Temporal, so durable; the incident puts each report on its
+            # timeline, or hands it on to the next incident if it is being resolved.
+            for pending in [p for p in sent if p.ack]:
+                self._answer(pending, IntakeResult(known.incident, False, pending.report.id,
+                                                   accepted=True))
+            sent = [p for p in sent if not p.ack]
         if not sent:
             return refused
         # Queries see every event already in the history, so this reflects every signal
@@ -390,10 +446,21 @@ class Intake:
         except (RPCError, WorkflowQueryFailedError):
             return False  # e.g. the run has completed: the per-report path says so
         takes = any(d.name == BATCH_SIGNAL for d in metadata.definition.signal_definitions)
-        self._batches[handle.id] = takes
-        while len(self._batches) > KNOWN_KEYS:
-            self._batches.popitem(last=False)
+        _remember_flag(self._batches, handle.id, takes)
         return takes
+
+    async def _forwards_late(self, handle: WorkflowHandle[Any, Any]) -> bool:
+        """Whether the incident's run hands reports signalled after its resolution on to
+        the next incident (asked once per incident; runs from before that drop them)."""
+        known = self._forwards.get(handle.id)
+        if known is None:
+            try:
+                known = bool(await _retrying(lambda: handle.query(
+                    IncidentWorkflow.forwards_late_reports, rpc_timeout=QUERY_TIMEOUT)))
+            except (RPCError, WorkflowQueryFailedError):
+                return False  # no such query (an older run), or the run has completed
+            _remember_flag(self._forwards, handle.id, known)
+        return known
 
     @staticmethod
     async def _placed_reports(handle: WorkflowHandle[Any, Any]) -> dict[str, bool]:
@@ -447,13 +514,16 @@ class Intake:
                 return None  # completed, or never existed
             raise
         return (IntakeResult(result.incident, result.created, pending.report.id),
-                _Known(incident_id, -1))
+                _Known(incident_id, -1, result.incident))
 
     def hint_key(self, key: str) -> str:
         return f"ce:dedup:{dedup_digest(key, self._secret)}"
 
-    async def _open(self, key: str, pending: _Pending) -> tuple[IntakeResult, _Known]:
-        """Attach `pending` to the open incident for `key` or open one, by update-with-start."""
+    async def _open(self, key: str, pending: _Pending,
+                    accepted: asyncio.Future[tuple[str, int]] | None = None
+                    ) -> tuple[IntakeResult, _Known]:
+        """Attach `pending` to the open incident for `key` or open one, by update-with-start.
+        `accepted` is given (incident id, epoch) as soon as a run has accepted the update."""
         report = pending.report
         hinted = await self._hint(key)
         if hinted is None:  # no incident yet with a keyed id for this key
@@ -470,16 +540,20 @@ class Intake:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 task_queue=self._settings.task_queue)
             try:
+                update = await self._client.start_update_with_start_workflow(
+                    IncidentWorkflow.report, report, start_workflow_operation=operation,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+                if accepted is not None and not accepted.done():
+                    accepted.set_result((incident_id, epoch))
                 # the SDK's stubs type an async update's result as its coroutine: cast
-                result = cast(ReportResult, await self._client.execute_update_with_start_workflow(
-                    IncidentWorkflow.report, report, start_workflow_operation=operation))
+                result = cast(ReportResult, await update.result())
             except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError) as exc:
                 if isinstance(exc, WorkflowUpdateFailedError) and not _is_closed_rejection(exc):
                     raise
                 # a resolved incident holds this id (its run may still be finishing)
                 found = await self._find_on_resolved(incident_id, pending)
                 if found is not None:
-                    return found, _Known(incident_id, epoch)
+                    return found, _Known(incident_id, epoch, found.incident)
                 epoch += 1
                 continue
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
@@ -498,13 +572,16 @@ class Intake:
                 races += 1
                 await asyncio.sleep(0.05 * races)
                 continue
+            if result.forwards_late_reports:  # so it has `add_reports` too: no queries
+                _remember_flag(self._forwards, incident_id, True)
+                _remember_flag(self._batches, incident_id, True)
             if not key.startswith("once:"):  # a one-off key is never looked up again
                 try:
                     await self._raise_hint(keys=[self.hint_key(key)], args=[epoch])
                 except Exception:
                     log.warning("dedup_hint_not_saved", exc_info=True)
             return IntakeResult(result.incident, result.created, report.id), \
-                _Known(incident_id, epoch)
+                _Known(incident_id, epoch, result.incident)
         raise RuntimeError(f"dedup key {key!r} has more than {MAX_EPOCHS} incidents")
 
     async def _find_on_resolved(self, incident_id: str, pending: _Pending) -> IntakeResult | None:
@@ -519,6 +596,60 @@ class Intake:
         view = await _retrying(lambda: handle.query(IncidentWorkflow.state,
                                                     rpc_timeout=QUERY_TIMEOUT))
         return IntakeResult(view.incident, placed[pending.report.id], pending.report.id)
+
+
+
+class Intake(ReportRouter):
+    """Open or attach: the `POST /incidents` and `POST /reports` use case."""
+
+    def __init__(self, client: Client, redis: aioredis.Redis, settings: Settings,
+                 registry: PlaybookRegistry, routing: RoutingTable) -> None:
+        super().__init__(client, redis, settings)
+        self._registry = registry
+        self._routing = routing
+        self.time_off = TimeOffStore(client, settings.task_queue, ReadModel(redis))
+
+    # -- the command -------------------------------------------------------------------
+
+    async def open_or_attach(self, command: IntakeCommand) -> IntakeResult:
+        if command.playbook is None:
+            route = self._routing.route(command.severity)
+            if route is None:
+                raise ApiError(422, f"no playbook is routed for severity {command.severity}",
+                               "NoRoute")
+            playbook_id, severity = route
+            unknown = f"the routing table names unknown playbook {playbook_id!r}"
+        else:
+            assert command.severity is not None, "an incident opened by name has a severity"
+            playbook_id, severity = command.playbook, command.severity
+            unknown = f"unknown playbook {playbook_id!r}"
+        snapshot = self._registry.get(playbook_id)
+        if snapshot is None:
+            raise ApiError(422, unknown, "UnknownPlaybook")
+        if severity not in snapshot.definition.severities:
+            allowed = ", ".join(s.value for s in snapshot.definition.severities)
+            raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
+                                f"{severity.value}", "SeverityNotSupported")
+        directory = self._registry.directory_snapshot()
+        time_off = await self.time_off.current()
+        report = Report(id=operation_id("rep", command.actor, command.idempotency_key, 32),
+                        summary=command.summary, source_url=command.source_url,
+                        severity=command.severity, reported_by=command.actor)
+        title = command.title if command.title is not None else title_from(command.summary)
+        settings = self._settings
+
+        def build_start(incident_id: str) -> StartIncident:
+            return StartIncident(
+                incident_id=incident_id, title=title, summary=command.summary,
+                severity=severity, source_url=command.source_url, dedup_key=command.dedup_key,
+                opened_by=command.actor, opening_report_id=report.id, playbook=snapshot,
+                directory=directory, public_url=settings.public_url,
+                continue_as_new_after_events=settings.continue_as_new_after_events,
+                time_off=time_off)
+
+        return await self.submit(lane_key(command), report, build_start,
+                                 keyed=command.idempotency_key is not None,
+                                 ack=command.durable_ack)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

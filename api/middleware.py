@@ -128,21 +128,35 @@ class WriteGateMiddleware:
     A write without an Idempotency-Key needs no Redis to reach Temporal, but what follows
     does (the read model, notification records): an incident opened during a Redis outage
     would be half there. The check is one PING per write, on loopback a fraction of a
-    millisecond next to the Temporal update the write makes."""
+    millisecond next to the Temporal update the write makes. Writes that arrive while a
+    PING is in flight share its answer (single-flight): it is still an answer given after
+    they arrived, and a storm of 200 concurrent reports costs one PING, not 200 that queue
+    behind each other until they time out and turn into false 503s."""
 
     WRITES = ("/incidents", "/reports", "/tasks")
 
     def __init__(self, app: ASGIApp, timeout: float = 1.0) -> None:
         self.app = app
         self.timeout = timeout
+        self._ping: asyncio.Future[str | None] | None = None
 
     async def _redis_down(self, scope: Scope) -> str | None:
         services = getattr(scope["app"].state, "services", None)
         if services is None:
             return None
+        if self._ping is None or self._ping.get_loop() is not asyncio.get_running_loop():
+            self._ping = asyncio.ensure_future(self._check(services.redis))
+            self._ping.add_done_callback(self._clear)
+        return await asyncio.shield(self._ping)
+
+    def _clear(self, ping: asyncio.Future[str | None]) -> None:
+        if self._ping is ping:
+            self._ping = None
+
+    async def _check(self, redis: Any) -> str | None:
         try:
             async with asyncio.timeout(self.timeout):
-                await services.redis.ping()
+                await redis.ping()
         except (TimeoutError, OSError, RedisError) as exc:
             return f"Redis: {type(exc).__name__}: {exc}"[:300]
         return None

@@ -219,6 +219,9 @@ class Timeline(BaseModel):
 
     incident_id: str
     entries: list[TimelineEntry] = Field(description="oldest first")
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null on the last page")
+    next: str | None = Field(default=None, description="URL of the next page, if any")
 
 
 class IncidentOut(BaseModel):

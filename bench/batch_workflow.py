@@ -16,6 +16,11 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name="IncidentWorkflow")
 class BatchedIncidentWorkflow(IncidentWorkflow):
+    @workflow.init
+    def __init__(self, start: StartIncident) -> None:
+        super().__init__(start)
+        self._forward = False  # this prototype drops late reports: the API must confirm
+
     @workflow.run
     async def run(self, start: StartIncident) -> IncidentFinal:
         return await super().run(start)
@@ -31,3 +36,8 @@ class BatchedIncidentWorkflow(IncidentWorkflow):
             self.ledger.add_report(report, workflow.now())
         if fresh:
             await self._sync()
+
+    @workflow.query(name="forwards_late_reports")
+    def forwards_late_reports(self) -> bool:
+        """This prototype drops reports signalled after resolution: the API must confirm."""
+        return False

@@ -28,7 +28,7 @@ class PerReportIntake(Intake):
     """The intake before single-flight: every report is its own update-with-start."""
 
     async def submit(self, key: str, report: Report, build_start: Callable[[str], StartIncident],
-                     keyed: bool = False) -> IntakeResult:
+                     keyed: bool = False, ack: bool = False) -> IntakeResult:
         future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
         result, _ = await self._open(key, _Pending(report, build_start, keyed, future))
         return result

@@ -22,7 +22,11 @@ Paths, each on its own fresh servers:
 - `batch-signal`: the shipped API with a worker whose workflow also has the proposed
   `add_reports(list[Report])` signal (`bench.batch_workflow`): one signal per batch.
 
-`python -m bench --only intake-storm [--storm-reports N] [--storm-concurrency C ...]`.
+`python -m bench --only intake-storm [--storm-reports N] [--storm-concurrency C ...]`, or
+alone: `python -m bench.intake_storm [--reports N] [--concurrency C ...] [--baseline]`
+(`intake_storm_rows` gives the registry's rows: accepted/s against >= 300/s, 5xx, lost,
+incidents for the key, stall, first answer, API CPU per report, resolve after the storm).
+Each measured stack is warmed up first by a small storm on another key.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import yaml
 from temporalio.service import RPCError
 
 from bench.interpreter import dev_server_sqlite
+from bench.perf_rows import BenchRow, ratio, render
 from cli.users_cmd import issue_tokens
 from core.actor_signing import actor_keyring, signed_client
 from core.config import Settings
@@ -96,6 +101,7 @@ class StormResult:
     transport_errors: int = 0
     elapsed: float = 0.0
     longest_gap: float = 0.0
+    first_answer: float = 0.0  # seconds from the first request to the first answer
     stalled: bool = False
     incidents: int = 0
     lost: int = 0
@@ -104,6 +110,8 @@ class StormResult:
     continued_as_new: bool = False
     on_timeline: int = 0
     resolve_ms: float | None = None
+    api_cpu_ms: float = 0.0  # CPU of the API process during the storm, per accepted report
+    worker_cpu_ms: float = 0.0
     first_error: str | None = None
     receipts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -127,6 +135,15 @@ async def _process(args: list[str], env: dict[str, str], log: Path
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
@@ -199,6 +216,8 @@ async def _storm(port: int, tokens: list[str], *, key: str, reports: int,
             return
         finally:
             now = time.perf_counter()
+            if not result.first_answer:
+                result.first_answer = now - started
             result.longest_gap = max(result.longest_gap, now - last)
             last = now
         if status >= 400:
@@ -260,6 +279,15 @@ async def _verify(client: Any, result: StormResult) -> None:
             result.resolve_ms = None
 
 
+async def _warm_up(port: int, tokens: list[str], client: Any) -> None:
+    """One small storm on its own key, then resolved: the worker has imported the workflow
+    and the API has its connections, as in a running deployment; not measured."""
+    result = StormResult("warm-up", 5)
+    await _storm(port, tokens, key=f"warm-up:{uuid.uuid4().hex}", reports=20, concurrency=5,
+                 budget=STORM_BUDGET_SECONDS, result=result)
+    await _verify(client, result)
+
+
 async def run_path(path: str, *, concurrencies: list[int], reports: int,
                    budget: float) -> list[StormResult]:
     """One fresh stack for `path`; one storm (its own dedup key) per concurrency."""
@@ -291,7 +319,7 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
             "CRISIS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         }
         worker = ["bench.intake_worker"] if path == "batch-signal" else ["cli.main", "worker"]
-        await stack.enter_async_context(_process(
+        worker_proc = await stack.enter_async_context(_process(
             [sys.executable, "-m", *worker], child_env, tmp / "worker.log"))
         api_log = tmp / "api.log"
         api = await stack.enter_async_context(_process(
@@ -300,10 +328,15 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
                                      trust_env=False) as http:
             await _wait_ready(http, api, api_log)
+        await _warm_up(port, tokens, env.client)
         for concurrency in concurrencies:
             result = StormResult(path, concurrency)
+            cpu_before = cpu_seconds(api.pid), cpu_seconds(worker_proc.pid)
             await _storm(port, tokens, key=f"storm:{uuid.uuid4().hex}", reports=reports,
                          concurrency=concurrency, budget=budget, result=result)
+            accepted = max(result.accepted, 1)
+            result.api_cpu_ms = (cpu_seconds(api.pid) - cpu_before[0]) * 1000 / accepted
+            result.worker_cpu_ms = (cpu_seconds(worker_proc.pid) - cpu_before[1]) * 1000 / accepted
             # resolving goes straight to Temporal: signed with the stack's key, as its API signs
             keys = actor_keyring(Settings(tokens_file=tmp / "tokens.json"))
             await _verify(signed_client(env.client, keys), result)
@@ -311,7 +344,11 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
             print(f"intake storm: {path} c={concurrency}: {result.accepted} accepted in "
                   f"{result.elapsed:.1f} s ({result.rate:.1f}/s), {result.server_errors} 5xx, "
                   f"{result.lost} lost, {result.unverified} unverified, "
-                  f"{result.incidents} incident(s), load {os.getloadavg()[0]:.1f}",
+                  f"{result.incidents} incident(s), first answer after "
+                  f"{result.first_answer * 1000:.0f} ms, "
+                  f"API CPU {result.api_cpu_ms:.2f} ms/report, "
+                  f"worker CPU {result.worker_cpu_ms:.2f} ms/report, "
+                  f"load {os.getloadavg()[0]:.1f}",
                   file=sys.stderr, flush=True)
     return results
 
@@ -355,3 +392,80 @@ def storm_table(results: list[StormResult]) -> list[tuple[str, float, float, int
             rows += [(f"{label}: {measure}", float(pick(new)), float(pick(old)), decimals,
                       ratio) for measure, pick, decimals, ratio in measures]
     return rows
+
+
+STORM_TARGET_PER_S = 300.0
+
+
+def storm_rows(results: list[StormResult]) -> list[BenchRow]:
+    """Rows for the registry: per concurrency, the shipped intake against the per-report
+    update-with-start path (baseline 0 when that path was not run)."""
+    by = {(r.path, r.concurrency): r for r in results}
+    rows: list[BenchRow] = []
+    for concurrency in sorted({r.concurrency for r in results if r.path == "signals"}):
+        new = by[("signals", concurrency)]
+        old = by.get(("per-report", concurrency)) or StormResult("per-report", concurrency)
+        label = f"storm c={concurrency}, {new.sent} reports, one dedup_key"
+        rows += [
+            BenchRow(f"{label}: accepted/s", new.rate, "/s", old.rate,
+                     ratio(new.rate, old.rate), f">= {STORM_TARGET_PER_S:.0f}",
+                     new.rate >= STORM_TARGET_PER_S),
+            BenchRow(f"{label}: 5xx", new.server_errors, "", old.server_errors, 0.0, "0",
+                     new.server_errors == 0),
+            BenchRow(f"{label}: lost reports (receipt not on a timeline)", new.lost, "",
+                     old.lost, 0.0, "0", new.lost == 0 and new.unverified == 0),
+            BenchRow(f"{label}: incidents for the key", new.incidents, "", old.incidents,
+                     0.0, "1", new.incidents == 1),
+            BenchRow(f"{label}: stalled (not done in {STORM_BUDGET_SECONDS:.0f} s)",
+                     int(new.stalled), "", int(old.stalled), 0.0, "0", not new.stalled),
+            BenchRow(f"{label}: longest gap between answers", new.longest_gap * 1000, "ms",
+                     old.longest_gap * 1000, ratio(new.longest_gap, old.longest_gap), "",
+                     True),
+            BenchRow(f"{label}: first answer (the opener's update-with-start)",
+                     new.first_answer * 1000, "ms", old.first_answer * 1000,
+                     ratio(new.first_answer, old.first_answer), "", True),
+            BenchRow(f"{label}: API CPU per report", new.api_cpu_ms, "ms", old.api_cpu_ms,
+                     ratio(new.api_cpu_ms, old.api_cpu_ms), "", True),
+            BenchRow(f"{label}: resolve after the storm (-1 = failed)",
+                     new.resolve_ms if new.resolve_ms is not None else -1, "ms",
+                     old.resolve_ms if old.resolve_ms is not None else -1, 0.0, "answers",
+                     new.resolve_ms is not None),
+        ]
+    rows.append(BenchRow("storm: load average (1 min) after the run", os.getloadavg()[0], "",
+                         0.0, 0.0, "", True))
+    return rows
+
+
+async def intake_storm_rows(*, concurrencies: list[int] | None = None, reports: int = 1000,
+                            budget: float = STORM_BUDGET_SECONDS,
+                            baseline: bool = False) -> list[BenchRow]:
+    """The shipped intake at each concurrency (default 50 and 200); with `baseline`, also
+    the per-report path it replaced (which stalls: it costs a budget per concurrency)."""
+    paths: tuple[str, ...] = ("signals", "per-report") if baseline else ("signals",)
+    return storm_rows(await storm_suite(concurrencies=concurrencies or [50, 200],
+                                        reports=reports, budget=budget, paths=paths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from core.logging import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m bench.intake_storm",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, action="append",
+                        help="repeatable; default 50 and 200")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run the per-report update-with-start path")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+    rows = asyncio.run(intake_storm_rows(concurrencies=args.concurrency, reports=args.reports,
+                                         baseline=args.baseline))
+    print(render(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,8 +12,10 @@ import redis.asyncio as aioredis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.forward import ReportForwarder
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
+from api.intake import ReportRouter
 from bench.batch_workflow import BatchedIncidentWorkflow
 from core.config import Settings, get_settings
 from core.logging import configure_logging
@@ -28,7 +30,9 @@ def batch_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
                           sender=settings.smtp_sender))
     return Worker(client, task_queue=settings.task_queue, workflows=[BatchedIncidentWorkflow],
-                  activities=[activities.notify, activities.run_action, activities.project],
+                  activities=[activities.notify, activities.run_action, activities.project,
+                              ReportForwarder(ReportRouter(client, redis, settings))
+                              .forward_reports],
                   workflow_runner=workflow_runner(), max_concurrent_activities=64)
 
 

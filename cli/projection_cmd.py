@@ -1,4 +1,5 @@
-"""`crisis projection rebuild`: rebuild every Redis read model from Temporal."""
+"""`crisis projection rebuild`: rebuild every Redis read model from Temporal;
+`crisis projection reindex`: rebuild the list indexes from the documents Redis holds."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def register(sub: Any) -> None:
     rebuild.add_argument("--json", action="store_true",
                          help="print the report as JSON (the default; for symmetry)")
     rebuild.set_defaults(handler=_rebuild)
+    reindex = actions.add_parser(
+        "reindex", help="rebuild the list indexes from the stored documents (no Temporal): "
+                        "after an upgrade that added an index")
+    reindex.set_defaults(handler=_reindex)
 
 
 async def run_rebuild(settings: Settings, *, clear: bool) -> dict[str, Any]:
@@ -47,3 +52,26 @@ def _rebuild(args: argparse.Namespace) -> int:
     report = asyncio.run(run_rebuild(settings, clear=args.clear))
     print(json.dumps(report, indent=2))
     return 1 if report["failed"] else 0
+
+
+async def run_reindex(settings: Settings) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    from readmodel.rebuild import reindex
+
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                    socket_connect_timeout=5)
+    try:
+        await redis.ping()
+        report = await reindex(redis)
+    finally:
+        await redis.aclose()
+    return asdict(report)
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    report = asyncio.run(run_reindex(settings))
+    print(json.dumps(report, indent=2))
+    return 1 if report["unreadable"] else 0

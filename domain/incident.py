@@ -337,6 +337,9 @@ class ResolveRequest(_Request):
 class ReportResult(BaseModel):
     created: bool
     incident: Incident
+    # the run hands reports signalled after its resolution on to the next incident (so the
+    # API may acknowledge signalled reports without asking the workflow); older runs: False
+    forwards_late_reports: bool = False
 
 
 StartIncident.model_rebuild()

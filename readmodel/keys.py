@@ -55,6 +55,19 @@ def incidents_by_playbook(playbook_id: str) -> str:
     return f"ce:incidents:playbook:{playbook_id}"
 
 
+def incident_index(status: str | None = None, severity: str | None = None,
+                   playbook_id: str | None = None) -> str:
+    """The zset (scored like `INCIDENTS`) of exactly the incidents with these values; None
+    leaves a field open. One key per combination, so every list filter reads one index:
+    `incident_index()` is `INCIDENTS`, `incident_index(status=s)` is `incidents_by_status(s)`,
+    and a combination such as status + severity is `ce:incidents:status:{s}:severity:{v}`.
+    (Ids and enum values have no `:`, so no two combinations share a key.)"""
+    parts = [f"{name}:{value}" for name, value in
+             (("status", status), ("severity", severity), ("playbook", playbook_id))
+             if value is not None]
+    return ":".join(["ce:incidents", *parts]) if parts else INCIDENTS
+
+
 # ---- tasks ----------------------------------------------------------------------------
 
 TASKS = "ce:tasks"  # zset: created_at epoch -> task id (every task)
@@ -73,6 +86,26 @@ def tasks_by_state(state: str) -> str:
 def inbox(person_id: str) -> str:
     """Zset: created_at epoch -> task id, every task the person was ever assigned."""
     return f"ce:inbox:{person_id}"
+
+
+def task_index(state: str | None = None, assignee: str | None = None,
+               incident_id: str | None = None) -> str:
+    """The zset (scored like `TASKS`) of exactly the tasks with these values; None leaves a
+    field open. `task_index()` is `TASKS`, `task_index(state=s)` is `tasks_by_state(s)`,
+    `task_index(assignee=p)` is `inbox(p)`, `task_index(incident_id=i)` is
+    `incident_tasks(i)`; `state` narrows the inbox (`ce:inbox:{p}:state:{s}`) and an
+    incident's tasks (`ce:incident:{i}:tasks:state:{s}`). An assignee within one incident
+    has no index of its own: the incident's (or its state's) index is walked, which is
+    bounded by the tasks of one incident."""
+    if incident_id is not None:
+        base = incident_tasks(incident_id)
+    elif assignee is not None:
+        base = inbox(assignee)
+    elif state is not None:
+        return tasks_by_state(state)
+    else:
+        return TASKS
+    return base if state is None else f"{base}:state:{state}"
 
 
 # ---- live events ----------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Listings are newest first and paginate with an opaque keyset cursor (the last item's score
 and id), so items inserted while a client pages never cause duplicates or gaps among the
-items that existed. Each query walks the most selective index zset and re-checks every
-filter against the stored document, so a stale index entry can never leak a wrong item.
+items that existed. Each query reads the one index zset of its combination of filters
+(`keys.incident_index`, `keys.task_index`, maintained by the writer), so a first page costs
+one range read and one MGET whatever the data size, including for filters that match
+nothing; every filter is still re-checked against the stored document, so a stale index
+entry can never leak a wrong item. Timelines page by `seq` (`timeline_page`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from readmodel import keys
 Model = TypeVar("Model", bound=BaseModel)
 Position = tuple[float, str]  # (score, member): the keyset position of a listing
 MAX_LIMIT = 500
+MAX_TIMELINE_LIMIT = 1000
 _MAX_CHUNK = 1000  # index entries read per round trip, at most (unless scores tie)
 
 
@@ -53,6 +57,19 @@ def decode_cursor(cursor: str) -> Position:
     if not math.isfinite(score) or not member:
         raise ValueError("invalid cursor")
     return score, member
+
+
+def timeline_cursor(seq: int) -> str:
+    """The opaque cursor of a timeline page that ends at `seq`."""
+    return encode_cursor((float(seq), "timeline"))
+
+
+def timeline_seq(cursor: str) -> int:
+    """Inverse of `timeline_cursor`; raises ValueError("invalid cursor") on anything else."""
+    score, member = decode_cursor(cursor)
+    if member != "timeline" or not score.is_integer() or score < 0:
+        raise ValueError("invalid cursor")
+    return int(score)
 
 
 def _check_limit(limit: int) -> None:
@@ -92,6 +109,20 @@ class ReadModel:
         raws: list[Any] = await self._redis.zrange(keys.incident_timeline(incident_id), 0, -1)
         return [TimelineEntry.model_validate_json(raw) for raw in raws]
 
+    async def timeline_page(self, incident_id: str, *, cursor: str | None = None,
+                            limit: int = 500) -> tuple[list[TimelineEntry], str | None]:
+        """Entries oldest first (by seq), strictly after `cursor`'s seq; returns a page and
+        the cursor of the next one (None on the last page). Seqs are unique and only grow,
+        so paging returns every entry exactly once, even while entries are appended."""
+        if not 1 <= limit <= MAX_TIMELINE_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_TIMELINE_LIMIT}")
+        after = "-inf" if cursor is None else f"({timeline_seq(cursor)}"
+        raws: list[Any] = await self._redis.zrangebyscore(
+            keys.incident_timeline(incident_id), after, "+inf", start=0, num=limit + 1)
+        entries = [TimelineEntry.model_validate_json(raw) for raw in raws[:limit]]
+        more = len(raws) > limit
+        return entries, timeline_cursor(entries[-1].seq) if more else None
+
     async def list_incidents(
         self, *, status: IncidentStatus | None = None, severity: Severity | None = None,
         playbook: str | None = None, opened_after: datetime | None = None,
@@ -102,14 +133,8 @@ class ReadModel:
         Returns a page and the cursor of the next one (None on the last page).
         """
         _check_limit(limit)
-        if playbook is not None:
-            index = keys.incidents_by_playbook(playbook)
-        elif severity is not None:
-            index = keys.incidents_by_severity(severity)
-        elif status is not None:
-            index = keys.incidents_by_status(status)
-        else:
-            index = keys.INCIDENTS
+        # one index per combination of filters (`keys.incident_index`): no filter scans
+        index = keys.incident_index(status, severity, playbook)
 
         def wanted(incident: Incident) -> bool:
             return ((status is None or incident.status == status)
@@ -134,14 +159,10 @@ class ReadModel:
         """Newest first. With `assignee` this is the person's inbox: every task they were
         ever given (delegated, decided, cancelled...) unless `state` narrows it."""
         _check_limit(limit)
-        if incident_id is not None:
-            index = keys.incident_tasks(incident_id)
-        elif assignee is not None:
-            index = keys.inbox(assignee)
-        elif state is not None:
-            index = keys.tasks_by_state(state)
-        else:
-            index = keys.TASKS
+        # one index per combination (`keys.task_index`); only an assignee within one
+        # incident is filtered while walking that incident's (state's) tasks
+        index = keys.task_index(state, None if incident_id is not None else assignee,
+                                incident_id)
 
         def wanted(task: Task) -> bool:
             return ((assignee is None or task.assignee == assignee)

@@ -18,14 +18,22 @@ import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from domain.effects import ProjectionBatch
-from domain.incident import IncidentView, TimelineEntry
-from readmodel.writer import ProjectionWriter
+from domain.incident import Incident, IncidentView, Task, TimelineEntry
+from readmodel import keys
+from readmodel.writer import ProjectionWriter, incident_index_keys, task_index_keys
 from workflows.incident import IncidentWorkflow
 
 log = structlog.get_logger(__name__)
 
 VISIBILITY_QUERY = "WorkflowType = 'IncidentWorkflow'"
 QUERY_TIMEOUT = timedelta(seconds=15)  # a running incident's query needs a live worker
+
+
+@dataclass
+class ReindexReport:
+    incidents: int = 0
+    tasks: int = 0
+    unreadable: list[str] = field(default_factory=list)  # keys whose JSON did not parse
 
 
 @dataclass
@@ -89,3 +97,54 @@ async def rebuild(client: Client, redis: aioredis.Redis, *, task_queue: str | No
 
     await asyncio.gather(*(one(i) for i in await incident_ids(client, task_queue)))
     return report
+
+
+REINDEX_CHUNK = 500
+
+
+async def reindex(redis: aioredis.Redis) -> ReindexReport:
+    """Put every stored incident and task document into exactly the index zsets of its
+    current fields (`readmodel.writer.incident_index_keys` / `task_index_keys`), from what
+    Redis already holds, without Temporal: for a read model written before an index
+    existed (an upgrade), or one whose indexes were damaged. `rebuild` writes the indexes
+    too, as part of every document it writes."""
+    report = ReindexReport()
+    for pattern, placing, count in (("ce:incident:*", _incident_placing, "incidents"),
+                                    ("ce:task:*", _task_placing, "tasks")):
+        names: list[str] = []
+        async for name in redis.scan_iter(match=pattern, count=REINDEX_CHUNK):
+            text = name.decode() if isinstance(name, bytes) else name
+            if text.count(":") == 2:  # the document itself, not `ce:incident:{id}:nodes`...
+                names.append(text)
+        for start in range(0, len(names), REINDEX_CHUNK):
+            chunk = names[start:start + REINDEX_CHUNK]
+            raws = await redis.mget(chunk)
+            async with redis.pipeline(transaction=False) as pipe:
+                for name, raw in zip(chunk, raws, strict=True):
+                    if raw is None:
+                        continue
+                    try:
+                        member, score, (holds, lacks) = placing(raw)
+                    except ValueError:
+                        report.unreadable.append(name)
+                        continue
+                    for index in holds:
+                        pipe.zadd(index, {member: score})
+                    for index in lacks:
+                        pipe.zrem(index, member)
+                    setattr(report, count, getattr(report, count) + 1)
+                await pipe.execute()
+    return report
+
+
+Placing = tuple[str, float, tuple[list[str], list[str]]]
+
+
+def _incident_placing(raw: str | bytes) -> Placing:
+    incident = Incident.model_validate_json(raw)
+    return incident.id, keys.epoch(incident.opened_at), incident_index_keys(incident)
+
+
+def _task_placing(raw: str | bytes) -> Placing:
+    task = Task.model_validate_json(raw)
+    return task.id, keys.epoch(task.created_at), task_index_keys(task)

@@ -73,18 +73,46 @@ return added
 
 def _incident_indexes(incident: Incident) -> tuple[list[str], list[str]]:
     """(indexes that must list the incident, indexes that must not)."""
-    holds = [keys.INCIDENTS, keys.incidents_by_playbook(incident.playbook.id),
-             keys.incidents_by_status(incident.status),
-             keys.incidents_by_severity(incident.severity)]
-    lacks = [keys.incidents_by_status(s) for s in IncidentStatus if s != incident.status]
-    lacks += [keys.incidents_by_severity(s) for s in Severity if s != incident.severity]
-    return holds, lacks
+    return incident_index_keys(incident)
 
 
 def _task_indexes(task: Task) -> tuple[list[str], list[str]]:
-    holds = [keys.TASKS, keys.incident_tasks(task.incident_id), keys.inbox(task.assignee),
-             keys.tasks_by_state(task.state)]
-    lacks = [keys.tasks_by_state(s) for s in TaskState if s != task.state]
+    return task_index_keys(task)
+
+
+# ---- index maintenance: one zset per filter combination the API offers ------------------
+
+def incident_index_keys(incident: Incident) -> tuple[list[str], list[str]]:
+    """(indexes that must list the incident, indexes that must not).
+
+    Every combination of status, severity and playbook (`keys.incident_index`): the incident
+    is in exactly one index of each of the 8 combinations, and is removed from every index of
+    a status or severity it no longer has (its playbook never changes), so no list ever has
+    to walk entries of another status or severity."""
+    playbook = incident.playbook.id
+    statuses: list[str | None] = [None, *IncidentStatus]
+    severities: list[str | None] = [None, *Severity]
+    holds: list[str] = []
+    lacks: list[str] = []
+    for status in statuses:
+        for severity in severities:
+            current = status in (None, incident.status) and severity in (None, incident.severity)
+            for playbook_id in (None, playbook):
+                index = keys.incident_index(status, severity, playbook_id)
+                (holds if current else lacks).append(index)
+    return holds, lacks
+
+
+def task_index_keys(task: Task) -> tuple[list[str], list[str]]:
+    """(indexes that must list the task, indexes that must not): every task, its incident's
+    tasks and its assignee's inbox, each also per state (`keys.task_index`). A task's
+    assignee and incident never change (delegation makes a new task); its state does."""
+    holds: list[str] = []
+    lacks: list[str] = []
+    for scope in ({}, {"assignee": task.assignee}, {"incident_id": task.incident_id}):
+        holds.append(keys.task_index(**scope))
+        for state in TaskState:
+            (holds if state == task.state else lacks).append(keys.task_index(state, **scope))
     return holds, lacks
 
 

@@ -135,13 +135,14 @@ async def test_scenario_3_forty_reports_make_one_incident(demo_stack: ApiStack) 
             "severity": "high", "source_url": "https://social.example/post/2"})
 
     responses = await asyncio.gather(*(report(n) for n in range(40)))
-    assert sorted(r.status_code for r in responses) == [200] * 39 + [201]
+    # 201 for the report that opened it, 202 (accepted, durably) for those it signalled on
+    assert sorted(r.status_code for r in responses) == [201] + [202] * 39
     ids = {r.json()["incident_id"] for r in responses}
     assert len(ids) == 1
     incident_id = ids.pop()
     assert sum(r.json()["created"] for r in responses) == 1
 
-    # every receipt means the report is in the workflow; the read model follows within moments
+    # every receipt means the report is in Temporal; the read model follows within moments
     async def all_counted() -> dict[str, Any] | None:
         seen = await stack.view(incident_id, COMMUNICATOR)
         return seen if seen["incident"]["reports"] == 40 else None
@@ -166,7 +167,7 @@ async def test_scenario_3_forty_reports_make_one_incident(demo_stack: ApiStack) 
     # the Redis epoch hint is only an optimisation: without it the same incident is found
     await stack.redis.flushall()
     attached = await report(42)
-    assert attached.status_code == 200, attached.text
+    assert attached.status_code in (200, 202), attached.text
     assert attached.json()["incident_id"] == second
 
 
@@ -179,7 +180,7 @@ async def test_reports_route_by_severity_and_share_a_source_url(demo_stack: ApiS
     assert low.status_code == 201, low.text
     same_link = await stack.call("POST", "/reports", "sam-social",
                                  json={"summary": "Seen it too", "source_url": url})
-    assert same_link.status_code == 200
+    assert same_link.status_code == 202  # accepted for the open incident
     assert same_link.json()["incident_id"] == low.json()["incident_id"]
     view = await stack.view(low.json()["incident_id"], COMMUNICATOR)
     # no playbook handles `low`: the routing table opens it as a medium viral complaint

@@ -19,9 +19,11 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.apprise_channel import AppriseChannel
+from activities.forward import ReportForwarder
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
+from api.intake import ReportRouter
 from core.action_links import ActionLinks, notification_links
 from core.actor_signing import ActorSigner, ActorVerifier, actor_keyring
 from core.config import Settings
@@ -53,13 +55,14 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         action_links=notification_links(ActionLinks.from_settings(settings),
                                         settings.public_url))
     policy = PolicyActivities(settings.playbooks_dir, settings.public_url)
+    forwarder = ReportForwarder(ReportRouter(client, redis, settings))
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
                    TimeOffWorkflow],
         activities=[activities.notify, activities.run_action, activities.project,
-                    policy.dry_run],
+                    policy.dry_run, forwarder.forward_reports],
         workflow_runner=workflow_runner(),
         interceptors=[ActorVerifier(actor_keyring(settings))],  # unsigned updates refused
         max_concurrent_activities=64,

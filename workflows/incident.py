@@ -7,8 +7,9 @@ there, so the interpreter can resume mid-playbook in a new run.
 
 Handlers:
 - updates (with validators): `report`, `decide`, `delegate`, `post_status_update`, `resolve`;
-- signal: `add_report`;
-- queries: `state`, `timeline`.
+- signals: `add_report`, `add_reports` (reports signalled after resolution are handed on to
+  the next incident for the key by the `forward_reports` activity, `domain.forwarding`);
+- queries: `state`, `timeline`, `forwards_late_reports`.
 
 Every update returns only after its change is written to the Redis projection, so a client
 reads its own write. Side effects happen only in activities (`notify`, `run_action`,
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Recipient,
     )
     from domain.errors import LedgerError
+    from domain.forwarding import FORWARD_ACTIVITY, ForwardReports
     from domain.incident import (
         CancelTaskRequest,
         ConfirmPublishRequest,
@@ -104,6 +106,9 @@ def _missed_note(missed: int, what: str) -> str:
     plural = "s" if missed > 1 else ""
     return (f"\n\n(Catching up: {missed} earlier {what}{plural} fell due while crisis-engine "
             "was unavailable; this one message stands for them.)")
+# Late reports were acknowledged to their reporters: keep trying for about an hour.
+FORWARD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(minutes=1), maximum_attempts=60)
 
 
 def _business_error(error: LedgerError) -> ApplicationError:
@@ -138,6 +143,11 @@ class IncidentWorkflow:
         self._publish_waits_across_runs = workflow.patched("two-person-wait-across-runs")
         # a reject that ends a drafts round asks the communicators for the next version
         self._ask_redraft = workflow.patched("ask-for-redraft-on-reject")
+        # durable storm receipts: reports signalled after resolution are handed on to the
+        # next incident for the key, never dropped (see `domain.forwarding`)
+        self._forward = workflow.patched("storm-late-reports-forwarded")
+        self._late: list[Report] = []
+        self._late_ids: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
@@ -169,7 +179,33 @@ class IncidentWorkflow:
             await self._resume_paused_posts()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._sync()
+        if self._forward:
+            await self._forward_late_reports()
         return IncidentFinal(view=self.ledger.view(), timeline=self.ledger.state.timeline)
+
+    async def _forward_late_reports(self) -> None:
+        """Hand reports signalled after resolution on to the next incident for the key.
+        Loops until none is left: a signal arriving before the run completes is seen
+        (Temporal refuses to complete a run with unseen signals)."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._late:
+                return
+            batch, self._late = self._late, []
+            if self.start.dedup_key is None:  # only keyed reports are ever signalled
+                workflow.logger.warning("dropping %s late reports without a dedup key",
+                                        len(batch))
+                continue
+            template = self.start.model_copy(update={"state": None})
+            try:
+                await workflow.execute_activity(
+                    FORWARD_ACTIVITY, ForwardReports(
+                        from_incident_id=self.ledger.incident.id,
+                        dedup_key=self.start.dedup_key, template=template, reports=batch),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=FORWARD_RETRY)
+            except ActivityError as exc:  # an hour of failures: say which, don't fail the run
+                workflow.logger.error("could not hand on late reports %s: %s",
+                                      [r.id for r in batch], exc.cause or exc)
 
     def _should_continue(self) -> bool:
         info = workflow.info()
@@ -679,14 +715,16 @@ class IncidentWorkflow:
     async def report(self, report: Report) -> ReportResult:
         if report.id == self.start.opening_report_id:
             await workflow.wait_condition(lambda: self._opened_synced)
-            return ReportResult(created=True, incident=self.ledger.incident)
+            return ReportResult(created=True, incident=self.ledger.incident,
+                                forwards_late_reports=self._forward)
         if not self.ledger.has_report(report.id):
             # resolved between the validator and here: refuse, don't fail the workflow task
             def attach() -> None:
                 self.ledger.add_report(report, workflow.now())
             self._check(attach)
         await self._sync()
-        return ReportResult(created=False, incident=self.ledger.incident)
+        return ReportResult(created=False, incident=self.ledger.incident,
+                            forwards_late_reports=self._forward)
 
     @report.validator
     def _validate_report(self, report: Report) -> None:
@@ -700,9 +738,16 @@ class IncidentWorkflow:
     @workflow.signal(name="add_reports")
     async def add_reports(self, reports: list[Report]) -> None:
         """A batch of reports from a storm (the API sends them per short window): each is
-        added once; a resolved incident takes none (the API then opens the next one).
-        Never remove this handler: signals to a missing handler are dropped silently."""
+        added once. A resolved incident takes none: it hands them on to the next incident
+        for the key before it completes (`_forward_late_reports`; runs from before that
+        dropped them, and the API confirmed by query). Never remove this handler: signals
+        to a missing handler are dropped silently."""
         if not self.ledger.is_open:
+            if self._forward:  # the API acknowledged them: hand them on (see `run`)
+                for report in reports:
+                    if report.id not in self._late_ids and not self.ledger.has_report(report.id):
+                        self._late_ids.add(report.id)
+                        self._late.append(report)
             return
         added = False
         for report in reports:
@@ -850,6 +895,12 @@ class IncidentWorkflow:
     @workflow.query(name="state")
     def state(self) -> IncidentView:
         return self.ledger.view()
+
+    @workflow.query(name="forwards_late_reports")
+    def forwards_late_reports(self) -> bool:
+        """True when reports signalled after resolution are handed on, never dropped: the
+        API may then acknowledge a report as soon as its signal is accepted."""
+        return self._forward
 
     @workflow.query(name="timeline")
     def timeline(self) -> list[TimelineEntry]:

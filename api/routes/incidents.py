@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
@@ -19,6 +20,7 @@ from domain.incident import (
     TimelineEntry,
 )
 from domain.playbook import Severity
+from readmodel.reader import MAX_TIMELINE_LIMIT, timeline_cursor
 from workflows.incident import IncidentWorkflow
 
 from .. import auth, lookup, ratelimit
@@ -56,6 +58,7 @@ router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 IncidentId = Annotated[str, Path(pattern=INCIDENT_ID.pattern, description="incident id",
                                  examples=["inc-5f1c0e3b9a7d2c4e8f60-0"])]
+TIMELINE_PAGE = 500  # entries per timeline page unless `limit` says otherwise
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", max_length=255,
     description="Retry-safe key: the same key and body return the stored response")]
@@ -138,14 +141,35 @@ async def get_incident(incident_id: IncidentId, user: CurrentUser, read_model: R
 
 @router.get(
     "/{incident_id}/timeline", response_model=Timeline, operation_id="getTimeline",
-    summary="The incident's timeline, oldest first",
+    summary="The incident's timeline, oldest first, a page at a time",
+    description=("Pages of at most `limit` entries (by `seq`); `next_cursor` and `next` lead "
+                 "to the following page and are null on the last one. Every entry appears "
+                 "exactly once across the pages, even while entries are being added."),
     responses=responses(401, 403, 404, 422, 503),
 )
-async def get_timeline(incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep,
-                       client: TemporalDep) -> Timeline:
+async def get_timeline(
+    incident_id: IncidentId, user: CurrentUser, read_model: ReadModelDep, client: TemporalDep,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_TIMELINE_LIMIT)] = TIMELINE_PAGE,
+) -> Timeline:
     await readable_view(user, read_model, client, incident_id)
-    entries = await lookup.timeline(read_model, client, incident_id)
-    return Timeline(incident_id=incident_id, entries=sorted(entries, key=lambda e: e.seq))
+    try:
+        entries, next_cursor = await read_model.timeline_page(incident_id, cursor=cursor,
+                                                              limit=limit)
+        if not entries and cursor is None:  # not projected yet: ask the workflow
+            entries, next_cursor = _page(await lookup.timeline(read_model, client, incident_id),
+                                         limit)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    query = urlencode({"cursor": next_cursor, "limit": limit}) if next_cursor else None
+    return Timeline(incident_id=incident_id, entries=entries, next_cursor=next_cursor,
+                    next=None if query is None else f"/incidents/{incident_id}/timeline?{query}")
+
+
+def _page(entries: list[TimelineEntry], limit: int) -> tuple[list[TimelineEntry], str | None]:
+    ordered = sorted(entries, key=lambda e: e.seq)
+    page = ordered[:limit]
+    return page, timeline_cursor(page[-1].seq) if len(ordered) > limit else None
 
 
 @router.post(
@@ -175,10 +199,12 @@ async def post_status_update(
 )
 async def resolve_incident(
     incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None, intake: IntakeDep = None,  # type: ignore[assignment]
 ) -> IncidentOut:
     request = ResolveRequest(request_id=lookup.request_id(user.id, idempotency_key),
                              actor=user.id, summary=body.summary)
     incident: Incident = await lookup.execute_update(
         client, incident_id, IncidentWorkflow.resolve, request)
+    if intake is not None:  # this process's next report for the key opens the next incident
+        intake.forget_incident(incident_id)
     return IncidentOut(incident=incident)

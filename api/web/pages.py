@@ -24,7 +24,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from domain.directory import AccessRole
 from domain.fleet import fleet_report
-from domain.incident import IncidentView, Task, TaskState
+from domain.incident import IncidentStatus, IncidentView, Task, TaskState
 from domain.metrics import duration, incident_metrics
 from domain.playbook import Severity
 
@@ -252,7 +252,8 @@ async def report_submit(
 
 
 async def board_rows(services: Services) -> list[dict[str, Any]]:
-    items, _ = await services.read_model.list_incidents(status=None, limit=100)
+    # the open-incidents index: the newest 100 open ones, however many were resolved since
+    items, _ = await services.read_model.list_incidents(status=IncidentStatus.open, limit=100)
     now = datetime.now(UTC)
     names = present.Names(services.registry.directory)
     rows = []
@@ -439,7 +440,8 @@ async def post_resolve(request: Request, incident_id: IncidentPath,
         body = ResolveBody(summary=summary)
         user.require(auth.INCIDENT_WRITERS, "resolving")
         await command(incident_routes.resolve_incident(incident_id, body, user,
-                                                       services.temporal))
+                                                       services.temporal,
+                                                       intake=services.intake))
     except ValidationError as exc:
         return render(request, "_resolve_form.html", user, status_code=422,
                       incident_id=incident_id, errors=field_errors(exc), form={"summary": summary})
