@@ -275,7 +275,8 @@ async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
     queue = f"dryrun-{uuid.uuid4().hex[:8]}"
     async with time_skipping_env() as env:
         worker = Worker(env.client, task_queue=queue, workflows=[IncidentWorkflow],
-                        activities=[effects.notify, effects.run_action, effects.project],
+                        activities=[effects.notify, effects.notify_batch, effects.run_action,
+                                    effects.project],
                         workflow_runner=workflow_runner())
         async with worker:
             now = await env.get_current_time()

@@ -245,7 +245,7 @@ async def run_probe(env: WorkflowEnvironment, acts: IncidentActivities, workflow
                     req: Any) -> Any:
     queue = f"probe-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[RunActionProbe, NotifyProbe],
-                      activities=[acts.notify, acts.run_action, acts.project]):
+                      activities=acts.activities):
         return await env.client.execute_workflow(
             workflow.run, req, id=f"probe-{uuid.uuid4()}", task_queue=queue)
 
