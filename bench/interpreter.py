@@ -333,6 +333,15 @@ class SameWorkFlow:
                       for a in resolve_targets(notify.to, self._directory, now)]
             approvers = [Approver(recipient=person(a.person_id), role=a.role or "")
                          for a in resolve_targets(approval.approvers, self._directory, now)]
+            # like the ledger's top-up: a role left short by working hours gets off-hours
+            # members, so the quorum stays reachable at any hour
+            for role, needed in (("legal", 1), ("comms-lead", 2)):
+                chosen = {a.recipient.person_id for a in approvers}
+                for member in self._directory.members_of(role):
+                    if sum(a.role == role for a in approvers) >= needed:
+                        break
+                    if member.id not in chosen:
+                        approvers.append(Approver(recipient=person(member.id), role=role))
             self._people = (now, social, approvers)
         return self._people[1], self._people[2]
 

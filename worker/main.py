@@ -58,6 +58,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         activities=[*activities.activities, policy.dry_run],
         workflow_runner=workflow_runner(),
         max_concurrent_activities=64,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         graceful_shutdown_timeout=graceful_shutdown,
     )
 

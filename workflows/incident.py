@@ -247,7 +247,7 @@ class IncidentWorkflow:
             completed = False
         if completed:
             ledger.finish_step(step.id)
-        await self._sync()
+        await self._sync(wait=False)
         return completed
 
     # ---- approval nodes ------------------------------------------------------------
@@ -280,7 +280,7 @@ class IncidentWorkflow:
                 break
             if workflow.now() >= node.deadline:
                 ledger.expire_node(step_id, workflow.now())
-                await self._sync()
+                await self._sync(wait=False)
             elif tier_index is not None:
                 await self._fire_tier(step_id, approval, tier_index, title, content)
         return Outcome.pending if node.outcome == "cancelled" else Outcome(node.outcome)
@@ -364,7 +364,7 @@ class IncidentWorkflow:
         if batch:
             await self._deliver_batch(batch)
         await self._gather(calls)
-        await self._sync()
+        await self._sync(wait=False)
 
     async def _deliver_batch(self, batch: list[tuple[NotifyRequest, Assignment, Task | None]]
                              ) -> None:
@@ -461,7 +461,7 @@ class IncidentWorkflow:
                         person_id=request.recipient.person_id, error=str(cause),
                         infrastructure=bool(partial and any(
                             r.infrastructure for r in partial.receipts)))
-                    await self._sync()
+                    await self._sync(wait=False)
                 delayed, policy = True, NOTIFY_RETRY_DELAYED
 
     async def _gather(self, calls: Sequence[Awaitable[None]]) -> None:
@@ -520,7 +520,7 @@ class IncidentWorkflow:
                                step.reminder.message, kind="reminder",
                                channels=step.reminder.channels, suffix=f"r{count}")
 
-    async def _sync(self) -> None:
+    async def _sync(self, *, wait: bool = True) -> None:
         """Write what changed to the Redis projection (ordered; failures retried later), and
         return once it is written: read-your-writes for updates.
 
@@ -532,12 +532,15 @@ class IncidentWorkflow:
         Coalesced (`perf-coalesced-projection`): the caller only asks `_project_loop` for
         the next batch and waits for it; every change made in the same activation rides in
         that one batch. While Redis is down (`_projection_behind`) nobody waits: the change is
-        committed in Temporal and the projector's timer brings Redis up to date.
+        committed in Temporal and the projector's timer brings Redis up to date. The
+        interpreter's own progress (`wait=False`) does not wait for Redis at all; it waits
+        only where a message is about to link to what it just wrote (tasks).
         """
         if self._coalesce:
             wanted = self._request_sync()
-            if not self._projection_behind:
-                await workflow.wait_condition(lambda: self._batches_done >= wanted)
+            if wait:
+                await workflow.wait_condition(
+                    lambda: self._batches_done >= wanted or self._projection_behind)
             return
         async with self._sync_lock:
             batch = self.ledger.take_batch()
@@ -702,7 +705,7 @@ class IncidentWorkflow:
         for report in reports:
             added = self.ledger.add_report(report, workflow.now()) or added
         if added and not (self._storm and self._draining):
-            await self._sync()
+            await self._sync(wait=False)
 
     @workflow.update(name="decide")
     async def decide(self, req: DecideRequest) -> DecideResult:
