@@ -148,7 +148,9 @@ async def rss(ctx: BenchContext) -> list[Row]:
 async def intake_storm(ctx: BenchContext) -> list[Row]:
     from bench.intake_storm import STORM_BUDGET_SECONDS, storm_suite, storm_table
 
-    results = await storm_suite(concurrencies=[50, 200], reports=1000,
+    # the shipped path, and the per-report path as its floor (--full adds the prototype)
+    paths = ("signals", "per-report", "batch-signal") if ctx.full else ("signals", "per-report")
+    results = await storm_suite(concurrencies=[50, 200], reports=1000, paths=paths,
                                 budget=min(ctx.budget * 2, STORM_BUDGET_SECONDS))
     return [Row(measure, crisis, floor=bare, decimals=decimals, ratio=ratio,
                 note="floor = per-report update path")
