@@ -1,6 +1,6 @@
 """Worker RSS with N open incidents, and what a bounded workflow cache costs in latency.
 
-For each flow (crisis-engine, same-work, floor) on a fresh dev server: a worker in its own
+For each flow (crisis-engine, same-work, floor), on one dev server: a worker in its own
 process (`python -m bench.worker_memory --flow NAME ...`, so one flow's freed memory is
 never reused by the next), a few warm-up incidents, its RSS (`/proc/PID/status` VmRSS); then
 N incidents opened and left waiting for their approvals, and its RSS again. The row shows
@@ -161,31 +161,31 @@ async def memory_rows(flows: list[Flow], count: int) -> list[Row]:
             redis_server() as redis_url:
         tmp = Path(tmp_name)
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncClient(trust_env=False) as http, dev_server_sqlite() as env:
+            address = env.client.service_client.config.target_host
+            # each flow: its own worker process and task queue on the one server
             for name, flow in _flows(redis, redis_url, http).items():
-                async with dev_server_sqlite() as env:
-                    address = env.client.service_client.config.target_host
-                    queue = f"rss-{uuid.uuid4().hex[:6]}"
-                    worker = await _start_worker(name, address, redis_url, queue, None, tmp)
+                queue = f"rss-{uuid.uuid4().hex[:6]}"
+                worker = await _start_worker(name, address, redis_url, queue, None, tmp)
+                try:
+                    await _open_many(flow, env.client, queue, 5)
+                    await asyncio.sleep(1)
+                    base = worker.rss
+                    opened = await _open_many(flow, env.client, queue, count)
+                    await asyncio.sleep(2)
+                    per[name] = (base, (worker.rss - base) / count)
+                    if name == "crisis-engine":
+                        decide["warm"] = await _decides(opened[:DECIDE_SAMPLES])
+                finally:
+                    await worker.stop()
+                if name == "crisis-engine":  # the same incidents, a small cache
+                    worker = await _start_worker(name, address, redis_url, queue, cache,
+                                                 tmp)
                     try:
-                        await _open_many(flow, env.client, queue, 5)
-                        await asyncio.sleep(1)
-                        base = worker.rss
-                        opened = await _open_many(flow, env.client, queue, count)
-                        await asyncio.sleep(2)
-                        per[name] = (base, (worker.rss - base) / count)
-                        if name == "crisis-engine":
-                            decide["warm"] = await _decides(opened[:DECIDE_SAMPLES])
+                        sample = opened[DECIDE_SAMPLES:2 * DECIDE_SAMPLES]
+                        decide["cold"] = await _decides(sample)
                     finally:
                         await worker.stop()
-                    if name == "crisis-engine":  # the same incidents, a small cache
-                        worker = await _start_worker(name, address, redis_url, queue, cache,
-                                                     tmp)
-                        try:
-                            sample = opened[DECIDE_SAMPLES:2 * DECIDE_SAMPLES]
-                            decide["cold"] = await _decides(sample)
-                        finally:
-                            await worker.stop()
         await redis.aclose()
 
     def pick(index: int, scale: float = 1.0) -> tuple[float, float | None, float | None]:
