@@ -93,7 +93,7 @@ PROJECT_RETRY_BEHIND = RetryPolicy(initial_interval=timedelta(milliseconds=500),
 PROJECT_CATCH_UP_CALL = timedelta(minutes=1)
 PROJECT_CATCH_UP_TIMER_FIRST = timedelta(seconds=1)
 PROJECT_CATCH_UP_TIMER_MAX = timedelta(seconds=2)
-PROJECT_CATCH_UP_AFTER_RESOLVE = timedelta(hours=24)
+PROJECT_CATCH_UP_AFTER_RESOLVE = timedelta(hours=1)  # ~60 tries, ~700 events
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
 
@@ -583,6 +583,8 @@ class IncidentWorkflow:
                 self._batches_done = number  # nobody waits through an outage
                 failures += 1
                 self._sync_wanted = max(self._sync_wanted, self._batches_taken + 1)
+                if self._projector_stop:  # resolved and out of time: `crisis rebuild` repairs
+                    return
                 delay = min(PROJECT_CATCH_UP_TIMER_MAX,
                             PROJECT_CATCH_UP_TIMER_FIRST * 2 ** (failures - 1))
                 try:
