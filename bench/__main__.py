@@ -51,8 +51,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="measured incidents per flow and server (default 200)")
     parser.add_argument("--concurrency", type=_at_least(1), default=20,
                         help="incidents in flight at once (default 20)")
-    parser.add_argument("--round-trips", type=_at_least(1), default=90,
-                        help="sequential update round trips per flow (default 90)")
+    parser.add_argument("--round-trips", type=_at_least(1), default=60,
+                        help="sequential update round trips per flow (default 60)")
     parser.add_argument("--warmup", type=_at_least(0), default=5,
                         help="uncounted incidents before each throughput run (default 5)")
     parser.add_argument("--budget", type=float, default=10.0,
@@ -82,8 +82,11 @@ async def run(args: argparse.Namespace) -> list[Row]:
         for name in SUITES:
             if name not in chosen:
                 continue
+            started = time.perf_counter()
             produced = await SUITES[name].produce(ctx)
             load = f"load {os.getloadavg()[0]:.2f}"
+            print(f"bench suite {name}: {time.perf_counter() - started:.0f} s, {load}",
+                  file=sys.stderr, flush=True)
             rows += [replace(row, note=f"{row.note}; {load}" if row.note else load)
                      for row in produced]
     return rows

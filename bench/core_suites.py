@@ -131,7 +131,7 @@ async def first_delivery(ctx: BenchContext) -> list[Row]:
 
 def _rss_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--open-incidents", type=int, default=None,
-                        help="open incidents for the worker RSS row (default 150; "
+                        help="open incidents for the worker RSS row (default 100; "
                              "--full: 10000)")
 
 
@@ -140,7 +140,7 @@ def _rss_options(parser: argparse.ArgumentParser) -> None:
 async def rss(ctx: BenchContext) -> list[Row]:
     from bench.worker_memory import memory_rows
 
-    count = ctx.args.open_incidents or (10_000 if ctx.full else 150)
+    count = ctx.args.open_incidents or (10_000 if ctx.full else 100)
     return await memory_rows(await ctx.flows(), count)
 
 
@@ -148,8 +148,8 @@ async def rss(ctx: BenchContext) -> list[Row]:
 async def intake_storm(ctx: BenchContext) -> list[Row]:
     from bench.intake_storm import STORM_BUDGET_SECONDS, storm_suite, storm_table
 
-    # the shipped path, and the per-report path as its floor (--full adds the prototype)
-    paths = ("signals", "per-report", "batch-signal") if ctx.full else ("signals", "per-report")
+    # the shipped path; --full adds the per-report path (the floor column) and the prototype
+    paths = ("signals", "per-report", "batch-signal") if ctx.full else ("signals",)
     results = await storm_suite(concurrencies=[50, 200], reports=1000, paths=paths,
                                 budget=min(ctx.budget * 2, STORM_BUDGET_SECONDS))
     return [Row(measure, crisis, floor=bare, decimals=decimals, ratio=ratio,

@@ -43,7 +43,7 @@ from bench.interpreter import (
 from bench.rows import Row
 
 FULL_SIZE = 10_000
-DECIDE_SAMPLES = 30
+DECIDE_SAMPLES = 25
 STARTUP_SECONDS = 60.0
 
 
