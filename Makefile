@@ -21,6 +21,10 @@ TEST_STAMP := $(VENV)/.installed-test
 CHECK_VENV := $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
   echo "error: $(VENV) uses $$($(BIN)/python --version 2>&1); crisis-engine needs >= 3.11:" \
        "remove $(VENV) (make clean) and run make again" >&2; exit 1; }
+# Precompile our packages at install: the workflow sandbox imports the workflow module
+# afresh for every incident it starts, and without .pyc each import compiles it again.
+COMPILE := $(BIN)/python -m compileall -q -j 0 activities api bench cli core domain dryrun \
+  readmodel worker workflows
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -56,12 +60,14 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@$(CHECK_VENV)
 	@echo "installing crisis-engine[dev] into $(VENV) (the first time takes a minute)"
 	@$(PIP) install -q -e '.[dev]'
+	@$(COMPILE)
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	@$(CHECK_VENV)
 	@echo "installing crisis-engine[test] into $(VENV) (the first time takes a minute)"
 	@$(PIP) install -q -e '.[test]'
+	@$(COMPILE)
 	@touch $@ $(RUN_STAMP)
 
 run: $(RUN_STAMP)

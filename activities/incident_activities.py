@@ -33,6 +33,9 @@ from domain.effects import (
     ActionRequest,
     ActionResult,
     ChannelReceipt,
+    NotifyBatchRequest,
+    NotifyBatchResult,
+    NotifyOutcome,
     NotifyRequest,
     NotifyResult,
     ProjectionBatch,
@@ -109,7 +112,8 @@ def _failed_receipt(channel: Channel, target: str | None,
 
 
 class IncidentActivities:
-    """Activities bound to their clients; register `notify`, `run_action` and `project`."""
+    """Activities bound to their clients; register `notify`, `notify_batch`, `run_action`
+    and `project` (`activities` lists them)."""
 
     def __init__(self, redis: aioredis.Redis, http: httpx.AsyncClient,
                  smtp: SmtpSettings, *, apprise: AppriseChannel | None = None,
@@ -123,6 +127,11 @@ class IncidentActivities:
         # links in messages point at the web UI; the worker's client has it as base_url
         self._public_url = (public_url or str(http.base_url) or DEFAULT_PUBLIC_URL).rstrip("/")
         self._writer = ProjectionWriter(redis)
+
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        """Every activity to register on the worker."""
+        return [self.notify, self.notify_batch, self.run_action, self.project]
 
     # ---- notify -----------------------------------------------------------------------
 
@@ -145,6 +154,26 @@ class IncidentActivities:
                 raise delivery.infrastructure(
                     f"Redis unavailable for the idempotency record: {type(exc).__name__}: "
                     f"{exc}") from exc
+
+    @activity.defn(name="notify_batch")
+    async def notify_batch(self, batch: NotifyBatchRequest) -> NotifyBatchResult:
+        """`notify` for every recipient of one step, at once, in one activity.
+
+        Never raises for a delivery failure: each recipient's outcome (result, or error with
+        its partial result) comes back in request order, and the workflow retries only the
+        recipients that failed for now, through `notify`, with the same idempotency keys,
+        so nothing already delivered is sent again.
+        """
+        async def one(req: NotifyRequest) -> NotifyOutcome:
+            try:
+                return NotifyOutcome(result=await self.notify(req))
+            except ApplicationError as error:
+                return NotifyOutcome(error=error.message, error_type=error.type,
+                                     partial=NotifyResult.from_failure_details(
+                                         list(error.details)))
+
+        return NotifyBatchResult(outcomes=list(await asyncio.gather(
+            *(one(req) for req in batch.requests))))
 
     async def _notify(self, req: NotifyRequest) -> NotifyResult:
         channels: list[Channel] = list(dict.fromkeys(req.channels))

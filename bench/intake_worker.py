@@ -30,7 +30,7 @@ def batch_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         smtp=SmtpSettings(host=settings.smtp_host, port=settings.smtp_port,
                           sender=settings.smtp_sender))
     return Worker(client, task_queue=settings.task_queue, workflows=[BatchedIncidentWorkflow],
-                  activities=[activities.notify, activities.run_action, activities.project,
+                  activities=[*activities.activities,
                               ReportForwarder(ReportRouter(client, redis, settings))
                               .forward_reports],
                   workflow_runner=workflow_runner(), max_concurrent_activities=64)

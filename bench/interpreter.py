@@ -64,18 +64,30 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.incident_activities import IncidentActivities
+from activities.mail import SmtpSettings
 from bench.bare_workflow import BARE_ACTIVITIES, BARE_NOTIFICATIONS, BARE_QUORUM, BareWorkflow
+from bench.same_work_workflow import (
+    Approver,
+    SameWorkDecide,
+    SameWorkResult,
+    SameWorkStart,
+    SameWorkWorkflow,
+)
 from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings
+from domain.directory import resolve_targets
+from domain.effects import Recipient
 from domain.incident import (
     DecideRequest,
+    Incident,
     IncidentFinal,
     IncidentView,
     PlaybookSnapshot,
     ResolveRequest,
     Task,
 )
-from tests.factories import snapshot, start_input, viral_playbook
+from tests.factories import directory, snapshot, start_input, viral_playbook
 from tests.receivers import HttpReceiver
 from tests.servers import free_port, redis_server
 from worker.main import build_worker
@@ -122,6 +134,36 @@ class Counts:
 class IncidentSample:
     seconds: float
     counts: Counts
+    incident_id: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryStats:
+    """One finished incident's history: events, bytes, workflow tasks and activities."""
+
+    events: int
+    bytes: int
+    workflow_tasks: int
+    activities: dict[str, int]
+
+    @property
+    def activity_count(self) -> int:
+        return sum(self.activities.values())
+
+
+async def history_stats(client: Client, workflow_id: str) -> HistoryStats:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    activities: dict[str, int] = {}
+    tasks = 0
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            activities[name] = activities.get(name, 0) + 1
+        elif event.HasField("workflow_task_completed_event_attributes"):
+            tasks += 1
+    return HistoryStats(events=len(history.events),
+                        bytes=sum(event.ByteSize() for event in history.events),
+                        workflow_tasks=tasks, activities=activities)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -139,6 +181,7 @@ class Throughput:
     elapsed: float
     samples: list[IncidentSample]
     virtual_advance: timedelta | None = None  # time-skipping server only
+    history: HistoryStats | None = None  # of one measured incident
 
     @property
     def rate(self) -> float:
@@ -245,6 +288,101 @@ class CrisisFlow:
         return Counts(tasks=len(final.view.tasks),
                       notifications=kinds.count("notified") + kinds.count("reminder"),
                       escalations=kinds.count("escalation"))
+
+
+class SameWorkFlow:
+    """`bench.same_work_workflow.SameWorkWorkflow`: the viral-complaint incident's work
+    written by hand, with the same real activities, Redis and publish receiver. Opened,
+    voted (1 legal + 2 comms-lead, by their assignees) and resolved like `CrisisFlow`."""
+
+    name = "same-work"
+    votes_per_incident = 3
+
+    def __init__(self, redis: aioredis.Redis, http: httpx.AsyncClient,
+                 publish_url: str) -> None:
+        self._redis = redis
+        self._http = http
+        self._publish_url = publish_url
+        self._snapshot: PlaybookSnapshot = snapshot(viral_playbook(publish_url))
+        self._directory = directory()
+        self.clock: Callable[[], Awaitable[datetime]] | None = None  # the server's time
+        self._people: tuple[datetime, list[Recipient], list[Approver]] | None = None
+
+    def worker(self, client: Client, task_queue: str) -> Worker:
+        acts = IncidentActivities(self._redis, self._http,
+                                  SmtpSettings(host="127.0.0.1", port=1, sender="bench@x"))
+        return Worker(client, task_queue=task_queue, workflows=[SameWorkWorkflow],
+                      activities=[acts.notify, acts.run_action, acts.project],
+                      max_concurrent_activities=64)
+
+    async def reset(self) -> None:
+        await self._redis.flushall()
+
+    async def _recipients(self) -> tuple[list[Recipient], list[Approver]]:
+        """Who crisis-engine would reach now (same resolution rules), cached per minute."""
+        now = await self.clock() if self.clock is not None else datetime.now(UTC)
+        if self._people is None or abs((now - self._people[0]).total_seconds()) > 60:
+            playbook = self._snapshot.definition
+            steps = {step.id: step for _, step in playbook.walk()}
+            notify, approval = steps["notify-social"].notify, steps["holding-statement"].approval
+            assert notify is not None and approval is not None
+
+            def person(pid: str) -> Recipient:
+                return Recipient.for_person(self._directory.person(pid))
+
+            social = [person(a.person_id)
+                      for a in resolve_targets(notify.to, self._directory, now)]
+            approvers = [Approver(recipient=person(a.person_id), role=a.role or "")
+                         for a in resolve_targets(approval.approvers, self._directory, now)]
+            # like the ledger's top-up: a role left short by working hours gets off-hours
+            # members, so the quorum stays reachable at any hour
+            for role, needed in (("legal", 1), ("comms-lead", 2)):
+                chosen = {a.recipient.person_id for a in approvers}
+                for member in self._directory.members_of(role):
+                    if sum(a.role == role for a in approvers) >= needed:
+                        break
+                    if member.id not in chosen:
+                        approvers.append(Approver(recipient=person(member.id), role=role))
+            self._people = (now, social, approvers)
+        return self._people[1], self._people[2]
+
+    async def open(self, client: Client, task_queue: str, incident_id: str) -> Opened:
+        social, approvers = await self._recipients()
+        start = SameWorkStart(
+            incident=Incident(id=incident_id, title="Viral complaint", summary="Spreading",
+                              severity="high", opened_by="sam-social",
+                              opened_at=datetime.now(UTC), playbook=self._snapshot.ref()),
+            social=social, approvers=approvers,
+            channels=self._snapshot.definition.defaults.channels,
+            publish_url=self._publish_url, title="Holding statement: Viral complaint",
+            content="We've seen the posts and we're looking into it now.")
+        handle = await client.start_workflow(SameWorkWorkflow.run, start, id=incident_id,
+                                             task_queue=task_queue)
+
+        async def tasks() -> list[Task]:
+            found: list[Task] = await handle.query(SameWorkWorkflow.list_tasks)
+            return found
+
+        found = await _poll(tasks, bool, f"{incident_id}: approval tasks")
+        legal = [t for t in found if t.role == "legal"]
+        comms = [t for t in found if t.role == "comms-lead"]
+        if not legal or len(comms) < 2:
+            raise BenchError(f"{incident_id}: no 1 legal + 2 comms tasks in {found}")
+
+        def vote(task: Task) -> Vote:
+            request = SameWorkDecide(task_id=task.id, actor=task.assignee)
+            return lambda: handle.execute_update(SameWorkWorkflow.decide, request)
+
+        return Opened(handle, [vote(task) for task in (legal[0], *comms[:2])])
+
+    async def close(self, handle: WorkflowHandle[Any, Any]) -> None:
+        _ = await handle.execute_update(SameWorkWorkflow.resolve, "sam-social")
+
+    def counts(self, incident_id: str, result: Any) -> Counts:
+        final = SameWorkResult.model_validate(result)
+        if not (final.resolved and final.approved):
+            raise BenchError(f"{incident_id}: same-work flow ended {final}")
+        return Counts(tasks=final.tasks, notifications=final.notifications)
 
 
 class BareFlow:
@@ -409,7 +547,7 @@ async def _incident(flow: Flow, client: Client, task_queue: str, incident_id: st
         await flow.close(opened.handle)
         async with results.waiting(), asyncio.timeout(RESULT_TIMEOUT):
             result = await opened.handle.result()
-        return IncidentSample(elapsed(), flow.counts(incident_id, result))
+        return IncidentSample(elapsed(), flow.counts(incident_id, result), incident_id)
 
 
 async def _bounded(count: int, concurrency: int, run: Callable[[int], Awaitable[IncidentSample]],
@@ -426,6 +564,12 @@ async def _bounded(count: int, concurrency: int, run: Callable[[int], Awaitable[
     return [sample for task in tasks if (sample := task.result()) is not None]
 
 
+def use_clock(flow: Flow, env: WorkflowEnvironment) -> None:
+    """The same-work flow resolves recipients at the server's time (virtual or wall)."""
+    if isinstance(flow, SameWorkFlow):
+        flow.clock = env.get_current_time if env.supports_time_skipping else None
+
+
 async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, *,
                              incidents: int, concurrency: int, warmup: int,
                              budget: float = math.inf) -> Throughput:
@@ -439,6 +583,7 @@ async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, 
         return lambda n: _incident(flow, env.client, task_queue, f"bench-{run_id}-{tag}{n}",
                                    results)
 
+    use_clock(flow, env)
     with env.auto_time_skipping_disabled():  # `ResultWaits` unlocks instead
         async with flow.worker(env.client, task_queue):
             await _bounded(warmup, concurrency, run("warmup-"))
@@ -448,14 +593,17 @@ async def measure_throughput(env: WorkflowEnvironment, flow: Flow, server: str, 
                                          stop_at=time.monotonic() + budget)
                 seconds = elapsed()
             virtual = await env.get_current_time() - virtual_start
+    history = await history_stats(env.client, samples[0].incident_id) if samples else None
     return Throughput(flow=flow.name, server=server, concurrency=concurrency, elapsed=seconds,
                       samples=samples,
-                      virtual_advance=virtual if env.supports_time_skipping else None)
+                      virtual_advance=virtual if env.supports_time_skipping else None,
+                      history=history)
 
 
 async def measure_round_trips(env: WorkflowEnvironment, flow: Flow, *, samples: int,
                               concurrency: int) -> RoundTrips:
     await flow.reset()
+    use_clock(flow, env)
     run_id = uuid.uuid4().hex[:8]
     task_queue = f"bench-rtt-{flow.name}-{run_id}"
     gate = asyncio.Semaphore(concurrency)
@@ -500,7 +648,8 @@ async def flows() -> AsyncIterator[list[Flow]]:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0, trust_env=False))
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         stack.push_async_callback(redis.aclose)
-        yield [CrisisFlow(redis, redis_url, http, publish.url("/publish")), BareFlow()]
+        yield [CrisisFlow(redis, redis_url, http, publish.url("/publish")),
+               SameWorkFlow(redis, http, publish.url("/publish")), BareFlow()]
 
 
 async def interpreter_suite(both: list[Flow], *, incidents: int, concurrency: int,

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
     continue_as_new_after_events: int = 8000
+    # Workflows the worker keeps in memory (Temporal's sticky cache). Each cached open
+    # incident costs worker RSS (see `make bench`, row "worker RSS"); an incident that is
+    # not cached is replayed from its history on its next event (a decide then costs a
+    # replay, also measured there). Memory ~ base + this x per-incident RSS.
+    worker_max_cached_workflows: int = 1500
     # reviewed policy (issue 12): the version store's workflow id ("" = derived from the task
     # queue), who approves a change (JSON, e.g. {"approvals": 2, "access": ["admin"]}), and
     # how often an API process re-reads the active versions

@@ -125,6 +125,32 @@ class NotifyResult(BaseModel):
             return None
 
 
+class NotifyBatchRequest(BaseModel):
+    """One step's messages to all its recipients, for one `notify_batch` activity; each
+    request keeps its own per-recipient idempotency key (and per-channel records)."""
+
+    requests: list[NotifyRequest]
+
+
+class NotifyOutcome(BaseModel):
+    """One recipient's outcome in a batch: `result` when delivered (or skipped), else the
+    error (`error_type` one of the `DELIVERY_*` / `INFRASTRUCTURE_UNAVAILABLE` types) with
+    the partial result, as a failed `notify` would raise them."""
+
+    result: NotifyResult | None = None
+    error: str | None = None
+    error_type: str | None = None
+    partial: NotifyResult | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_type in RETRYABLE_DELIVERY_ERRORS
+
+
+class NotifyBatchResult(BaseModel):
+    outcomes: list[NotifyOutcome]  # in request order
+
+
 class ActionRequest(BaseModel):
     idempotency_key: str
     incident_id: str

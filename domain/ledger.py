@@ -1335,7 +1335,18 @@ class Ledger:
         self._changed_tasks.clear()
         self._changed_nodes.clear()
         self._incident_changed = False
-        return batch.model_copy(deep=True)
+        # No copy: the workflow schedules the batch at once, and the SDK serializes an
+        # activity's input when it is scheduled, so later changes never reach it.
+        return batch
+
+    def requeue(self, batch: ProjectionBatch) -> None:
+        """A batch that could not be written: send what it carried again with the next one
+        (the writer is idempotent, so whatever part did land is not duplicated)."""
+        self._changed_tasks.update(task.id for task in batch.tasks)
+        self._changed_nodes.update(node.step_id for node in batch.nodes)
+        self._incident_changed = True
+        if batch.timeline:
+            self.state.projected_seq = min(self.state.projected_seq, batch.timeline[0].seq - 1)
 
     def mark_all_changed(self) -> None:
         """After a failed projection, or a new run: send everything with the next batch."""

@@ -1,5 +1,5 @@
-"""Simulation activities for dry runs: `notify`, `run_action` and `project`, under the real
-activities' names, that deliver nothing.
+"""Simulation activities for dry runs: `notify`, `notify_batch`, `run_action` and `project`,
+under the real activities' names, that deliver nothing.
 
 They record what would have been sent (recipient, channels, message; action URL and
 payload) in memory, stamped with the simulation's virtual time, and report success. They
@@ -17,6 +17,9 @@ from temporalio import activity
 from domain.effects import (
     ActionRequest,
     ActionResult,
+    NotifyBatchRequest,
+    NotifyBatchResult,
+    NotifyOutcome,
     NotifyRequest,
     NotifyResult,
     ProjectionBatch,
@@ -77,6 +80,11 @@ class SimulatedEffects:
                 channels=result.delivered, skipped=result.skipped, subject=req.subject,
                 message=req.message))
         return result
+
+    @activity.defn(name="notify_batch")
+    async def notify_batch(self, batch: NotifyBatchRequest) -> NotifyBatchResult:
+        return NotifyBatchResult(outcomes=[NotifyOutcome(result=await self.notify(req))
+                                           for req in batch.requests])
 
     @activity.defn(name="run_action")
     async def run_action(self, req: ActionRequest) -> ActionResult:

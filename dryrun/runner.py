@@ -300,7 +300,8 @@ async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
     keyring = ephemeral_keyring("dryrun")
     async with time_skipping_env(keyring) as env:
         worker = Worker(env.client, task_queue=queue, workflows=[IncidentWorkflow],
-                        activities=[effects.notify, effects.run_action, effects.project],
+                        activities=[effects.notify, effects.notify_batch, effects.run_action,
+                                    effects.project],
                         workflow_runner=workflow_runner(),
                         interceptors=[ActorVerifier(keyring)])
         async with worker:

@@ -17,7 +17,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import IncidentActivities, SmtpSettings
-from domain.effects import ActionRequest, NotifyRequest, ProjectionBatch, Recipient
+from domain.effects import (
+    ActionRequest,
+    NotifyBatchRequest,
+    NotifyRequest,
+    ProjectionBatch,
+    Recipient,
+)
 from domain.incident import Incident, PlaybookRef
 from domain.playbook import Channel, Severity
 from readmodel.reader import ReadModel
@@ -245,7 +251,7 @@ async def run_probe(env: WorkflowEnvironment, acts: IncidentActivities, workflow
                     req: Any) -> Any:
     queue = f"probe-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[RunActionProbe, NotifyProbe],
-                      activities=[acts.notify, acts.run_action, acts.project]):
+                      activities=acts.activities):
         return await env.client.execute_workflow(
             workflow.run, req, id=f"probe-{uuid.uuid4()}", task_queue=queue)
 
@@ -279,3 +285,49 @@ async def test_worker_retry_delivers_only_the_missing_channel(
     assert result.already_done == ["log", "email"]
     assert len(smtp.messages) == 1
     assert len(await feed(redis_client, "alice")) == 1
+
+
+# ---- notify_batch: one activity per step, per-recipient keys ----------------------------
+
+
+def _person_request(person: str, *, webhook: str, step: str = "notify-social") -> NotifyRequest:
+    return NotifyRequest(
+        idempotency_key=f"inc-1:{step}:{person}", incident_id="inc-1", step_id=step,
+        kind="notify", recipient=Recipient(person_id=person, name=person.title(),
+                                           webhook=webhook),
+        channels=["log", "webhook"], subject="[HIGH] Viral complaint",
+        message="A post is spreading.")
+
+
+async def test_notify_batch_reports_each_recipient_and_a_retry_resends_only_what_failed(
+        acts: IncidentActivities, redis_client: aioredis.Redis) -> None:
+    """One step, three recipients in one activity: one receiver says 503 (for now), one
+    refuses (404), one takes it. The batch never raises; each outcome says what happened.
+    Sent again with the same keys (what the workflow's retry does), only the 503 one is
+    tried again, and only on its failed channel."""
+    with HttpReceiver() as ok, HttpReceiver(statuses=[503, 200]) as busy, \
+            HttpReceiver(statuses=[404]) as refusing:
+        batch = NotifyBatchRequest(requests=[
+            _person_request("alice", webhook=ok.url()),
+            _person_request("bob", webhook=busy.url()),
+            _person_request("carol", webhook=refusing.url())])
+        first = await acts.notify_batch(batch)
+        alice, bob, carol = first.outcomes
+        assert alice.result is not None and sorted(alice.result.delivered) == ["log", "webhook"]
+        assert bob.result is None and bob.retryable and bob.error_type == "DeliveryFailed"
+        assert bob.partial is not None and bob.partial.delivered == ["log"]
+        assert carol.result is None and not carol.retryable
+        assert carol.error_type == "DeliveryRejected"
+        assert (ok.count, busy.count, refusing.count) == (1, 1, 1)
+
+        again = await acts.notify_batch(batch)
+        alice, bob, carol = again.outcomes
+        assert alice.result is not None and sorted(alice.result.already_done) == [
+            "log", "webhook"]
+        assert bob.result is not None and bob.result.delivered == ["webhook"]
+        assert bob.result.already_done == ["log"]
+        assert carol.result is not None  # the refusal is remembered: never knocked on again
+        assert carol.result.skipped["webhook"].startswith("rejected on an earlier attempt")
+        assert (ok.count, busy.count, refusing.count) == (1, 2, 1)
+    for person in ("alice", "bob", "carol"):
+        assert len(await feed(redis_client, person)) == 1  # the log channel, once each

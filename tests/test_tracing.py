@@ -140,7 +140,8 @@ def test_one_incident_is_one_trace_across_api_and_worker(
             one_trace = {f"{s}:{name}" for s, name, t in spans if t == post}
             wanted = {"crisis-api:StartUpdateWithStartWorkflow:IncidentWorkflow",
                       "crisis-worker:RunWorkflow:IncidentWorkflow",
-                      "crisis-worker:RunActivity:notify", "crisis-worker:RunActivity:project"}
+                      "crisis-worker:RunActivity:notify_batch",
+                      "crisis-worker:RunActivity:project"}
             return {"trace": one_trace} if wanted <= one_trace else None
 
         deadline = time.monotonic() + 30

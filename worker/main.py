@@ -61,11 +61,11 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         task_queue=task_queue or settings.task_queue,
         workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
                    TimeOffWorkflow],
-        activities=[activities.notify, activities.run_action, activities.project,
-                    policy.dry_run, forwarder.forward_reports],
+        activities=[*activities.activities, policy.dry_run, forwarder.forward_reports],
         workflow_runner=workflow_runner(),
         interceptors=[ActorVerifier(actor_keyring(settings))],  # unsigned updates refused
         max_concurrent_activities=64,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         graceful_shutdown_timeout=graceful_shutdown,
     )
 

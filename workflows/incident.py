@@ -36,6 +36,9 @@ with workflow.unsafe.imports_passed_through():
         RETRYABLE_DELIVERY_ERRORS,
         ActionRequest,
         ActionResult,
+        NotifyBatchRequest,
+        NotifyBatchResult,
+        NotifyOutcome,
         NotifyRequest,
         NotifyResult,
         ProjectionBatch,
@@ -88,6 +91,15 @@ DELAYED_CALL_LIMIT = timedelta(minutes=10)
 ACTION_RETRY = NOTIFY_RETRY
 PROJECT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                             maximum_interval=timedelta(seconds=5), maximum_attempts=8)
+# Redis down past PROJECT_RETRY: catch up on a durable timer (`_project_loop`); each try is
+# one activity retrying every second (server-side, no history) for up to a minute.
+PROJECT_RETRY_BEHIND = RetryPolicy(initial_interval=timedelta(milliseconds=500),
+                                   backoff_coefficient=2.0, maximum_interval=timedelta(seconds=1),
+                                   maximum_attempts=0)
+PROJECT_CATCH_UP_CALL = timedelta(minutes=1)
+PROJECT_CATCH_UP_TIMER_FIRST = timedelta(seconds=1)
+PROJECT_CATCH_UP_TIMER_MAX = timedelta(seconds=2)
+PROJECT_CATCH_UP_AFTER_RESOLVE = timedelta(hours=1)  # ~60 tries, ~700 events
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # An action heartbeats while its call is in flight: a worker that dies mid-call is noticed
 # after this long (then the call is retried with the same Idempotency-Key, or, for an
@@ -152,13 +164,28 @@ class IncidentWorkflow:
         self._draining = False  # set before continue-as-new: every wait returns early
         self._background: list[asyncio.Task[None]] = []
         self._opened_synced = False
+        # cost per incident: one projector writes at most one batch per activation, and
+        # retries on a durable timer while Redis is down (see `_project_loop`)
+        self._coalesce = workflow.patched("perf-coalesced-projection")
+        # one `notify_batch` activity per step for all its recipients (see `_notify`)
+        self._notify_batch = self._reach and workflow.patched("perf-one-notify-per-step")
+        self._batches_taken = 0  # projection batches taken from the ledger so far
+        self._batches_done = 0  # ... of which written (or given up on until the next retry)
+        self._sync_wanted = 0  # the highest batch number some caller asked for
+        self._projection_behind = False  # a write failed: Redis catches up on a timer
+        self._projector_stop = False
+        self._projector: asyncio.Task[None] | None = None
 
     # ---- main loop -----------------------------------------------------------------
 
     @workflow.run
     async def run(self, start: StartIncident) -> IncidentFinal:
-        await self._sync()
-        self._opened_synced = True
+        if self._coalesce:  # the opening projection goes out with the first notification
+            self._projector = asyncio.create_task(self._project_loop())
+            self._request_sync()
+        else:
+            await self._sync()
+            self._opened_synced = True
         interpreter = asyncio.create_task(self._interpret())
         await workflow.wait_condition(
             lambda: not self.ledger.is_open or interpreter.done() or self._should_continue())
@@ -179,7 +206,9 @@ class IncidentWorkflow:
             await self._resume_paused_posts()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._sync()
-        if self._forward:
+        if self._coalesce:
+            await self._final_projection()
+        if self._forward:  # last: reports signalled until the run completes are handed on
             await self._forward_late_reports()
         return IncidentFinal(view=self.ledger.view(), timeline=self.ledger.state.timeline)
 
@@ -291,7 +320,7 @@ class IncidentWorkflow:
             completed = False
         if completed:
             ledger.finish_step(step.id)
-        await self._sync()
+        await self._sync(wait=False)
         return completed
 
     # ---- approval nodes ------------------------------------------------------------
@@ -324,7 +353,7 @@ class IncidentWorkflow:
                 break
             if workflow.now() >= node.deadline:
                 ledger.expire_node(step_id, workflow.now())
-                await self._sync()
+                await self._sync(wait=False)
             elif tier_index is not None:
                 await self._fire_tier(step_id, approval, tier_index, title, content)
         return Outcome.pending if node.outcome == "cancelled" else Outcome(node.outcome)
@@ -387,6 +416,7 @@ class IncidentWorkflow:
         subject = f"[{incident.severity.value.upper()}] {incident.title}"
         key = f"{incident.id}:{step_id}" + (f":{suffix}" if suffix else "")
         calls = []
+        batch: list[tuple[NotifyRequest, Assignment, Task | None]] = []
         for assignment in assignments:
             person = self.ledger.directory.person(assignment.person_id)
             task = (tasks or {}).get(person.id)
@@ -404,9 +434,38 @@ class IncidentWorkflow:
                 step_id=step_id, kind=kind, recipient=recipient,
                 channels=channels or self.playbook.defaults.channels, subject=subject,
                 message=message, **linked)
-            calls.append(self._deliver(request, assignment, task))
+            if self._notify_batch:
+                batch.append((request, assignment, task))
+            else:
+                calls.append(self._deliver(request, assignment, task))
+        if batch:
+            await self._deliver_batch(batch)
         await self._gather(calls)
-        await self._sync()
+        await self._sync(wait=False)
+
+    async def _deliver_batch(self, batch: list[tuple[NotifyRequest, Assignment, Task | None]]
+                             ) -> None:
+        """One `notify_batch` activity for all of a step's recipients; those that failed for
+        now go on through `_deliver` (retries, "delayed"), with the same idempotency keys, so
+        only what failed is sent again."""
+        try:
+            done: NotifyBatchResult = await workflow.execute_activity(
+                "notify_batch", NotifyBatchRequest(requests=[r for r, _, _ in batch]),
+                result_type=NotifyBatchResult, start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY)
+            outcomes: list[NotifyOutcome | None] = list(done.outcomes)
+        except ActivityError:
+            outcomes = [None] * len(batch)
+        calls: list[Awaitable[None]] = []
+        for (request, assignment, task), outcome in zip(batch, outcomes, strict=True):
+            if outcome is None or (outcome.result is None and outcome.retryable):
+                calls.append(self._deliver(request, assignment, task))
+            elif outcome.result is not None:
+                calls.append(self._settle(request, assignment, task, outcome.result, None))
+            else:
+                calls.append(self._settle(request, assignment, task, outcome.partial,
+                                          outcome.error or "unknown error"))
+        await self._gather(calls)
 
     async def _deliver(self, request: NotifyRequest, assignment: Assignment,
                        task: Task | None = None) -> None:
@@ -424,6 +483,12 @@ class IncidentWorkflow:
                 skipped=result.skipped)
             return
         outcome, error = await self._deliver_until_done(request)
+        await self._settle(request, assignment, task, outcome, error)
+
+    async def _settle(self, request: NotifyRequest, assignment: Assignment, task: Task | None,
+                      outcome: NotifyResult | None, error: str | None) -> None:
+        """Record a delivery's receipts (or its failure); an unreachable task holder's
+        on-call stand-in gets a task at once."""
         if outcome is not None and error is None:
             self.ledger.record_delivery(
                 at=workflow.now(), step_id=request.step_id, kind=request.kind,
@@ -473,7 +538,7 @@ class IncidentWorkflow:
                         person_id=request.recipient.person_id, error=str(cause),
                         infrastructure=bool(partial and any(
                             r.infrastructure for r in partial.receipts)))
-                    await self._sync()
+                    await self._sync(wait=False)
                 delayed, policy = True, NOTIFY_RETRY_DELAYED
 
     async def _gather(self, calls: Sequence[Awaitable[None]]) -> None:
@@ -644,14 +709,28 @@ class IncidentWorkflow:
                                kind="reminder", channels=step.reminder.channels,
                                suffix=f"r{count}")
 
-    async def _sync(self) -> None:
-        """Write what changed to the Redis projection (ordered; failures retried later).
+    async def _sync(self, *, wait: bool = True) -> None:
+        """Write what changed to the Redis projection (ordered; failures retried later), and
+        return once it is written: read-your-writes for updates.
 
         A regular activity on purpose: it is scheduled only once the workflow task that made
         the change is committed. A local activity runs before the commit, so a workflow task
         that then fails (e.g. an aborted update) would leave uncommitted entries and revisions
         in Redis, where they shadow the real ones.
+
+        Coalesced (`perf-coalesced-projection`): the caller only asks `_project_loop` for
+        the next batch and waits for it; every change made in the same activation rides in
+        that one batch. While Redis is down (`_projection_behind`) nobody waits: the change is
+        committed in Temporal and the projector's timer brings Redis up to date. The
+        interpreter's own progress (`wait=False`) does not wait for Redis at all; it waits
+        only where a message is about to link to what it just wrote (tasks).
         """
+        if self._coalesce:
+            wanted = self._request_sync()
+            if wait:
+                await workflow.wait_condition(
+                    lambda: self._batches_done >= wanted or self._projection_behind)
+            return
         async with self._sync_lock:
             batch = self.ledger.take_batch()
             if batch is None:
@@ -661,6 +740,76 @@ class IncidentWorkflow:
             except ActivityError:
                 workflow.logger.warning("projection failed; will resend everything next time")
                 self.ledger.mark_all_changed()
+
+    def _request_sync(self) -> int:
+        """Ask the projector for the batch that will hold every change made so far."""
+        wanted = self._batches_taken + 1
+        self._sync_wanted = max(self._sync_wanted, wanted)
+        return wanted
+
+    async def _project_loop(self) -> None:
+        """The one projector: waits until someone asks, takes one batch (all changes of the
+        activation so far), writes it with one `project` activity, and repeats.
+
+        A failed write (Redis down past `PROJECT_RETRY`) releases the waiters, puts the batch
+        back into the ledger, and is retried on a durable timer (backoff capped at
+        `PROJECT_CATCH_UP_TIMER_MAX`), each try a `project` activity that itself retries
+        every second for up to a minute: a write accepted during an outage reaches Redis
+        within about 2 s of its return, with no rebuild. Ends when `_final_projection` says so.
+        """
+        failures = 0
+        while True:
+            await workflow.wait_condition(
+                lambda: self._sync_wanted > self._batches_taken or self._projector_stop)
+            if self._sync_wanted <= self._batches_taken:
+                return
+            batch = self.ledger.take_batch()
+            self._batches_taken += 1
+            number = self._batches_taken
+            if batch is not None and not await self._write_batch(batch, behind=failures > 0):
+                self.ledger.requeue(batch)
+                self._projection_behind = True
+                self._batches_done = number  # nobody waits through an outage
+                failures += 1
+                self._sync_wanted = max(self._sync_wanted, self._batches_taken + 1)
+                if self._projector_stop:  # resolved and out of time: `crisis rebuild` repairs
+                    return
+                delay = min(PROJECT_CATCH_UP_TIMER_MAX,
+                            PROJECT_CATCH_UP_TIMER_FIRST * 2 ** (failures - 1))
+                try:
+                    await workflow.wait_condition(lambda: self._projector_stop, timeout=delay)
+                except TimeoutError:
+                    pass
+                continue
+            failures = 0
+            self._projection_behind = False
+            self._batches_done = number
+            self._opened_synced = True
+
+    async def _write_batch(self, batch: ProjectionBatch, *, behind: bool) -> bool:
+        try:
+            await workflow.execute_activity(
+                "project", batch, start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=PROJECT_RETRY_BEHIND if behind else PROJECT_RETRY,
+                schedule_to_close_timeout=PROJECT_CATCH_UP_CALL if behind else None)
+            return True
+        except ActivityError:
+            workflow.logger.warning("projection failed; retrying on a timer")
+            return False
+
+    async def _final_projection(self) -> None:
+        """Resolved: keep retrying until the final state is in Redis (bounded), then stop
+        the projector."""
+        wanted = self._request_sync()
+        try:
+            await workflow.wait_condition(
+                lambda: self._batches_done >= wanted and not self._projection_behind,
+                timeout=PROJECT_CATCH_UP_AFTER_RESOLVE)
+        except TimeoutError:
+            workflow.logger.warning("final projection not written; `crisis rebuild` repairs it")
+        self._projector_stop = True
+        if self._projector is not None:
+            await self._projector
 
     # ---- templates -----------------------------------------------------------------
 
@@ -685,6 +834,8 @@ class IncidentWorkflow:
         return data
 
     def _render(self, template: str) -> str:
+        if "steps" not in template:  # the whole context renders every approval's content
+            return str(render(template, {"incident": self._fields()}))
         return str(render(template, self._context()))
 
     def _lookup(self, path: str) -> str:
@@ -714,7 +865,8 @@ class IncidentWorkflow:
     @workflow.update(name="report")
     async def report(self, report: Report) -> ReportResult:
         if report.id == self.start.opening_report_id:
-            await workflow.wait_condition(lambda: self._opened_synced)
+            await workflow.wait_condition(
+                lambda: self._opened_synced or (self._coalesce and self._projection_behind))
             return ReportResult(created=True, incident=self.ledger.incident,
                                 forwards_late_reports=self._forward)
         if not self.ledger.has_report(report.id):
@@ -753,7 +905,7 @@ class IncidentWorkflow:
         for report in reports:
             added = self.ledger.add_report(report, workflow.now()) or added
         if added and not (self._storm and self._draining):
-            await self._sync()
+            await self._sync(wait=False)
 
     @workflow.update(name="decide")
     async def decide(self, req: DecideRequest) -> DecideResult:
