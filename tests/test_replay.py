@@ -26,10 +26,13 @@ def test_histories_cover_at_least_two_playbooks() -> None:
     assert len(HISTORIES) >= 2
 
 
-KEPT = {  # recorded before the incident aggregate; they must replay forever
-    "viral-complaint", "data-breach-rumour", "product-safety",
-    "viral-complaint.v1-remote-projection", "data-breach-rumour.v1-remote-projection",
-    "product-safety.v1-remote-projection",
+SHIPPED = ("viral-complaint", "data-breach-rumour", "product-safety")
+KEPT = {  # every recorded history is a promise to running incidents: they replay forever
+    *SHIPPED,  # recorded before the incident aggregate
+    *(f"{name}.{tag}" for name in SHIPPED
+      for tag in ("v1-remote-projection", "v2-aggregate", "v3-drafts", "v3-faults", "v3-perf",
+                  "v3-storm", "v4-merged")),
+    "at-most-once.v3-faults", "catch-up.v3-faults",
 }
 
 
