@@ -123,7 +123,7 @@ async def test_json_nested_10000_deep_is_a_422(matrix_stack: ApiStack, path: str
 
 PATH_VALUES = {"incident_id": "inc-00000000000000000000-0",
                "task_id": "inc-00000000000000000000-0.sign-off.1", "playbook_id": "matrix",
-               "number": "1", "name": "deep"}
+               "number": "1", "name": "deep", "step_id": "publish"}
 WEB_POSTS = ["/ui/login", "/ui/logout", "/ui/report", "/ui/incidents",
              "/ui/incidents/inc-00000000000000000000-0/status",
              "/ui/incidents/inc-00000000000000000000-0/resolve",
