@@ -29,6 +29,7 @@ from activities import delivery, mail, render, webhooks
 from activities.apprise_channel import AppriseChannel, AppriseTarget
 from activities.mail import SmtpSettings
 from activities.metrics import observe_batch
+from core.background import every
 from domain.effects import (
     ActionRequest,
     ActionResult,
@@ -69,19 +70,8 @@ async def _heartbeating() -> AsyncIterator[None]:
     if not activity.in_activity():
         yield
         return
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY)
-
-    task = asyncio.create_task(beat())
-    try:
+    async with every(HEARTBEAT_EVERY, activity.heartbeat):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _text(value: str | bytes) -> str:

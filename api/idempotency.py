@@ -23,7 +23,6 @@ middleware, which runs first, so reading it here costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -34,6 +33,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.background import every
 
 from .auth import bearer_token
 from .errors import error_body
@@ -81,19 +82,12 @@ async def _renewing(redis: aioredis.Redis, rkey: str, owner: str,
     """Keep the in-flight mark alive while the body runs."""
     renew = redis.register_script(_RENEW)
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(ttl_seconds / 3)
-            with contextlib.suppress(Exception):  # a missed renewal is retried next beat
-                await renew(keys=[rkey], args=[owner, int(ttl_seconds * 1000)])
+    async def beat() -> None:
+        with contextlib.suppress(Exception):  # a missed renewal is retried next beat
+            await renew(keys=[rkey], args=[owner, int(ttl_seconds * 1000)])
 
-    task = asyncio.create_task(loop())
-    try:
+    async with every(ttl_seconds / 3, beat, first_now=False):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from temporalio.worker import (
 from temporalio.worker import Interceptor as WorkerInterceptor
 
 from core.config import Settings
+from core.secret_file import read_or_create
 
 HEADER = "crisis-actor"
 VERSION = 1
@@ -109,31 +109,12 @@ def key_file(settings: Settings) -> Path:
     return settings.actor_key_file or settings.tokens_file.parent / "actor.key"
 
 
-def _read_or_create(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32) + "\n")
-    try:  # link(2) is atomic: of two processes starting at once, one key wins
-        os.link(draft, path)
-    except FileExistsError:
-        pass
-    finally:
-        draft.unlink()
-    return path.read_text().strip()
-
-
 def actor_keyring(settings: Settings) -> Keyring:
     """The keys of `settings`: `CRISIS_ACTOR_KEYS`, else the key file (created if absent)."""
     if settings.actor_keys:
         keys = {k: v.get_secret_value().encode() for k, v in settings.actor_keys.items()}
         return Keyring(next(iter(keys)), keys)
-    return Keyring(FILE_KEY_ID, {FILE_KEY_ID: _read_or_create(key_file(settings)).encode()})
+    return Keyring(FILE_KEY_ID, {FILE_KEY_ID: read_or_create(key_file(settings)).encode()})
 
 
 # ---- the claim ----------------------------------------------------------------------------

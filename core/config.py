@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.secret_file import read_or_create
 from domain.policy_versions import ChangePolicy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,19 +101,7 @@ class Settings(BaseSettings):
         if self.id_secret is not None:
             return self.id_secret.get_secret_value().encode()
         path = self.id_secret_file or self.tokens_file.parent / "id-secret"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32) + "\n")
-            try:  # link(2) is atomic: of two processes starting at once, one secret wins
-                os.link(draft, path)
-            except FileExistsError:
-                pass
-            finally:
-                draft.unlink()
-        return path.read_text().strip().encode()
+        return read_or_create(path, lambda: secrets.token_hex(32)).encode()
     # Web sessions and signed action links (api/web, core/action_links). `secret_keys` is a
     # JSON list: the first signs, every one verifies (rotate by prepending a new key). Empty:
     # one random key kept in `secret_key_file` (created on first use, mode 0600).

@@ -8,30 +8,10 @@ by every process that reads the same file (the API and the worker under `make ru
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
-
 from core.config import Settings
+from core.secret_file import read_or_create
 
 MIN_KEY_CHARS = 16
-
-
-def _from_file(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key.encode())
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return key
 
 
 def signing_keys(settings: Settings) -> list[bytes]:
@@ -39,7 +19,7 @@ def signing_keys(settings: Settings) -> list[bytes]:
     keys = [k for k in settings.secret_keys if k]
     if not keys:
         try:
-            keys = [_from_file(settings.secret_key_file)]
+            keys = [read_or_create(settings.secret_key_file)]
         except FileExistsError:  # another process created it between our read and create
             keys = [settings.secret_key_file.read_text().strip()]
     for key in keys:
