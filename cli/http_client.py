@@ -114,3 +114,14 @@ def _cell(value: Any) -> str:
         return str(value["id"])
     text = " ".join(str(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def print_page(args: argparse.Namespace, path: str, params: dict[str, Any],
+               columns: list[tuple[str, str]]) -> int:
+    """`GET path?params` (a list page) printed as JSON (`--json`) or as a table."""
+    page = call(args, "GET", path, params=params)
+    if args.json:
+        print_json(page)
+    else:
+        print_table(page["items"], columns)
+    return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.http_client import add_client_options, call, print_json, print_table
+from cli.http_client import add_client_options, call, print_json, print_page, print_table
 
 SEVERITIES = ("low", "medium", "high", "critical")
 COLUMNS = [("id", "id"), ("status", "status"), ("severity", "severity"),
@@ -53,14 +53,9 @@ def register(sub: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    page = call(args, "GET", "/incidents", params={
+    return print_page(args, "/incidents", {
         "status": args.status, "severity": args.severity, "playbook": args.playbook,
-        "limit": args.limit})
-    if args.json:
-        print_json(page)
-    else:
-        print_table(page["items"], COLUMNS)
-    return 0
+        "limit": args.limit}, COLUMNS)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.http_client import add_client_options, call, print_json, print_table
+from cli.http_client import add_client_options, call, print_json, print_page
 
 COLUMNS = [("id", "id"), ("state", "state"), ("assignee", "assignee"), ("role", "role"),
            ("deadline", "deadline"), ("title", "title")]
@@ -46,14 +46,9 @@ def register(sub: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    page = call(args, "GET", "/tasks", params={
+    return print_page(args, "/tasks", {
         "state": args.state, "incident_id": args.incident_id, "assignee": args.assignee,
-        "limit": args.limit})
-    if args.json:
-        print_json(page)
-    else:
-        print_table(page["items"], COLUMNS)
-    return 0
+        "limit": args.limit}, COLUMNS)
 
 
 def _decide(args: argparse.Namespace) -> int:

@@ -142,3 +142,23 @@ def start_input(playbook: PlaybookSnapshot, *, severity: Severity = Severity.hig
     }
     values.update(overrides)
     return StartIncident(**values)
+
+
+# A one-approver stack for API tests: Cora communicates, Alex (legal) signs off.
+SIGN_OFF_PEOPLE: list[dict[str, Any]] = [
+    {"id": "cora", "name": "Cora Communicator", "access": ["communicator"]},
+    {"id": "alex", "name": "Alex Approver", "roles": ["legal"], "access": ["approver"]}]
+
+
+def sign_off_playbook(playbook_id: str, name: str) -> dict[str, Any]:
+    """Alex signs off (any one vote, 4 h deadline), then the incident waits to resolve."""
+    return {
+        "id": playbook_id, "name": name, "version": 1,
+        "defaults": {"channels": ["log"], "respect_working_hours": False},
+        "steps": [
+            {"id": "sign-off", "approval": {
+                "title": "Sign off", "content": "{{ incident.title }}",
+                "approvers": [{"person": "alex"}], "quorum": "any", "deadline": "4h"}},
+            {"id": "done", "resolution": {}},
+        ],
+    }

@@ -30,25 +30,15 @@ from cli.users_cmd import issue_tokens
 from core.config import ROOT, Settings
 from domain.loader import load_directory
 from tests.api_fixtures import eventually, with_db
+from tests.factories import SIGN_OFF_PEOPLE, sign_off_playbook
 from tests.servers import free_port
 
 TTL = 1.0
 DIRECTORY: dict[str, Any] = {
-    "people": [{"id": "cora", "name": "Cora Communicator", "access": ["communicator"]},
-               {"id": "alex", "name": "Alex Approver", "roles": ["legal"],
-                "access": ["approver"]}],
+    "people": SIGN_OFF_PEOPLE,
     "roles": [{"id": "legal"}],
 }
-PLAYBOOK: dict[str, Any] = {
-    "id": "slow", "name": "Slow", "version": 1,
-    "defaults": {"channels": ["log"], "respect_working_hours": False},
-    "steps": [
-        {"id": "sign-off", "approval": {
-            "title": "Sign off", "content": "{{ incident.title }}",
-            "approvers": [{"person": "alex"}], "quorum": "any", "deadline": "4h"}},
-        {"id": "done", "resolution": {}},
-    ],
-}
+PLAYBOOK = sign_off_playbook("slow", "Slow")
 BODY = {"title": "Slow to open", "summary": "the worker is down", "severity": "high",
         "playbook": "slow"}  # no dedup_key: only the Idempotency-Key makes a retry join
 REPORT = {"summary": "the worker is down", "severity": "high"}  # routed to `slow`

@@ -25,6 +25,7 @@ from core.config import Settings
 from domain.ids import dedup_incident_id
 from domain.loader import load_directory
 from tests.api_fixtures import ApiStack, _run_stack, eventually, with_db
+from tests.factories import SIGN_OFF_PEOPLE, sign_off_playbook
 from workflows.incident import IncidentWorkflow
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -32,20 +33,10 @@ pytest_plugins = ["tests.api_fixtures"]
 REPORTERS = [f"rep-{n:02d}" for n in range(300)]  # one token per simulated employee
 STORM_DIRECTORY: dict[str, Any] = {
     "people": [{"id": r, "name": f"Reporter {r}", "access": ["reporter"]} for r in REPORTERS]
-    + [{"id": "cora", "name": "Cora Communicator", "access": ["communicator"]},
-       {"id": "alex", "name": "Alex Approver", "roles": ["legal"], "access": ["approver"]}],
+    + SIGN_OFF_PEOPLE,
     "roles": [{"id": "legal"}],
 }
-STORM_PLAYBOOK: dict[str, Any] = {
-    "id": "storm", "name": "Storm", "version": 1,
-    "defaults": {"channels": ["log"], "respect_working_hours": False},
-    "steps": [
-        {"id": "sign-off", "approval": {
-            "title": "Sign off", "content": "{{ incident.title }}",
-            "approvers": [{"person": "alex"}], "quorum": "any", "deadline": "4h"}},
-        {"id": "done", "resolution": {}},
-    ],
-}
+STORM_PLAYBOOK = sign_off_playbook("storm", "Storm")
 
 
 def write_storm_config(workdir: Path) -> Path:
