@@ -46,8 +46,10 @@ async def test_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(f"replay-{path.stem}", data)
     kinds = {e.get("eventType") for e in data["events"]}
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" in kinds  # the whole story is there
+    # strict: the workflow module re-imported under the sandbox's restrictions, so a
+    # nondeterministic call on any replayed path fails here even though the worker shares it
     replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
+                        workflow_runner=workflow_runner(strict=True))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 

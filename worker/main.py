@@ -2,6 +2,19 @@
 
 Clients are created here and injected into the activities; the workflow sandbox gets the
 pure `domain` package passed through (it is deterministic and import-heavy).
+
+`IncidentWorkflow`'s own module is passed through too (`SHARED_WORKFLOW_MODULES`). The SDK's
+sandbox re-imports a workflow's module for every workflow instance it caches or replays:
+for `workflows/incident.py` that is ~120 KB of code objects per open incident, and an
+import on every start and every cache miss. Shared, one copy serves every incident. What the
+sandbox's per-instance import guarded against is kept two other ways:
+- the module holds no mutable globals and the class no mutable class attributes (each
+  instance's state is its own `Ledger`);
+- nondeterministic calls (`datetime.now`, `time.time`, `random`, `uuid.uuid4`, I/O clients)
+  are refused statically in `workflows/` and `domain/` by ruff (`workflows/ruff.toml`), which
+  also covers `domain`, a package the sandbox never checked;
+- the recorded histories replay under the strict sandbox (`workflow_runner(strict=True)`,
+  `tests/test_replay.py`), so a restricted call on a replayed path still fails CI.
 """
 
 from __future__ import annotations
@@ -37,11 +50,15 @@ from workflows.time_off import TimeOffWorkflow
 
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml",
                "opentelemetry")  # the tracing interceptor's spans, when tracing is on
+SHARED_WORKFLOW_MODULES = ("workflows.incident",)  # one copy for every cached incident
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
+    """The sandbox the worker runs workflows in. `strict` re-imports every workflow module
+    per instance (the SDK's default isolation): slower and bigger, for determinism checks."""
+    modules = PASSTHROUGH if strict else (*PASSTHROUGH, *SHARED_WORKFLOW_MODULES)
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules))
 
 
 def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,

@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.ledger import COMMUNICATOR_ACCESS, Ledger, has_access
     from domain.playbook import Approval, Channel, Step
     from domain.quorum import Outcome
+    from domain.snapshot_cache import shared
     from domain.templates import render
 
 T = TypeVar("T")
@@ -131,6 +132,8 @@ def _business_error(error: LedgerError) -> ApplicationError:
 class IncidentWorkflow:
     @workflow.init
     def __init__(self, start: StartIncident) -> None:
+        # the pinned playbook and directory: one copy per worker for identical content
+        start.playbook, start.directory = shared(start.playbook), shared(start.directory)
         self.start = start
         self.playbook = start.playbook.definition
         self.ledger = Ledger.open(start, workflow.now())

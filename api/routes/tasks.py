@@ -93,8 +93,8 @@ async def get_task(task_id: TaskId, user: InboxUser, read_model: ReadModelDep,
     operation_id="decideTask",
     responses=responses(401, 403, 404, 409, 413, 422, 503, errors=[
         codes.TASK_NOT_FOUND, codes.NOT_YOUR_TASK, codes.FORBIDDEN, codes.TASK_CLOSED,
-        codes.INCIDENT_CLOSED, REQUEST_IN_FLIGHT, codes.REQUEST_CONFLICT,
-        IDEMPOTENCY_KEY_REUSED]),
+        codes.INCIDENT_CLOSED, codes.DRAFT_CHANGED, codes.REASON_REQUIRED, REQUEST_IN_FLIGHT,
+        codes.REQUEST_CONFLICT, IDEMPOTENCY_KEY_REUSED]),
 )
 async def decide(
     task_id: TaskId, body: DecisionBody, user: InboxUser, client: TemporalDep,
