@@ -21,8 +21,9 @@ TEST_STAMP := $(VENV)/.installed-test
 CHECK_VENV := $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
   echo "error: $(VENV) uses $$($(BIN)/python --version 2>&1); crisis-engine needs >= 3.11:" \
        "remove $(VENV) (make clean) and run make again" >&2; exit 1; }
-# Precompile our packages at install: the workflow sandbox imports the workflow module
-# afresh for every incident it starts, and without .pyc each import compiles it again.
+# Precompile our packages at install (PYTHONDONTWRITEBYTECODE is set on these machines): the
+# replay tests' strict sandbox imports a workflow module afresh for every instance, and
+# without .pyc each import compiles it again; every process starts faster too.
 COMPILE := $(BIN)/python -m compileall -q -j 0 activities api bench cli core domain dryrun \
   readmodel worker workflows
 RUN_ARGS ?=

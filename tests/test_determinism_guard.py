@@ -1,8 +1,7 @@
-"""The worker shares `workflows/incident.py` across incidents instead of re-importing it per
-instance under the sandbox (worker/main.py). What stops a nondeterministic call from
-slipping into workflow or domain code is then ruff's banned-API rule in `workflows/ruff.toml`
-(and `domain/ruff.toml`, which extends it). These tests prove the rule bites where it must
-and nowhere else."""
+"""The worker runs workflows unsandboxed (worker/main.py). What stops a nondeterministic call
+from slipping into workflow or domain code is then ruff's banned-API rule in
+`workflows/ruff.toml` (and `domain/ruff.toml`, which extends it), and the replay tests under
+the SDK sandbox. These tests prove the rule bites where it must and nowhere else."""
 
 from __future__ import annotations
 
@@ -10,8 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from worker.main import SHARED_WORKFLOW_MODULES, workflow_runner
+from worker.main import workflow_runner
 
 CALLS = {
     "from datetime import datetime\n\n\nx = datetime.now()\n": "datetime.datetime.now",
@@ -47,9 +48,9 @@ def test_the_same_calls_are_fine_outside_the_workflow(where: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_only_the_strict_runner_reimports_the_incident_module() -> None:
-    shared = workflow_runner().restrictions.passthrough_modules
-    strict = workflow_runner(strict=True).restrictions.passthrough_modules
-    assert set(SHARED_WORKFLOW_MODULES) <= shared
-    assert not set(SHARED_WORKFLOW_MODULES) & strict
-    assert "domain" in shared and "domain" in strict
+def test_the_worker_runs_unsandboxed_and_the_replay_check_under_the_sandbox() -> None:
+    assert isinstance(workflow_runner(), UnsandboxedWorkflowRunner)
+    strict = workflow_runner(strict=True)
+    assert isinstance(strict, SandboxedWorkflowRunner)
+    passed = strict.restrictions.passthrough_modules
+    assert "domain" in passed and not any(m.startswith("workflows") for m in passed)

@@ -529,7 +529,7 @@ async def test_the_catalog_and_review_histories_replay(policy_stack: ApiStack) -
     assert closed["status"] == "active"
 
     replayer = Replayer(workflows=[PolicyCatalogWorkflow, ChangeApprovalWorkflow],
-                        workflow_runner=workflow_runner(),
+                        workflow_runner=workflow_runner(strict=True),
                         data_converter=pydantic_data_converter)
     client = stack.env.client
     for workflow_id in (store(stack).catalog_id, closed["proposal_id"]):

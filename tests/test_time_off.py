@@ -185,3 +185,36 @@ async def test_a_running_incident_takes_only_newer_revisions(h: Harness) -> None
         request_id=uuid.uuid4().hex, actor="sam-social", message="checking"))
     applied = await h.entries(handle, "time_off_applied")
     assert [(e.actor, e.details["revision"]) for e in applied] == [("ada-admin", 2)]
+
+
+async def test_new_incidents_get_another_api_processs_change_without_waiting_for_it(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two API processes: one sets Lena away, the other opens incidents. While incidents keep
+    opening, a stale cache still answers at once while one background read fetches the
+    change, and the next call carries it; after a quiet spell the first call reads first."""
+    import core.time_off_store as store_module
+    from domain.directory import Period
+    from domain.time_off import SetAway
+
+    opener = store_module.TimeOffStore(h.env.client, h.task_queue)
+    admin = store_module.TimeOffStore(h.env.client, h.task_queue)
+    assert await opener.current() is None  # nobody is away yet: no overlay
+    at = await h.now()
+    changed, _ = await admin.change(SetAway(
+        actor="ada-admin", admin=True, person_id="lena-legal",
+        periods=[Period(start=at, end=at + timedelta(days=2), reason="flight")]))
+    monkeypatch.setattr(store_module, "CACHE_SECONDS", 0.0)  # the opener's cache is stale
+    monkeypatch.setattr(store_module, "MAX_STALE_SECONDS", 3600.0)  # ... but recent
+    assert await opener.current() is None  # answered from the cache, no wait
+    refreshing = opener._refreshing
+    assert refreshing is not None
+    await refreshing
+    fresh = await opener.current()
+    assert fresh is not None and fresh.revision == changed.revision
+    assert [p.reason for p in fresh.away["lena-legal"]] == ["flight"]
+    monkeypatch.setattr(store_module, "MAX_STALE_SECONDS", 0.0)  # a quiet spell
+    cleared, _ = await admin.change(SetAway(actor="ada-admin", admin=True,
+                                            person_id="lena-legal", periods=[]))
+    latest = await opener.current()  # read before answering
+    assert latest is not None and latest.revision == cleared.revision
+    assert not latest.away.get("lena-legal")
