@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from tests.clock import EVEN_WEEK
 from tests.servers import redis_server
-from tests.workflow_harness import signer_for_tests
+from tests.workflow_harness import Harness, fresh_time_env, harness, signer_for_tests
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,14 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def h(redis_url: str) -> AsyncIterator[Harness]:
+    """A fresh time-skipping server with its clock in an even roster week, a worker and a
+    publish receiver: the workflow tests' harness (a module may define its own `h`)."""
+    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
+        yield h
 
 
 @pytest.fixture(scope="session")

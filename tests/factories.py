@@ -121,6 +121,11 @@ def viral_playbook(publish_url: str, *, version: int = 1, content: str | None = 
     }
 
 
+def sha(text: str) -> str:
+    """The sha256 (hex) of a text, as a draft's version is bound by it."""
+    return sha256(text.encode())
+
+
 def snapshot(data: dict[str, Any], dir_: Directory | None = None) -> PlaybookSnapshot:
     playbook: Playbook = validate_playbook(data, dir_ or directory())
     raw = playbook.model_dump_json().encode()

@@ -7,7 +7,6 @@ worker refuses it before any validator runs, and the incident stays exactly as i
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -151,12 +150,6 @@ def with_header(client: Client, header: Payload) -> Client:
     config = unsigned_client(client).config()
     config["interceptors"] = [*config.get("interceptors", []), _FixedHeader(header)]
     return Client(**config)
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
 
 
 async def _legal_task(h: Harness, handle: WorkflowHandle[Any, Any]) -> Task:

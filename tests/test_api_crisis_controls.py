@@ -18,7 +18,6 @@ the comms vote has exactly two in-hours voters.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -33,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.directory import WEEKDAYS
 from tests.api_fixtures import ApiStack, _run_stack, with_db
 from tests.clock import EVEN_WEEK
-from tests.factories import LIBRARY_V1, drafts_playbook, person, viral_playbook
+from tests.factories import LIBRARY_V1, drafts_playbook, person, sha, viral_playbook
 from tests.workflow_harness import advance_to_today, fresh_time_env
 
 FRIDAY: dict[str, Any] = {
@@ -112,10 +111,6 @@ async def advance_to(env: WorkflowEnvironment, weekday: str, hh: int, mm: int,
         target += timedelta(days=7)
     await env.sleep(target - now)
     return target
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def open_incident(stack: ApiStack, playbook: str) -> str:

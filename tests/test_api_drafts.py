@@ -3,8 +3,9 @@ exact version -> two-person publish -> exactly that text published once."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
+
+from tests.factories import sha
 
 if TYPE_CHECKING:
     from tests.api_fixtures import ApiStack
@@ -13,10 +14,6 @@ pytest_plugins = ["tests.api_fixtures"]
 
 V1 = "We are looking into it."
 V2 = "We are sorry. We are contacting the customer\nand will update by 20:00."
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def open_tasks(stack: ApiStack, incident_id: str, version: int) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,16 +22,9 @@ from temporalio.exceptions import ApplicationError
 
 from domain.incident import ResolveUnknownActionRequest, TimelineEntry
 from readmodel import keys
-from tests.clock import EVEN_WEEK
 from tests.factories import snapshot
-from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
+from tests.workflow_harness import Harness, eventually
 from workflows.incident import IncidentWorkflow
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
 
 
 def playbook(url: str) -> dict[str, Any]:

@@ -7,9 +7,7 @@ count; quorum approves v2 and exactly v2's text is published, once, with its sha
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,23 +23,12 @@ from domain.incident import (
     SubmitDraftResult,
     Task,
 )
-from tests.clock import EVEN_WEEK
-from tests.factories import drafts_playbook, snapshot, viral_playbook
-from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
+from tests.factories import drafts_playbook, sha, snapshot, viral_playbook
+from tests.workflow_harness import Harness, eventually
 from workflows.incident import IncidentWorkflow
 
 V1 = "We are looking into the posts about cold pizza."
 V2 = "We're sorry about the cold pizza. We're contacting the customer and will update by 20:00."
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def code_of(exc: WorkflowUpdateFailedError) -> str | None:

@@ -4,9 +4,7 @@ character off, is refused that policy and goes through the node's full policy.""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,20 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 from domain.incident import SubmitDraftRequest, SubmitDraftResult
 from domain.playbook import Playbook
-from tests.clock import EVEN_WEEK
-from tests.factories import LIBRARY_V1, LIBRARY_V2, drafts_playbook, library, snapshot
-from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
+from tests.factories import LIBRARY_V1, LIBRARY_V2, drafts_playbook, library, sha, snapshot
+from tests.workflow_harness import Harness, eventually
 from workflows.incident import IncidentWorkflow
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def submit(handle: Any, text: str, **extra: Any) -> SubmitDraftResult:

@@ -5,7 +5,6 @@ keep posts paused. Both calls are on the timeline with their status."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,16 +12,9 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from domain.incident import KeepPostsPausedRequest, ResolveRequest
-from tests.clock import EVEN_WEEK
 from tests.factories import snapshot
-from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
+from tests.workflow_harness import Harness, eventually
 from workflows.incident import IncidentWorkflow
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
 
 
 def pausing_playbook(scheduler: str) -> dict[str, Any]:

@@ -7,23 +7,13 @@ Friday 17:40 London in the test directory: comms leads cara and chloe (London) a
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from domain.incident import DecideRequest, Task
-from tests.clock import EVEN_WEEK
 from tests.factories import snapshot, viral_playbook
-from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
+from tests.workflow_harness import Harness, eventually
 from workflows.incident import IncidentWorkflow
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
 
 
 async def decide(handle: Any, task: Task, decision: str, comment: str = "no") -> Any:

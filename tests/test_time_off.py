@@ -4,7 +4,6 @@ override ("Leo covers legal on-call this weekend") takes effect and ends on time
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +12,8 @@ import pytest
 from domain.directory import Directory, TimeOff, resolve_targets
 from domain.incident import DirectorySnapshot, StatusUpdateRequest
 from domain.loader import sha256
-from tests.clock import EVEN_WEEK
 from tests.factories import directory, snapshot, viral_playbook
-from tests.workflow_harness import Harness, fresh_time_env, harness
+from tests.workflow_harness import Harness
 from workflows.incident import IncidentWorkflow
 
 MONDAY_1500 = datetime(2090, 2, 27, 15, 0, tzinfo=UTC)  # London = UTC in February
@@ -93,12 +91,6 @@ def test_time_off_must_be_a_real_period_with_known_people() -> None:
                                        "end": "2090-01-02T00:00:00Z", "member": "nobody"}]
     with pytest.raises(ValueError, match="unknown person 'nobody'"):
         Directory.model_validate(bad)
-
-
-@pytest.fixture
-async def h(redis_url: str) -> AsyncIterator[Harness]:
-    async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK) as h:
-        yield h
 
 
 async def test_an_away_approver_gets_no_task_and_on_call_stands_in(h: Harness) -> None:
