@@ -16,6 +16,7 @@ import httpx
 import redis.asyncio as aioredis
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from core.actor_signing import ActorSigner, actor_keyring
@@ -35,6 +36,8 @@ from worker.main import build_worker
 from workflows.incident import IncidentWorkflow
 
 T = TypeVar("T")
+QUERY_TIMEOUT = timedelta(seconds=5)
+QUERY_ATTEMPTS = 3
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -88,12 +91,26 @@ class Harness:
         return handle
 
     async def state(self, handle: WorkflowHandle[Any, Any]) -> IncidentView:
-        view: IncidentView = await handle.query(IncidentWorkflow.state)
+        view: IncidentView = await self._query(handle, IncidentWorkflow.state)
         return view
 
     async def timeline(self, handle: WorkflowHandle[Any, Any]) -> list[TimelineEntry]:
-        entries: list[TimelineEntry] = await handle.query(IncidentWorkflow.timeline)
+        entries: list[TimelineEntry] = await self._query(handle, IncidentWorkflow.timeline)
         return entries
+
+    async def _query(self, handle: WorkflowHandle[Any, Any], query: Any) -> Any:
+        """Ask the incident's latest run, as the API does (the start handle stays pinned to
+        the first run, which is closed once it continued as new). A query that reaches a
+        run in the moment it continues as new is lost by the time-skipping server and ends
+        in DEADLINE_EXCEEDED, so that one is asked again."""
+        latest = self.env.client.get_workflow_handle(handle.id)
+        for attempt in range(QUERY_ATTEMPTS):
+            try:
+                return await latest.query(query, rpc_timeout=QUERY_TIMEOUT)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.DEADLINE_EXCEEDED or attempt == QUERY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def tasks_when(self, handle: WorkflowHandle[Any, Any],
                          check: Callable[[list[Task]], bool]) -> list[Task]:
