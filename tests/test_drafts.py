@@ -7,6 +7,7 @@ count; quorum approves v2 and exactly v2's text is published, once, with its sha
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from domain.incident import (
     SubmitDraftResult,
     Task,
 )
+from readmodel import keys
 from tests.factories import drafts_playbook, sha, snapshot, viral_playbook
 from tests.workflow_harness import Harness, eventually
 from workflows.incident import IncidentWorkflow
@@ -127,6 +129,11 @@ async def test_a_draft_submitted_before_the_node_opens_starts_round_one(h: Harne
     await h.advance(timedelta(minutes=11))
     tasks = await round_tasks(h, handle, 1)
     assert tasks and all(t.content == V1 for t in tasks)
+    # and the approvers' messages quote that draft, not the playbook's suggested text
+    legal = next(t for t in tasks if t.role == "legal")
+    told = await eventually(lambda: feed(h, legal.assignee), lambda ms: any(
+        "approval is needed" in m for m in ms))
+    assert all(V1 in m and "Suggested" not in m for m in told if "approval is needed" in m)
 
 
 async def test_two_person_publish_refuses_the_author_and_accepts_someone_else(
@@ -218,3 +225,34 @@ async def test_a_publish_waiting_for_confirmation_survives_continue_as_new(h: Ha
     await h.entries(handle, "action_run")
     await eventually(h.received, lambda r: len(r) >= 1)
     assert [r.json()["text"] for r in h.publish.requests] == [V2]
+
+
+
+async def test_draft_and_reason_reach_people_word_for_word(h: Harness) -> None:
+    """Placeholders typed by people are their words, never a template: a draft or a reject
+    reason saying `{{incident.dedup_key}}` reaches the feed as typed, not filled in."""
+    typed = "Tell them {{incident.dedup_key}} and {{steps.holding-statement.content}}."
+    reason = "Quote {{incident.source_url}} instead"
+    await h.advance_to("mon", 15, 0, "Europe/London")
+    handle = await h.start(snapshot(drafts_playbook(h.publish.url("/publish"))),
+                           dedup_key="post-123")
+    await h.entries(handle, "awaiting_draft")
+    await draft(handle, typed)
+    legal = next(t for t in await round_tasks(h, handle, 1) if t.role == "legal")
+    await decide(handle, legal, "reject", comment=reason)
+
+    asked = await eventually(lambda: feed(h, "sam-social"),
+                             lambda ms: any("was not approved" in m for m in ms))
+    redraft = next(m for m in asked if "was not approved" in m)
+    task_message = await eventually(lambda: feed(h, legal.assignee), lambda ms: any(
+        "approval is needed" in m for m in ms))
+    task_message = next(m for m in task_message if "approval is needed" in m)
+    assert typed in task_message and reason in redraft
+    assert "post-123" not in task_message + redraft
+    assert "social.example" not in redraft
+
+
+async def feed(h: Harness, person: str) -> list[str]:
+    """The messages in a person's notification feed (the `log` channel), newest first."""
+    raw = await h.redis.lrange(keys.notifications(person), 0, -1)
+    return [json.loads(item)["message"] for item in raw]

@@ -25,7 +25,7 @@ from domain.playbook import Severity
 from tests.clock import EVEN_WEEK, PINNED_TODAYS
 from tests.factories import snapshot, viral_playbook
 from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
-from workflows.incident import IncidentWorkflow
+from workflows.incident import ALL_PATCHES_OF_WAVE_3, IncidentWorkflow
 
 
 @pytest.fixture
@@ -340,3 +340,18 @@ async def test_continue_as_new_carries_the_whole_state(h: Harness) -> None:
     timeline = await h.timeline(handle)
     assert [e.seq for e in timeline] == list(range(1, len(timeline) + 1))
     assert sum(e.kind == "opened" for e in timeline) == 1
+
+
+async def test_a_new_incident_records_one_patch_marker_for_all_of_wave_3(h: Harness) -> None:
+    """History per incident: one marker (and one search-attribute upsert) stands for every
+    earlier patch; older runs keep replaying their own markers (tests/test_replay.py)."""
+    await h.advance_to("mon", 15, 0)
+    handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+    await h.tasks_when(handle, lambda ts: len(ts) >= 5)
+    history = await handle.fetch_history()
+    markers = [e.marker_recorded_event_attributes for e in history.events
+               if e.HasField("marker_recorded_event_attributes")]
+    patches = [m.details["patch-data"].payloads[0].data for m in markers]
+    assert len(patches) == 1 and ALL_PATCHES_OF_WAVE_3.encode() in patches[0]
+    assert sum(e.HasField("upsert_workflow_search_attributes_event_attributes")
+               for e in history.events) == 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -124,8 +124,28 @@ FORWARD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeff
                             maximum_interval=timedelta(minutes=1), maximum_attempts=60)
 
 
+# The template root of text inserted as is (`IncidentWorkflow._render`); playbooks can't
+# use it (`domain.templates.check_placeholder` knows only incident. and steps.).
+SLOT = "slot"
+
+
 def _business_error(error: LedgerError) -> ApplicationError:
     return ApplicationError(error.message, type=error.code, non_retryable=True)
+
+
+# Every patch below, recorded as one marker by runs started since (`_patches`).
+ALL_PATCHES_OF_WAVE_3 = "wave-3-patches-in-one-marker"
+
+
+def _patches() -> Callable[[str], bool]:
+    """`since(patch)`: whether this run takes the patched path. A run started on today's
+    code records one marker (`ALL_PATCHES_OF_WAVE_3`) that stands for every patch of wave
+    3, instead of a marker and a search-attribute upsert per patch (26 history events per
+    incident); a run started before it replays its own markers one by one, unchanged.
+    A patch added later is asked for by its own name, outside this set."""
+    if workflow.patched(ALL_PATCHES_OF_WAVE_3):
+        return lambda _patch: True
+    return workflow.patched
 
 
 @workflow.defn(name="IncidentWorkflow")
@@ -137,30 +157,31 @@ class IncidentWorkflow:
         self.start = start
         self.playbook = start.playbook.definition
         self.ledger = Ledger.open(start, workflow.now())
+        since = _patches()
         # Rules added while incidents were running: on only for histories that allow them.
-        self.ledger.widen_quorum = workflow.patched("widen-quorum-before-reject")
-        self.ledger.tier_names_person = workflow.patched("tier-adds-named-person")
-        self.ledger.one_vote_per_person = workflow.patched("one-vote-per-person")
-        self.ledger.skip_away_on_call = workflow.patched("away-on-call-hands-over")
+        self.ledger.widen_quorum = since("widen-quorum-before-reject")
+        self.ledger.tier_names_person = since("tier-adds-named-person")
+        self.ledger.one_vote_per_person = since("one-vote-per-person")
+        self.ledger.skip_away_on_call = since("away-on-call-hands-over")
         # delivery receipts; unreachable approvers handed to on-call; outages retried
-        self._reach = workflow.patched("delivery-receipts-and-outage-retries")
+        self._reach = since("delivery-receipts-and-outage-retries")
         # report storms: signals don't wait for the projection while draining for
         # continue-as-new (the state is carried over anyway)
-        self._storm = workflow.patched("storm-signals-skip-sync-while-draining")
+        self._storm = since("storm-signals-skip-sync-while-draining")
         # after an outage, an overdue repeating tier or reminder fires once, noting how
         # many firings it stands for, then keeps its grid (no burst of missed firings)
-        self._catch_up = workflow.patched("catch-up-fires-once")
+        self._catch_up = since("catch-up-fires-once")
         self.ledger.catch_up_once = self._catch_up
         # on resolution, resume what a playbook action paused (scheduled posts)
-        self._resume_posts = workflow.patched("pause-posts-resume-on-resolve")
+        self._resume_posts = since("pause-posts-resume-on-resolve")
         # a two-person publish still waiting for its confirmation when the run continues
         # as new is not done: the next run keeps waiting (it used to be skipped)
-        self._publish_waits_across_runs = workflow.patched("two-person-wait-across-runs")
+        self._publish_waits_across_runs = since("two-person-wait-across-runs")
         # a reject that ends a drafts round asks the communicators for the next version
-        self._ask_redraft = workflow.patched("ask-for-redraft-on-reject")
+        self._ask_redraft = since("ask-for-redraft-on-reject")
         # durable storm receipts: reports signalled after resolution are handed on to the
         # next incident for the key, never dropped (see `domain.forwarding`)
-        self._forward = workflow.patched("storm-late-reports-forwarded")
+        self._forward = since("storm-late-reports-forwarded")
         self._late: list[Report] = []
         self._late_ids: set[str] = set()
         self._sync_lock = asyncio.Lock()
@@ -169,9 +190,9 @@ class IncidentWorkflow:
         self._opened_synced = False
         # cost per incident: one projector writes at most one batch per activation, and
         # retries on a durable timer while Redis is down (see `_project_loop`)
-        self._coalesce = workflow.patched("perf-coalesced-projection")
+        self._coalesce = since("perf-coalesced-projection")
         # one `notify_batch` activity per step for all its recipients (see `_notify`)
-        self._notify_batch = self._reach and workflow.patched("perf-one-notify-per-step")
+        self._notify_batch = self._reach and since("perf-one-notify-per-step")
         self._batches_taken = 0  # projection batches taken from the ledger so far
         self._batches_done = 0  # ... of which written (or given up on until the next retry)
         self._sync_wanted = 0  # the highest batch number some caller asked for
@@ -340,7 +361,7 @@ class IncidentWorkflow:
             node = ledger.state.nodes[step_id]
             await self._sync()
             if tasks:
-                await self._notify_tasks(step_id, tasks, approval, content)
+                await self._notify_tasks(step_id, tasks, approval)
         while node.outcome == Outcome.pending and not self._halted():
             tier_index, fire_at = ledger.next_tier(step_id, approval)
             assert node.deadline is not None
@@ -379,28 +400,34 @@ class IncidentWorkflow:
         node = self.ledger.state.nodes[step_id]
         await self._sync()
         message = tier.message or (
-            f"ESCALATION (tier {index + 1}): '{title}' for incident "
+            f"ESCALATION (tier {index + 1}): '{{{{slot.title}}}}' for incident "
             f"'{{{{incident.title}}}}' has no quorum after "
             f"{int((now - node.opened_at).total_seconds() // 60)} min. "
-            f"Needs {node.policy}. Waiting on: {', '.join(waiting) or 'nobody'}. "
-            "{{incident.url}}")
+            "Needs {{slot.policy}}. Waiting on: {{slot.waiting}}. {{incident.url}}")
         message += _missed_note(slots - 1, "escalation")
         suffix = f"tier{index + 1}.{firing}"
         if tier.notify:
             await self._notify(step_id, self.ledger.resolve(tier.notify, now), message,
-                               kind="escalation", suffix=suffix)
+                               kind="escalation", suffix=suffix,
+                               slots={"title": title, "policy": node.policy,
+                                      "waiting": ", ".join(waiting) or "nobody"})
         if added:
-            await self._notify_tasks(step_id, added, approval, content, suffix=suffix)
+            await self._notify_tasks(step_id, added, approval, suffix=suffix)
 
     async def _notify_tasks(self, step_id: str, tasks: list[Task], approval: Approval,
-                            content: str, suffix: str = "tasks") -> None:
+                            suffix: str = "tasks") -> None:
         """Tell each task's holder, as they were assigned: an on-call stand-in's message
-        is recorded `via: oncall, replaces: ...`, like its task."""
-        message = (f"Your approval is needed: {self._render(approval.title)} (incident "
-                   "'{{incident.title}}', severity {{incident.severity}}). Policy: "
-                   f"{self.ledger.state.nodes[step_id].policy}.\n\n{content}\n\n{{{{incident.url}}}}")
+        is recorded `via: oncall, replaces: ...`, like its task. The message quotes the text
+        the tasks decide (`Task.content`: the current draft on a drafts node, also for a
+        tier's or a stand-in's task), the same for every task of one call."""
+        content = tasks[0].content
+        message = ("Your approval is needed: {{slot.title}} (incident '{{incident.title}}', "
+                   "severity {{incident.severity}}). Policy: {{slot.policy}}.\n\n"
+                   "{{slot.content}}\n\n{{incident.url}}")
         await self._notify(step_id, self.ledger.assignments_of(tasks), message, kind="task",
-                           suffix=suffix, tasks={t.assignee: t for t in tasks})
+                           suffix=suffix, tasks={t.assignee: t for t in tasks},
+                           slots={"title": self._render(approval.title), "content": content,
+                                  "policy": self.ledger.state.nodes[step_id].policy})
 
     # ---- effects -------------------------------------------------------------------
 
@@ -413,8 +440,9 @@ class IncidentWorkflow:
 
     async def _notify(self, step_id: str, assignments: list[Assignment], template: str, *,
                       kind: str, channels: list[Channel] | None = None,
-                      suffix: str | None = None, tasks: dict[str, Task] | None = None) -> None:
-        message = self._render(template)
+                      suffix: str | None = None, tasks: dict[str, Task] | None = None,
+                      slots: Mapping[str, str] | None = None) -> None:
+        message = self._render(template, slots)
         incident = self.ledger.incident
         subject = f"[{incident.severity.value.upper()}] {incident.title}"
         key = f"{incident.id}:{step_id}" + (f":{suffix}" if suffix else "")
@@ -507,7 +535,7 @@ class IncidentWorkflow:
             if added:
                 await self._sync()
                 approval = self.ledger.approval_of(added[0])
-                await self._notify_tasks(added[0].node_id, added, approval, added[0].content,
+                await self._notify_tasks(added[0].node_id, added, approval,
                                          suffix=f"unreachable.{task.id}")
 
     async def _deliver_until_done(self, request: NotifyRequest
@@ -661,11 +689,12 @@ class IncidentWorkflow:
         if has_access(self.ledger.directory, opener, COMMUNICATOR_ACCESS):
             await self._notify(
                 step_id, [Assignment(person_id=opener)],
-                f"The outcome of action '{step_id}' ({request.method} {request.url}) is "
+                f"The outcome of action '{step_id}' ({{{{slot.call}}}}) is "
                 "unknown: the call may have reached the receiver, so it was not sent "
                 "again. Please check the receiver, then answer 'it was sent' or 'send it "
                 "again' on the incident. {{incident.url}}",
-                kind="notify", suffix=f"unknown{entry.seq}")
+                kind="notify", suffix=f"unknown{entry.seq}",
+                slots={"call": f"{request.method} {request.url}"})
 
     async def _resume_paused_posts(self) -> None:
         """The incident is resolved: call each pausing step's `resume_on_resolve` (once,
@@ -836,10 +865,16 @@ class IncidentWorkflow:
                     else f"{self.start.public_url}/incidents/{incident.id}")
         return data
 
-    def _render(self, template: str) -> str:
-        if "steps" not in template:  # the whole context renders every approval's content
-            return str(render(template, {"incident": self._fields()}))
-        return str(render(template, self._context()))
+    def _render(self, template: str, slots: Mapping[str, str] | None = None) -> str:
+        """Fill a template's placeholders. Text that came from people or from an earlier
+        rendering (titles, drafts, comments, URLs) goes in `slots` as `{{slot.<name>}}`:
+        it is inserted as it is, never read as a template itself, so a draft saying
+        "{{incident.dedup_key}}" reaches approvers in exactly those words."""
+        context: dict[str, Any] = ({"incident": self._fields()} if "steps" not in template
+                                   else self._context())  # steps: every approval's content
+        if slots:
+            context[SLOT] = dict(slots)
+        return str(render(template, context))
 
     def _lookup(self, path: str) -> str:
         value: Any = self._context()
@@ -928,15 +963,16 @@ class IncidentWorkflow:
         node = self.ledger.state.nodes[task.node_id]
         await self._notify(
             task.node_id, people,
-            f"Draft v{node.draft_version} of '{node.title}' was not approved in round "
-            f"{node.round} ({reasons}). Submit a new draft to start round {node.round + 1}: "
-            "{{incident.url}}", kind="notify", suffix=f"redraft{node.round}")
+            f"Draft v{node.draft_version} of '{{{{slot.title}}}}' was not approved in round "
+            f"{node.round} ({{{{slot.reasons}}}}). Submit a new draft to start round "
+            f"{node.round + 1}: {{{{incident.url}}}}", kind="notify",
+            suffix=f"redraft{node.round}", slots={"title": node.title, "reasons": reasons})
 
     async def _notify_widened(self, node_id: str) -> None:
         added = self.ledger.take_widened()
         if added:
             await self._notify_tasks(node_id, added, self.ledger.approval_of(added[0]),
-                                     added[0].content, suffix=f"widened.{added[0].id}")
+                                     suffix=f"widened.{added[0].id}")
 
     @decide.validator
     def _validate_decide(self, req: DecideRequest) -> None:
@@ -976,7 +1012,7 @@ class IncidentWorkflow:
         new = self.ledger.state.tasks[result.new_task.id]
         if new.state == "open":
             await self._notify_tasks(new.node_id, [new], self.ledger.approval_of(new),
-                                     new.content, suffix=suffix)
+                                     suffix=suffix)
 
     @workflow.update(name="submit_draft")
     async def submit_draft(self, req: SubmitDraftRequest) -> SubmitDraftResult:
@@ -985,8 +1021,7 @@ class IncidentWorkflow:
             approval = self.ledger.approval_of(result.tasks[0])
             live = [self.ledger.state.tasks[t.id] for t in result.tasks]
             await self._notify_tasks(req.node_id, [t for t in live if t.state == "open"],
-                                     approval, result.draft.text,
-                                     suffix=f"draft{result.draft.version}")
+                                     approval, suffix=f"draft{result.draft.version}")
         return result
 
     @submit_draft.validator
