@@ -36,6 +36,7 @@ from domain.loader import load_directory
 from readmodel import keys
 from tests.receivers import HttpReceiver
 from tests.servers import redis_server
+from worker.main import workflow_runner
 
 DELIVERY_TIMEOUT = 30.0
 TARGET = "target p99 <= 1.5x floor"
@@ -164,7 +165,8 @@ async def _floor(client: Any, incidents: int) -> list[float]:
     queue = f"latency-floor-{uuid.uuid4().hex[:8]}"
     out: list[float] = []
     async with Worker(client, task_queue=queue, workflows=[BareWorkflow],
-                      activities=[recording_notify, bare_project]):
+                      activities=[recording_notify, bare_project],
+                      workflow_runner=workflow_runner()):
         for n in range(incidents + 3):
             workflow_id = f"floor-{uuid.uuid4().hex[:10]}"
             started = time.perf_counter()

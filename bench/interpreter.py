@@ -90,7 +90,7 @@ from domain.incident import (
 from tests.factories import directory, snapshot, start_input, viral_playbook
 from tests.receivers import HttpReceiver
 from tests.servers import free_port, redis_server
-from worker.main import build_worker
+from worker.main import build_worker, workflow_runner
 from workflows.incident import IncidentWorkflow
 
 POLL_FIRST_SECONDS = 0.01  # both flows poll their readiness query, backing off
@@ -313,7 +313,7 @@ class SameWorkFlow:
                                   SmtpSettings(host="127.0.0.1", port=1, sender="bench@x"))
         return Worker(client, task_queue=task_queue, workflows=[SameWorkWorkflow],
                       activities=[acts.notify, acts.run_action, acts.project],
-                      max_concurrent_activities=64)
+                      workflow_runner=workflow_runner(), max_concurrent_activities=64)
 
     async def reset(self) -> None:
         await self._redis.flushall()
@@ -393,7 +393,8 @@ class BareFlow:
 
     def worker(self, client: Client, task_queue: str) -> Worker:
         return Worker(client, task_queue=task_queue, workflows=[BareWorkflow],
-                      activities=BARE_ACTIVITIES, max_concurrent_activities=64)
+                      activities=BARE_ACTIVITIES, workflow_runner=workflow_runner(),
+                      max_concurrent_activities=64)
 
     async def reset(self) -> None:
         return None

@@ -30,6 +30,7 @@ from readmodel.reader import ReadModel
 from tests.activity_probe_workflows import NotifyProbe, RunActionProbe
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.servers import free_port
+from worker.main import workflow_runner
 
 SENDER = "crisis-engine@example.test"
 
@@ -251,7 +252,7 @@ async def run_probe(env: WorkflowEnvironment, acts: IncidentActivities, workflow
                     req: Any) -> Any:
     queue = f"probe-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[RunActionProbe, NotifyProbe],
-                      activities=acts.activities):
+                      activities=acts.activities, workflow_runner=workflow_runner()):
         return await env.client.execute_workflow(
             workflow.run, req, id=f"probe-{uuid.uuid4()}", task_queue=queue)
 
