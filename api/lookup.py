@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,7 +33,14 @@ from .auth import Principal
 from .errors import ApiError
 from .idempotency import operation_id
 
+log = structlog.get_logger(__name__)
+
 QUERY_TIMEOUT = timedelta(seconds=10)  # a running incident's query needs a live worker
+# How long a command's answer waits for the read model to show it; past this the API answers
+# anyway (the change is committed in Temporal, and the projection catches up by itself).
+# (A worker older than this API writes no marks: deploy workers first, or each command
+# takes this long.)
+ANSWER_WAIT = timedelta(seconds=5)
 
 
 def request_id(person_id: str, idempotency_key: str | None) -> str:
@@ -152,8 +160,21 @@ async def readable_task(user: Principal, read_model: ReadModel, client: Client,
     return found
 
 
-async def execute_update(client: Client, incident_id: str, update: Any, arg: Any) -> Any:
-    """Run a workflow update on the incident's current run."""
+async def execute_update(client: Client, read_model: ReadModel, incident_id: str,
+                         update: Any, arg: Any) -> Any:
+    """Run a workflow update on the incident's current run, and return once the read model
+    shows it (read-your-writes: the workflow answers first, then projects; see
+    `IncidentWorkflow._answer`; runs started before that project first, and their batch
+    names the request too, so the wait ends at once). Past `ANSWER_WAIT` it answers anyway."""
+    result = await _execute_update(client, incident_id, update, arg)
+    if not await read_model.wait_answered(incident_id, arg.request_id,
+                                          within=ANSWER_WAIT.total_seconds()):
+        log.warning("answered_before_projection", incident_id=incident_id,
+                    request_id=arg.request_id)
+    return result
+
+
+async def _execute_update(client: Client, incident_id: str, update: Any, arg: Any) -> Any:
     handle = client.get_workflow_handle(incident_id)
     try:
         return await handle.execute_update(update, arg)

@@ -2,10 +2,11 @@
 
 `BareWorkflow` runs 3 no-op `bare_notify` activities (in parallel, like crisis-engine's
 fan-out to recipients), marks itself ready, then waits for 2 `approve` updates; each update
-returns only after a no-op `bare_project` activity, as crisis-engine's updates return only
-after the Redis projection is written. This is the "bare workflow" of TEMPORAL-NOTES.md
-(17-19 incidents/s on the dev server with SQLite), so crisis-engine's figures can be read as
-a ratio to it, measured in the same run on the same machine.
+returns only after a no-op `bare_project` activity, as crisis-engine's commands are answered
+only once the Redis projection is written (its bench waits for that, like its API). This is
+the "bare workflow" of TEMPORAL-NOTES.md (17-19 incidents/s on the dev server with SQLite),
+so crisis-engine's figures can be read as a ratio to it, measured in the same run on the
+same machine.
 
 The module has no side effects on import: the workflow sandbox re-imports it.
 """

@@ -87,6 +87,7 @@ from domain.incident import (
     ResolveRequest,
     Task,
 )
+from readmodel.reader import ReadModel
 from tests.factories import directory, snapshot, start_input, viral_playbook
 from tests.receivers import HttpReceiver
 from tests.servers import free_port, redis_server
@@ -242,6 +243,7 @@ class CrisisFlow:
     def __init__(self, redis: aioredis.Redis, redis_url: str, http: httpx.AsyncClient,
                  publish_url: str) -> None:
         self._redis = redis
+        self._read_model = ReadModel(redis)
         self._settings = Settings(redis_url=redis_url)
         self._http = http
         self._snapshot: PlaybookSnapshot = snapshot(viral_playbook(publish_url))
@@ -269,14 +271,23 @@ class CrisisFlow:
             raise BenchError(f"{incident_id}: no 1 legal + 2 comms tasks in {view.tasks}")
         return Opened(handle, [self._approve(handle, task) for task in (legal[0], *comms[:2])])
 
-    @staticmethod
-    def _approve(handle: WorkflowHandle[Any, Any], task: Task) -> Vote:
+    async def _command(self, handle: WorkflowHandle[Any, Any], update: Any,
+                       request: DecideRequest | ResolveRequest) -> Any:
+        """An update, then its read-your-writes, as the API does (`lookup.execute_update`):
+        the round trip includes the projection write."""
+        result = await handle.execute_update(update, request)
+        if not await self._read_model.wait_answered(handle.id, request.request_id,
+                                                    within=RESULT_TIMEOUT):
+            raise BenchError(f"{handle.id}: {request.request_id} never projected")
+        return result
+
+    def _approve(self, handle: WorkflowHandle[Any, Any], task: Task) -> Vote:
         request = DecideRequest(request_id=uuid.uuid4().hex, actor=task.assignee,
                                 task_id=task.id, decision="approve")
-        return lambda: handle.execute_update(IncidentWorkflow.decide, request)
+        return lambda: self._command(handle, IncidentWorkflow.decide, request)
 
     async def close(self, handle: WorkflowHandle[Any, Any]) -> None:
-        _ = await handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
+        await self._command(handle, IncidentWorkflow.resolve, ResolveRequest(
             request_id=uuid.uuid4().hex, actor="sam-social", summary="Handled"))
 
     def counts(self, incident_id: str, result: Any) -> Counts:

@@ -177,3 +177,6 @@ class ProjectionBatch(BaseModel):
     tasks: list[Task] = Field(default_factory=list)
     nodes: list[NodeState] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    # request ids of the commands whose changes this batch carries (or, for a repeat,
+    # carried earlier): the API waits for them before answering (read-your-writes)
+    answered: list[str] = Field(default_factory=list)

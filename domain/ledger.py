@@ -152,6 +152,7 @@ class Ledger:
         self._changed_tasks: set[str] = set()
         self._changed_nodes: set[str] = set()
         self._incident_changed = True
+        self._answered: list[str] = []  # request ids answered since the last batch
         # Behaviour added after incidents were already running; the workflow turns it on
         # only where `workflow.patched` says the history allows it.
         self.widen_quorum = False  # rejects that make quorum impossible add voters first
@@ -1322,7 +1323,7 @@ class Ledger:
         """Everything changed since the last batch (None if nothing did)."""
         new_entries = self.state.timeline[self.state.projected_seq:]
         changed = self._changed_tasks or self._changed_nodes or self._incident_changed
-        if not (new_entries or changed):
+        if not (new_entries or changed or self._answered):
             return None
         self.state.incident.rev += 1
         batch = ProjectionBatch(
@@ -1330,7 +1331,9 @@ class Ledger:
             tasks=[self.state.tasks[t] for t in sorted(self._changed_tasks)],
             nodes=[self.state.nodes[n] for n in sorted(self._changed_nodes)],
             timeline=list(new_entries),
+            answered=self._answered,
         )
+        self._answered = []
         self.state.projected_seq = len(self.state.timeline)
         self._changed_tasks.clear()
         self._changed_nodes.clear()
@@ -1345,8 +1348,22 @@ class Ledger:
         self._changed_tasks.update(task.id for task in batch.tasks)
         self._changed_nodes.update(node.step_id for node in batch.nodes)
         self._incident_changed = True
+        self._answered = [*batch.answered, *self._answered]
         if batch.timeline:
             self.state.projected_seq = min(self.state.projected_seq, batch.timeline[0].seq - 1)
+
+    def answered(self, request_id: str, *, alone: bool) -> None:
+        """A command was answered (or answered again, for a repeat): the next batch names it,
+        so whoever waits for its read-your-writes knows when the read model shows it.
+
+        `alone`: the mark may make a batch by itself (a repeat changes nothing). Runs that
+        project before they answer pass False: a batch of its own would be a new activity in
+        their recorded histories, so a repeat there is marked only if something else is
+        pending anyway."""
+        pending = (self._changed_tasks or self._changed_nodes or self._incident_changed
+                   or len(self.state.timeline) > self.state.projected_seq)
+        if alone or pending:
+            self._answered.append(request_id)
 
     def mark_all_changed(self) -> None:
         """After a failed projection, or a new run: send everything with the next batch."""

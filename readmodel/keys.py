@@ -2,8 +2,9 @@
 
 Everything lives under the `ce:` prefix. The read-model keys (incidents, tasks, inboxes and
 their indexes) can be deleted and rebuilt from Temporal at any time; idempotency records
-(`ce:idem:*`), auth (`ce:auth*`), intake dedup (`ce:dedup*`) and notification feeds
-(`ce:notifications:*`) are not part of the read model and survive `ProjectionWriter.clear`.
+(`ce:idem:*`), auth (`ce:auth*`), intake dedup (`ce:dedup*`), notification feeds
+(`ce:notifications:*`) and answered-command marks (`ce:answered:*`, short-lived) are not
+part of the read model and survive `ProjectionWriter.clear`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ INCIDENTS = "ce:incidents"  # zset: opened_at epoch -> incident id (every incide
 def incident(incident_id: str) -> str:
     """JSON of `domain.incident.Incident`."""
     return f"ce:incident:{incident_id}"
+
+
+def answered(incident_id: str, request_id: str) -> str:
+    """String (the incident rev that carried it), kept `ANSWERED_TTL_SECONDS`: the command
+    `request_id` was answered and its changes are in the read model."""
+    return f"ce:answered:{incident_id}:{request_id}"
+
+
+# long enough for a client's retry of the same command (same request id) to find it
+ANSWERED_TTL_SECONDS = 600
 
 
 def incident_nodes(incident_id: str) -> str:

@@ -11,6 +11,7 @@ entry can never leak a wrong item. Timelines page by `seq` (`timeline_page`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import math
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from domain.incident import (
     Incident,
@@ -77,11 +79,37 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
 
 
+ANSWER_POLL_FIRST = 0.001  # seconds; a projection write takes a few milliseconds
+ANSWER_POLL_MAX = 0.02
+
+
 class ReadModel:
     """Read-only access to what `ProjectionWriter` stored."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+
+    # ---- read-your-writes -------------------------------------------------------------
+
+    async def wait_answered(self, incident_id: str, request_id: str, *,
+                            within: float) -> bool:
+        """Wait until the projection carries the command `request_id` (the writer marks it
+        with the batch that holds its changes). Polls from 1 ms, backing off to 20 ms; False
+        after `within` seconds, or at once if Redis can't be reached (the command is
+        committed in Temporal either way; the projection catches up by itself)."""
+        key = keys.answered(incident_id, request_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        delay = ANSWER_POLL_FIRST
+        try:
+            while not await self._redis.exists(key):
+                if loop.time() + delay > deadline:
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(ANSWER_POLL_MAX, delay * 1.5)
+        except RedisError:
+            return False
+        return True
 
     # ---- incidents --------------------------------------------------------------------
 

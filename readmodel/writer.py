@@ -5,6 +5,8 @@ Temporal is the source of truth; this projection can be replayed, reordered or r
   and their indexes move with them, in one Lua script per document (atomic compare-and-set);
 - a node is replaced only by a batch whose incident rev is >= the one that last wrote it;
 - timeline entries are keyed by `seq`; an entry already stored under a seq is never duplicated;
+- the request ids a batch answers are marked (`keys.answered`) in the same transaction, so
+  a caller waiting for its command's read-your-writes sees the mark only with the changes;
 - everything for one batch runs in one MULTI/EXEC, which ends by appending a small event
   to the live-event streams and publishing it on `ce:events` and `ce:events:{incident_id}`
   for live views (`readmodel.events`).
@@ -155,6 +157,9 @@ class ProjectionWriter:
                     entry_args += [entry.seq, entry.model_dump_json()]
                 await self._add_timeline(
                     keys=[keys.incident_timeline(incident.id)], args=entry_args, client=pipe)
+            for request_id in batch.answered:
+                pipe.set(keys.answered(incident.id, request_id), incident.rev,
+                         ex=keys.ANSWERED_TTL_SECONDS)
             await self._events.publish(LiveEvent(
                 incident_id=incident.id, rev=incident.rev,
                 kinds=list(dict.fromkeys(entry.kind for entry in batch.timeline)),

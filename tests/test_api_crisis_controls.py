@@ -252,7 +252,11 @@ async def test_a_library_statement_publishes_under_the_lighter_policy(stack: Api
                      if e["kind"] == "draft_submitted")
     assert (submitted["details"]["library"], submitted["details"]["library_version"]) == (
         "aware-looking", 1)
-    run = next(e for e in await timeline(stack, incident_id) if e["kind"] == "action_run")
+
+    async def recorded() -> dict[str, Any] | None:  # on the timeline once the call returned
+        return next((e for e in await timeline(stack, incident_id)
+                     if e["kind"] == "action_run"), None)
+    run = await stack.eventually(recorded, what="the publish on the timeline")
     assert run["details"]["published_sha256"] == sha(LIBRARY_V1)
 
 

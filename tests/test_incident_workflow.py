@@ -4,6 +4,7 @@ handler rules (who may decide, idempotent requests, deadlines, reminders, resolu
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from domain.incident import (
     StatusUpdateRequest,
 )
 from domain.playbook import Severity
+from readmodel.reader import ReadModel
 from tests.clock import EVEN_WEEK, PINNED_TODAYS
 from tests.factories import snapshot, viral_playbook
 from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
@@ -351,7 +353,27 @@ async def test_a_new_incident_records_one_patch_marker_for_all_of_wave_3(h: Harn
     history = await handle.fetch_history()
     markers = [e.marker_recorded_event_attributes for e in history.events
                if e.HasField("marker_recorded_event_attributes")]
-    patches = [m.details["patch-data"].payloads[0].data for m in markers]
-    assert len(patches) == 1 and ALL_PATCHES_OF_WAVE_3.encode() in patches[0]
+    patches = [json.loads(m.details["patch-data"].payloads[0].data)["id"] for m in markers]
+    # wave 3's thirteen patches as one marker, and each later patch under its own name
+    assert patches == [ALL_PATCHES_OF_WAVE_3, "perf-answer-before-projection"]
     assert sum(e.HasField("upsert_workflow_search_attributes_event_attributes")
-               for e in history.events) == 1
+               for e in history.events) == len(patches)
+
+
+async def test_a_decision_answers_in_the_workflow_task_that_made_it(h: Harness) -> None:
+    """A command costs one workflow task: its result goes back with the change, and the
+    projection write follows; the caller's read-your-writes is the API's wait (`projected`)."""
+    await h.advance_to("mon", 15, 0)
+    handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+    tasks = await h.tasks_when(handle, lambda ts: len(ts) >= 5)
+    legal = next(t for t in tasks if t.role == "legal")
+    await h.decide(handle, legal, "approve")  # returns once Redis shows it
+    stored = await ReadModel(h.redis).task(legal.id)
+    assert stored is not None and stored.state == "approved"
+    events = (await handle.fetch_history()).events
+    accepted = next(i for i, e in enumerate(events)
+                    if e.HasField("workflow_execution_update_accepted_event_attributes"))
+    completed = next(i for i, e in enumerate(events)
+                     if e.HasField("workflow_execution_update_completed_event_attributes"))
+    between = events[accepted:completed]
+    assert not any(e.HasField("workflow_task_started_event_attributes") for e in between)

@@ -26,6 +26,7 @@ from domain.playbook import Severity
 from domain.quorum import Outcome
 from readmodel.reader import ReadModel
 from readmodel.writer import ProjectionWriter
+from tests.servers import free_port
 
 T0 = datetime(2025, 3, 7, 17, 40, tzinfo=UTC)
 
@@ -331,3 +332,34 @@ async def test_clear_removes_read_models_but_keeps_other_keys(
     await writer.apply(batch)  # rebuilding from the source of truth works as before
     assert (await reader.incident_view("inc-1")) is not None
     assert len(await reader.timeline("inc-1")) == 1
+
+
+# ---- read-your-writes: the API waits for a command's mark (`ReadModel.wait_answered`) ----
+
+
+async def test_a_command_is_marked_answered_with_the_batch_that_carries_it(
+        writer: ProjectionWriter, reader: ReadModel, redis_client: aioredis.Redis) -> None:
+    assert not await reader.wait_answered("inc-1", "req-1", within=0.05)  # not yet projected
+    decided = make_task("t-1", state=TaskState.approved, rev=2, decided_by="alice")
+    waiter = asyncio.create_task(reader.wait_answered("inc-1", "req-1", within=30))
+    await asyncio.sleep(0.02)
+    assert not waiter.done()  # waits while the batch is not written
+    await writer.apply(ProjectionBatch(incident=make_incident(rev=2), tasks=[decided],
+                                       answered=["req-1"]))
+    assert await asyncio.wait_for(waiter, timeout=10)
+    assert await reader.task("t-1") == decided  # the mark never comes without the change
+    assert 0 < await redis_client.ttl("ce:answered:inc-1:req-1") <= 600
+    assert not await reader.wait_answered("inc-1", "req-2", within=0.01)
+    await writer.clear()  # a rebuild of the read model keeps the marks (they expire)
+    assert await reader.wait_answered("inc-1", "req-1", within=0)
+
+
+async def test_waiting_for_a_command_gives_up_at_once_when_redis_is_unreachable() -> None:
+    down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
+                                   socket_connect_timeout=1)
+    try:
+        answered = await asyncio.wait_for(
+            ReadModel(down).wait_answered("inc-1", "req-1", within=60), timeout=10)
+    finally:
+        await down.aclose()
+    assert answered is False  # the command is committed in Temporal; the API answers anyway

@@ -30,6 +30,7 @@ from domain.incident import (
     Task,
     TimelineEntry,
 )
+from readmodel.reader import ReadModel
 from tests.factories import start_input
 from tests.receivers import HttpReceiver
 from worker.main import build_worker
@@ -127,7 +128,13 @@ class Harness:
                             actor=actor or task.assignee, task_id=task.id,
                             decision=decision, comment=comment)  # type: ignore[arg-type]
         result: DecideResult = await handle.execute_update(IncidentWorkflow.decide, req)
+        await self.projected(handle, req.request_id)
         return result
+
+    async def projected(self, handle: WorkflowHandle[Any, Any], request_id: str) -> None:
+        """Read-your-writes, as the API waits for it (`lookup.execute_update`)."""
+        if not await ReadModel(self.redis).wait_answered(handle.id, request_id, within=15):
+            raise AssertionError(f"{request_id} was answered but never projected")
 
     async def entries(self, handle: WorkflowHandle[Any, Any], kind: str,
                       at_least: int = 1) -> list[TimelineEntry]:

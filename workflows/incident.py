@@ -11,9 +11,11 @@ Handlers:
   the next incident for the key by the `forward_reports` activity, `domain.forwarding`);
 - queries: `state`, `timeline`, `forwards_late_reports`.
 
-Every update returns only after its change is written to the Redis projection, so a client
-reads its own write. Side effects happen only in activities (`notify`, `run_action`,
-`project`), each with an idempotency key `workflow_id:step_id[:suffix]` and bounded retries.
+A client reads its own write: an update answers in the workflow task that made the change,
+its request id rides in the next projection batch, and the API answers once Redis shows it
+(`_answer`; runs started before that wrote the projection before answering). Side effects
+happen only in activities (`notify`, `run_action`, `project`), each with an idempotency key
+`workflow_id:step_id[:suffix]` and bounded retries.
 """
 
 from __future__ import annotations
@@ -193,6 +195,9 @@ class IncidentWorkflow:
         self._coalesce = since("perf-coalesced-projection")
         # one `notify_batch` activity per step for all its recipients (see `_notify`)
         self._notify_batch = self._reach and since("perf-one-notify-per-step")
+        # commands answer in the workflow task that made the change; the API waits for the
+        # projection instead (see `_answer`)
+        self._answer_first = self._coalesce and workflow.patched("perf-answer-before-projection")
         self._batches_taken = 0  # projection batches taken from the ledger so far
         self._batches_done = 0  # ... of which written (or given up on until the next retry)
         self._sync_wanted = 0  # the highest batch number some caller asked for
@@ -884,12 +889,24 @@ class IncidentWorkflow:
 
     # ---- handlers: each routes a command to the aggregate ----------------------------
 
-    async def _answer(self, apply: Callable[[], T]) -> T:
-        """Run an aggregate command, write it to the projection, then return its result."""
+    async def _answer(self, request_id: str, apply: Callable[[], T]) -> T:
+        """Run an aggregate command and return its result; the caller reads it in Redis.
+
+        Answered first (`perf-answer-before-projection`): the result goes back in the
+        workflow task that made the change, and the projector's next batch names
+        `request_id`; the API waits for that name in Redis before it answers the caller
+        (`ReadModel.wait_answered`), so read-your-writes holds without a second workflow
+        task per command. A result is only ever delivered once Temporal committed it, so
+        nothing uncommitted can reach Redis this way.
+        """
         try:
             result = apply()
         except LedgerError as exc:
             raise _business_error(exc) from None
+        self.ledger.answered(request_id, alone=self._answer_first)
+        if self._answer_first:
+            self._request_sync()
+            return result
         await self._sync()
         return result
 
@@ -947,7 +964,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, req: DecideRequest) -> DecideResult:
-        result = await self._answer(lambda: self.ledger.decide(req, workflow.now()))
+        result = await self._answer(
+            req.request_id, lambda: self.ledger.decide(req, workflow.now()))
         await self._notify_widened(result.task.node_id)
         if self._ask_redraft:
             await self._ask_for_redraft(result.task)
@@ -980,7 +998,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="delegate")
     async def delegate(self, req: DelegateRequest) -> DelegateResult:
-        result = await self._answer(lambda: self.ledger.delegate(req, workflow.now()))
+        result = await self._answer(
+            req.request_id, lambda: self.ledger.delegate(req, workflow.now()))
         await self._notify_new_holder(result, f"delegated.{result.new_task.id}")
         return result
 
@@ -990,7 +1009,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="reassign")
     async def reassign(self, req: ReassignRequest) -> DelegateResult:
-        result = await self._answer(lambda: self.ledger.reassign(req, workflow.now()))
+        result = await self._answer(
+            req.request_id, lambda: self.ledger.reassign(req, workflow.now()))
         await self._notify_new_holder(result, f"reassigned.{result.new_task.id}")
         return result
 
@@ -1000,7 +1020,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="cancel_task")
     async def cancel_task(self, req: CancelTaskRequest) -> DecideResult:
-        result = await self._answer(lambda: self.ledger.cancel_task(req, workflow.now()))
+        result = await self._answer(
+            req.request_id, lambda: self.ledger.cancel_task(req, workflow.now()))
         await self._notify_widened(result.task.node_id)
         return result
 
@@ -1016,7 +1037,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="submit_draft")
     async def submit_draft(self, req: SubmitDraftRequest) -> SubmitDraftResult:
-        result = await self._answer(lambda: self.ledger.submit_draft(req, workflow.now()))
+        result = await self._answer(
+            req.request_id, lambda: self.ledger.submit_draft(req, workflow.now()))
         if result.tasks:
             approval = self.ledger.approval_of(result.tasks[0])
             live = [self.ledger.state.tasks[t.id] for t in result.tasks]
@@ -1030,7 +1052,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="confirm_publish")
     async def confirm_publish(self, req: ConfirmPublishRequest) -> TimelineEntry:
-        return await self._answer(lambda: self.ledger.confirm_publish(req, workflow.now()))
+        return await self._answer(
+            req.request_id, lambda: self.ledger.confirm_publish(req, workflow.now()))
 
     @confirm_publish.validator
     def _validate_confirm_publish(self, req: ConfirmPublishRequest) -> None:
@@ -1040,7 +1063,8 @@ class IncidentWorkflow:
     async def resolve_unknown_action(self, req: ResolveUnknownActionRequest) -> TimelineEntry:
         """A communicator says what happened to an at-most-once action whose outcome is
         unknown: `sent` ends it as done, `resend` sends it once more."""
-        return await self._answer(lambda: self.ledger.resolve_unknown(req, workflow.now()))
+        return await self._answer(
+            req.request_id, lambda: self.ledger.resolve_unknown(req, workflow.now()))
 
     @resolve_unknown_action.validator
     def _validate_resolve_unknown_action(self, req: ResolveUnknownActionRequest) -> None:
@@ -1060,7 +1084,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="keep_posts_paused")
     async def keep_posts_paused(self, req: KeepPostsPausedRequest) -> TimelineEntry:
-        return await self._answer(lambda: self.ledger.keep_posts_paused(req, workflow.now()))
+        return await self._answer(
+            req.request_id, lambda: self.ledger.keep_posts_paused(req, workflow.now()))
 
     @keep_posts_paused.validator
     def _validate_keep_posts_paused(self, req: KeepPostsPausedRequest) -> None:
@@ -1068,7 +1093,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="post_status_update")
     async def post_status_update(self, req: StatusUpdateRequest) -> TimelineEntry:
-        return await self._answer(lambda: self.ledger.post_status_update(req, workflow.now()))
+        return await self._answer(
+            req.request_id, lambda: self.ledger.post_status_update(req, workflow.now()))
 
     @post_status_update.validator
     def _validate_status(self, req: StatusUpdateRequest) -> None:
@@ -1076,7 +1102,8 @@ class IncidentWorkflow:
 
     @workflow.update(name="resolve")
     async def resolve(self, req: ResolveRequest) -> Incident:
-        return await self._answer(lambda: self.ledger.resolve_incident(req, workflow.now()))
+        return await self._answer(
+            req.request_id, lambda: self.ledger.resolve_incident(req, workflow.now()))
 
     @resolve.validator
     def _validate_resolve(self, req: ResolveRequest) -> None:

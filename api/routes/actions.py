@@ -22,7 +22,7 @@ from domain.incident import MAX_TEXT, ResolveUnknownActionRequest, TimelineEntry
 from workflows.incident import IncidentWorkflow
 
 from .. import lookup
-from ..deps import IncidentWriter, TemporalDep
+from ..deps import IncidentWriter, ReadModelDep, TemporalDep
 from ..errors import IDEMPOTENCY_KEY_REUSED, REQUEST_IN_FLIGHT, responses
 from .incidents import IdempotencyKey, IncidentId
 
@@ -65,11 +65,11 @@ class ResolveUnknownOut(BaseModel):
 )
 async def resolve_unknown_action(
     incident_id: IncidentId, step_id: StepId, body: ResolveUnknownBody, user: IncidentWriter,
-    client: TemporalDep, idempotency_key: IdempotencyKey = None,
+    client: TemporalDep, read_model: ReadModelDep, idempotency_key: IdempotencyKey = None,
 ) -> ResolveUnknownOut:
     request = ResolveUnknownActionRequest(
         request_id=lookup.request_id(user.id, idempotency_key), actor=user.id,
         step_id=step_id, outcome=body.outcome, comment=body.comment)
     entry: TimelineEntry = await lookup.execute_update(
-        client, incident_id, IncidentWorkflow.resolve_unknown_action, request)
+        client, read_model, incident_id, IncidentWorkflow.resolve_unknown_action, request)
     return ResolveUnknownOut(entry=entry)

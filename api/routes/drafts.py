@@ -160,7 +160,7 @@ async def submit_draft(incident_id: IncidentId, body: DraftBody, user: IncidentW
         node_id=body.node, text=body.text, channels=body.channels, link=body.link,
         library=body.library, library_version=body.library_version)
     result: SubmitDraftResult = await lookup.execute_update(
-        client, incident_id, IncidentWorkflow.submit_draft, request)
+        client, read_model, incident_id, IncidentWorkflow.submit_draft, request)
     entries = await lookup.timeline(read_model, client, incident_id)
     versions = drafts_from_timeline(entries).get(body.node, [])
     shown = next((v for v in versions if v.version == result.draft.version), None)
@@ -194,12 +194,12 @@ async def list_drafts(incident_id: IncidentId, user: CurrentUser, read_model: Re
     responses=responses(401, 403, 404, 409, 413, 422),
 )
 async def confirm_publish(incident_id: IncidentId, body: ConfirmBody, user: IncidentWriter,
-                          client: TemporalDep,
+                          client: TemporalDep, read_model: ReadModelDep,
                           idempotency_key: IdempotencyKey = None) -> ConfirmOut:
     request = ConfirmPublishRequest(request_id=lookup.request_id(user.id, idempotency_key),
                                     actor=user.id, step_id=body.step)
     entry: TimelineEntry = await lookup.execute_update(
-        client, incident_id, IncidentWorkflow.confirm_publish, request)
+        client, read_model, incident_id, IncidentWorkflow.confirm_publish, request)
     return ConfirmOut(entry=entry)
 
 
@@ -222,10 +222,10 @@ class KeepPausedBody(BaseModel):
     responses=responses(401, 403, 404, 409, 413, 422),
 )
 async def keep_posts_paused(incident_id: IncidentId, body: KeepPausedBody, user: IncidentWriter,
-                            client: TemporalDep,
+                            client: TemporalDep, read_model: ReadModelDep,
                             idempotency_key: IdempotencyKey = None) -> ConfirmOut:
     request = KeepPostsPausedRequest(request_id=lookup.request_id(user.id, idempotency_key),
                                      actor=user.id, keep=body.keep, reason=body.reason)
     entry: TimelineEntry = await lookup.execute_update(
-        client, incident_id, IncidentWorkflow.keep_posts_paused, request)
+        client, read_model, incident_id, IncidentWorkflow.keep_posts_paused, request)
     return ConfirmOut(entry=entry)

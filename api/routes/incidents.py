@@ -181,12 +181,12 @@ def _page(entries: list[TimelineEntry], limit: int) -> tuple[list[TimelineEntry]
 )
 async def post_status_update(
     incident_id: IncidentId, body: StatusUpdateBody, user: IncidentWriter, client: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    read_model: ReadModelDep, idempotency_key: IdempotencyKey = None,
 ) -> StatusUpdateOut:
     request = StatusUpdateRequest(request_id=lookup.request_id(user.id, idempotency_key),
                                   actor=user.id, message=body.message)
     entry: TimelineEntry = await lookup.execute_update(
-        client, incident_id, IncidentWorkflow.post_status_update, request)
+        client, read_model, incident_id, IncidentWorkflow.post_status_update, request)
     return StatusUpdateOut(entry=entry)
 
 
@@ -199,12 +199,13 @@ async def post_status_update(
 )
 async def resolve_incident(
     incident_id: IncidentId, body: ResolveBody, user: IncidentWriter, client: TemporalDep,
-    idempotency_key: IdempotencyKey = None, intake: IntakeDep = None,  # type: ignore[assignment]
+    read_model: ReadModelDep, idempotency_key: IdempotencyKey = None,
+    intake: IntakeDep = None,  # type: ignore[assignment]
 ) -> IncidentOut:
     request = ResolveRequest(request_id=lookup.request_id(user.id, idempotency_key),
                              actor=user.id, summary=body.summary)
     incident: Incident = await lookup.execute_update(
-        client, incident_id, IncidentWorkflow.resolve, request)
+        client, read_model, incident_id, IncidentWorkflow.resolve, request)
     if intake is not None:  # this process's next report for the key opens the next incident
         intake.forget_incident(incident_id)
     return IncidentOut(incident=incident)

@@ -107,7 +107,7 @@ async def decide(
                             actor=user.id, task_id=task_id, decision=body.decision,
                             comment=body.comment, draft_sha256=body.draft_sha256)
     result: DecideResult = await lookup.execute_update(
-        client, incident_of_task(task_id), IncidentWorkflow.decide, request)
+        client, read_model, incident_of_task(task_id), IncidentWorkflow.decide, request)
     return DecisionOut(task=result.task, node=result.node)
 
 
@@ -128,7 +128,7 @@ async def delegate(
     request = DelegateRequest(request_id=lookup.request_id(user.id, idempotency_key),
                               actor=user.id, task_id=task_id, to=body.to, comment=body.comment)
     result: DelegateResult = await lookup.execute_update(
-        client, incident_of_task(task_id), IncidentWorkflow.delegate, request)
+        client, read_model, incident_of_task(task_id), IncidentWorkflow.delegate, request)
     return DelegateOut(task=result.task, new_task=result.new_task)
 
 
@@ -142,12 +142,12 @@ async def delegate(
 )
 async def reassign(
     task_id: TaskId, body: ReassignBody, user: TaskAdmin, client: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    read_model: ReadModelDep, idempotency_key: IdempotencyKey = None,
 ) -> DelegateOut:
     request = ReassignRequest(request_id=lookup.request_id(user.id, idempotency_key),
                               actor=user.id, task_id=task_id, to=body.to, reason=body.reason)
     result: DelegateResult = await lookup.execute_update(
-        client, incident_of_task(task_id), IncidentWorkflow.reassign, request)
+        client, read_model, incident_of_task(task_id), IncidentWorkflow.reassign, request)
     return DelegateOut(task=result.task, new_task=result.new_task)
 
 
@@ -159,10 +159,10 @@ async def reassign(
 )
 async def cancel_task(
     task_id: TaskId, body: CancelTaskBody, user: TaskAdmin, client: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
+    read_model: ReadModelDep, idempotency_key: IdempotencyKey = None,
 ) -> DecisionOut:
     request = CancelTaskRequest(request_id=lookup.request_id(user.id, idempotency_key),
                                 actor=user.id, task_id=task_id, reason=body.reason)
     result: DecideResult = await lookup.execute_update(
-        client, incident_of_task(task_id), IncidentWorkflow.cancel_task, request)
+        client, read_model, incident_of_task(task_id), IncidentWorkflow.cancel_task, request)
     return DecisionOut(task=result.task, node=result.node)

@@ -422,7 +422,8 @@ async def post_status(request: Request, incident_id: IncidentPath,
         body = StatusUpdateBody(message=message)
         user.require(auth.INCIDENT_WRITERS, "posting a status update")
         await command(incident_routes.post_status_update(incident_id, body, user,
-                                                         services.temporal))
+                                                         services.temporal,
+                                                         services.read_model))
     except ValidationError as exc:
         return render(request, "_status_form.html", user, status_code=422,
                       incident_id=incident_id, errors=field_errors(exc), form={"message": message})
@@ -441,6 +442,7 @@ async def post_resolve(request: Request, incident_id: IncidentPath,
         user.require(auth.INCIDENT_WRITERS, "resolving")
         await command(incident_routes.resolve_incident(incident_id, body, user,
                                                        services.temporal,
+                                                       services.read_model,
                                                        intake=services.intake))
     except ValidationError as exc:
         return render(request, "_resolve_form.html", user, status_code=422,
