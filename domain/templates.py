@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][\w-]*(?:\.[\w-]+)*)\s*\}\}")
 _ANY_BRACES = re.compile(r"\{\{(.*?)\}\}", re.S)
@@ -84,6 +85,13 @@ def _lookup(path: str, context: Mapping[str, Any]) -> str:
             return ""
         value = value[part]
     return "" if value is None else str(value)
+
+
+def render_url(template: str, context: Mapping[str, Any]) -> str:
+    """Fill a URL template's placeholders, each value percent-encoded as one component: a
+    title such as "Refunds & more?" stays inside its query parameter (or path segment)
+    instead of adding parameters or changing the path."""
+    return PLACEHOLDER.sub(lambda m: quote(_lookup(m.group(1), context), safe=""), template)
 
 
 def render(template: Any, context: Mapping[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from domain.templates import (
     did_you_mean,
     placeholders,
     render,
+    render_url,
     unsupported,
 )
 
@@ -170,3 +171,10 @@ def test_check_placeholder_accepts_known_steps() -> None:
 def test_did_you_mean_suggests_only_close_names() -> None:
     assert did_you_mean("comms-led", ["comms-lead", "legal"]) == " (did you mean 'comms-lead'?)"
     assert did_you_mean("zzz", ["comms-lead", "legal"]) == ""
+
+
+def test_a_url_template_percent_encodes_each_value() -> None:
+    context = {"incident": {"id": "inc-1", "title": "A & B? 50% /x", "source_url": None}}
+    assert render_url("https://hooks.example/i/{{incident.id}}?t={{ incident.title }}"
+                      "&s={{incident.source_url}}", context) == (
+        "https://hooks.example/i/inc-1?t=A%20%26%20B%3F%2050%25%20%2Fx&s=")

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
@@ -377,3 +378,20 @@ async def test_a_decision_answers_in_the_workflow_task_that_made_it(h: Harness) 
                      if e.HasField("workflow_execution_update_completed_event_attributes"))
     between = events[accepted:completed]
     assert not any(e.HasField("workflow_task_started_event_attributes") for e in between)
+
+
+async def test_an_action_url_carries_incident_text_percent_encoded(h: Harness) -> None:
+    """A title with `&`, `?` or `/` stays one query value: it can't add parameters to the
+    receiver's URL or change its path."""
+    title = "Refunds & more? 100% /admin"
+    await h.advance_to("mon", 15, 0)
+    url = h.publish.url("/publish") + "?title={{incident.title}}&id={{incident.id}}"
+    handle = await h.start(snapshot(viral_playbook(url)), title=title)
+    tasks = await h.tasks_when(handle, lambda ts: len(ts) >= 5)
+    legal = next(t for t in tasks if t.role == "legal")
+    for task in [legal, *[t for t in tasks if t.role == "comms-lead"][:2]]:
+        await h.decide(handle, task, "approve")
+    [sent] = await eventually(h.received, lambda r: len(r) >= 1)
+    path, _, query = sent.path.partition("?")
+    assert path == "/publish"
+    assert parse_qs(query) == {"title": [title], "id": [handle.id]}

@@ -77,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.playbook import Approval, Channel, Step
     from domain.quorum import Outcome
     from domain.snapshot_cache import shared
-    from domain.templates import render
+    from domain.templates import render, render_url
 
 T = TypeVar("T")
 
@@ -597,7 +597,8 @@ class IncidentWorkflow:
                 published = self.ledger.publication(action.publishes)
             except LedgerError as exc:
                 self.ledger.record_action(at=workflow.now(), step_id=step.id,
-                                          url=self._render(action.url), error=exc.message)
+                                          url=self._render_url(action.url),
+                                          error=exc.message)
                 return True
             if action.confirm == "two_person":
                 self.ledger.await_confirmation(step.id, published, workflow.now())
@@ -612,7 +613,7 @@ class IncidentWorkflow:
         request = ActionRequest(
             idempotency_key=f"{self.ledger.incident.id}:{step.id}",
             incident_id=self.ledger.incident.id, step_id=step.id,
-            url=self._render(action.url), method=action.method,
+            url=self._render_url(action.url), method=action.method,
             payload=render(action.payload, self._context()), headers=headers)
         if action.at_most_once:
             return await self._send_at_most_once(step.id, request, published)
@@ -708,7 +709,7 @@ class IncidentWorkflow:
         for step in self.ledger.to_resume():
             call = step.action.resume_on_resolve if step.action is not None else None
             assert call is not None
-            url = self._render(call.url)
+            url = self._render_url(call.url)
             kept = self.ledger.kept_paused()
             if kept is not None:
                 self.ledger.record_posts_resume(workflow.now(), step.id, url, skipped=kept)
@@ -880,6 +881,12 @@ class IncidentWorkflow:
         if slots:
             context[SLOT] = dict(slots)
         return str(render(template, context))
+
+    def _render_url(self, template: str) -> str:
+        """An action's URL: placeholders filled percent-encoded (`render_url`)."""
+        context = ({"incident": self._fields()} if "steps" not in template
+                   else self._context())
+        return render_url(template, context)
 
     def _lookup(self, path: str) -> str:
         value: Any = self._context()
