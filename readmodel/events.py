@@ -25,6 +25,7 @@ import structlog
 from pydantic import BaseModel, Field
 
 from readmodel import keys
+from readmodel.lua import queue_eval
 
 log = structlog.get_logger(__name__)
 
@@ -67,18 +68,22 @@ return id
 
 
 class Publisher:
-    """Appends and publishes events; `publish(..., client=pipe)` joins a transaction."""
+    """Appends and publishes events, as part of the writer's transaction."""
 
-    def __init__(self, redis: aioredis.Redis, replay: int = DEFAULT_REPLAY) -> None:
-        self._script = redis.register_script(_PUBLISH)
+    def __init__(self, replay: int = DEFAULT_REPLAY) -> None:
         self._replay = replay
 
-    async def publish(self, event: LiveEvent, client: Any = None) -> Any:
-        body = event.model_dump_json(exclude={"id"})
-        return await self._script(
-            keys=[STREAM, incident_stream(event.incident_id), CHANNEL,
-                  incident_channel(event.incident_id)],
-            args=[body, self._replay], client=client)
+    def queue(self, pipe: Any, event: LiveEvent) -> None:
+        """Append and publish as part of the transaction `pipe` (`readmodel.lua`)."""
+        queue_eval(pipe, _PUBLISH, self._keys(event), self._args(event))
+
+    @staticmethod
+    def _keys(event: LiveEvent) -> list[str]:
+        return [STREAM, incident_stream(event.incident_id), CHANNEL,
+                incident_channel(event.incident_id)]
+
+    def _args(self, event: LiveEvent) -> list[str | int | float]:
+        return [event.model_dump_json(exclude={"id"}), self._replay]
 
 
 def parse_message(data: str) -> LiveEvent | None:

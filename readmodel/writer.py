@@ -21,6 +21,7 @@ from domain.incident import Incident, IncidentStatus, Task, TaskState
 from domain.playbook import Severity
 from readmodel import keys
 from readmodel.events import LiveEvent, Publisher
+from readmodel.lua import queue_eval
 
 # KEYS[1]: the document; KEYS[2 .. n_add+1]: index zsets that must hold the member;
 # remaining KEYS: index zsets that must not. ARGV: rev, json, score, member, n_add.
@@ -123,48 +124,40 @@ class ProjectionWriter:
 
     def __init__(self, redis: aioredis.Redis, replay_events: int = 1000) -> None:
         self._redis = redis
-        self._events = Publisher(redis, replay_events)
-        self._put_versioned = redis.register_script(_PUT_VERSIONED)
-        self._put_nodes = redis.register_script(_PUT_NODES)
-        self._add_timeline = redis.register_script(_ADD_TIMELINE)
+        self._events = Publisher(replay_events)
 
     async def apply(self, batch: ProjectionBatch) -> None:
         incident = batch.incident
         async with self._redis.pipeline(transaction=True) as pipe:
             holds, lacks = _incident_indexes(incident)
-            await self._put_versioned(
-                keys=[keys.incident(incident.id), *holds, *lacks],
-                args=[incident.rev, incident.model_dump_json(), keys.epoch(incident.opened_at),
-                      incident.id, len(holds)],
-                client=pipe)
+            queue_eval(pipe, _PUT_VERSIONED, [keys.incident(incident.id), *holds, *lacks],
+                       [incident.rev, incident.model_dump_json(),
+                        keys.epoch(incident.opened_at), incident.id, len(holds)])
             for task in batch.tasks:
                 holds, lacks = _task_indexes(task)
-                await self._put_versioned(
-                    keys=[keys.task(task.id), *holds, *lacks],
-                    args=[task.rev, task.model_dump_json(), keys.epoch(task.created_at), task.id,
-                          len(holds)],
-                    client=pipe)
+                queue_eval(pipe, _PUT_VERSIONED, [keys.task(task.id), *holds, *lacks],
+                           [task.rev, task.model_dump_json(), keys.epoch(task.created_at),
+                            task.id, len(holds)])
             if batch.nodes:
                 node_args: list[str | int] = [incident.rev]
                 for node in batch.nodes:
                     node_args += [node.step_id, node.model_dump_json()]
-                await self._put_nodes(
-                    keys=[keys.incident_nodes(incident.id), keys.incident_node_revs(incident.id)],
-                    args=node_args, client=pipe)
+                queue_eval(pipe, _PUT_NODES, [keys.incident_nodes(incident.id),
+                                              keys.incident_node_revs(incident.id)], node_args)
             if batch.timeline:
                 entry_args: list[str | int] = []
                 for entry in batch.timeline:
                     entry_args += [entry.seq, entry.model_dump_json()]
-                await self._add_timeline(
-                    keys=[keys.incident_timeline(incident.id)], args=entry_args, client=pipe)
+                queue_eval(pipe, _ADD_TIMELINE, [keys.incident_timeline(incident.id)],
+                           entry_args)
             for request_id in batch.answered:
                 pipe.set(keys.answered(incident.id, request_id), incident.rev,
                          ex=keys.ANSWERED_TTL_SECONDS)
-            await self._events.publish(LiveEvent(
+            self._events.queue(pipe, LiveEvent(
                 incident_id=incident.id, rev=incident.rev,
                 kinds=list(dict.fromkeys(entry.kind for entry in batch.timeline)),
                 assignees=sorted({task.assignee for task in batch.tasks}),
-                tasks=[task.id for task in batch.tasks]), client=pipe)
+                tasks=[task.id for task in batch.tasks]))
             await pipe.execute()
 
     async def clear(self) -> int:

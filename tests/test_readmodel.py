@@ -363,3 +363,21 @@ async def test_waiting_for_a_command_gives_up_at_once_when_redis_is_unreachable(
     finally:
         await down.aclose()
     assert answered is False  # the command is committed in Temporal; the API answers anyway
+
+
+async def test_a_batch_lands_after_redis_lost_its_script_cache(
+        writer: ProjectionWriter, reader: ReadModel, redis_client: aioredis.Redis) -> None:
+    """A restarted Redis has no scripts cached: the writer's transaction still applies
+    whole (its scripts are sent as text, never by SHA alone), in one round trip."""
+    await writer.apply(ProjectionBatch(incident=make_incident(rev=1), timeline=[entry(1)]))
+    await redis_client.script_flush()
+    await redis_client.config_resetstat()
+    decided = make_task("t-1", state=TaskState.approved, rev=2, decided_by="alice")
+    await writer.apply(ProjectionBatch(incident=make_incident(rev=2), tasks=[decided],
+                                       nodes=[make_node()], timeline=[entry(2, "decision")],
+                                       answered=["req-1"]))
+    assert await reader.task("t-1") == decided
+    assert [e.seq for e in await reader.timeline("inc-1")] == [1, 2]
+    assert await reader.wait_answered("inc-1", "req-1", within=0)
+    stats = await redis_client.info("commandstats")
+    assert "cmdstat_script|exists" not in stats and "cmdstat_script" not in stats
