@@ -1321,10 +1321,9 @@ class Ledger:
 
     def take_batch(self) -> ProjectionBatch | None:
         """Everything changed since the last batch (None if nothing did)."""
-        new_entries = self.state.timeline[self.state.projected_seq:]
-        changed = self._changed_tasks or self._changed_nodes or self._incident_changed
-        if not (new_entries or changed or self._answered):
+        if not (self._has_changes() or self._answered):
             return None
+        new_entries = self.state.timeline[self.state.projected_seq:]
         self.state.incident.rev += 1
         batch = ProjectionBatch(
             incident=self.state.incident,
@@ -1360,10 +1359,13 @@ class Ledger:
         project before they answer pass False: a batch of its own would be a new activity in
         their recorded histories, so a repeat there is marked only if something else is
         pending anyway."""
-        pending = (self._changed_tasks or self._changed_nodes or self._incident_changed
-                   or len(self.state.timeline) > self.state.projected_seq)
-        if alone or pending:
+        if alone or self._has_changes():
             self._answered.append(request_id)
+
+    def _has_changes(self) -> bool:
+        """Something changed since the last batch: the next `take_batch` returns one."""
+        return bool(self._changed_tasks or self._changed_nodes or self._incident_changed
+                    or len(self.state.timeline) > self.state.projected_seq)
 
     def mark_all_changed(self) -> None:
         """After a failed projection, or a new run: send everything with the next batch."""

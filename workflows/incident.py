@@ -876,17 +876,19 @@ class IncidentWorkflow:
         rendering (titles, drafts, comments, URLs) goes in `slots` as `{{slot.<name>}}`:
         it is inserted as it is, never read as a template itself, so a draft saying
         "{{incident.dedup_key}}" reaches approvers in exactly those words."""
-        context: dict[str, Any] = ({"incident": self._fields()} if "steps" not in template
-                                   else self._context())  # steps: every approval's content
+        context = self._context_for(template)
         if slots:
             context[SLOT] = dict(slots)
         return str(render(template, context))
 
     def _render_url(self, template: str) -> str:
         """An action's URL: placeholders filled percent-encoded (`render_url`)."""
-        context = ({"incident": self._fields()} if "steps" not in template
-                   else self._context())
-        return render_url(template, context)
+        return render_url(template, self._context_for(template))
+
+    def _context_for(self, template: str) -> dict[str, Any]:
+        """What `template` can name: the incident, plus every approval's content only when
+        it names `steps` (building those renders each approval's content)."""
+        return {"incident": self._fields()} if "steps" not in template else self._context()
 
     def _lookup(self, path: str) -> str:
         value: Any = self._context()
