@@ -86,6 +86,13 @@ async def test_scenario_1_viral_complaint_end_to_end(demo_stack: ApiStack) -> No
     statement = (await stack.eventually(published, what="the published statement"))[0]["body"]
     assert "looking into it" in statement["text"]
 
+    # the communicator says it is out once the timeline shows the publish (the receiver has
+    # it a moment before the workflow hears the call returned)
+    async def on_timeline() -> bool:
+        return any(e["kind"] == "action_run" and e["details"]["step"] == "publish-statement"
+                   for e in await timeline(stack, incident_id))
+    await stack.eventually(on_timeline, what="the publish on the timeline")
+
     posted = await stack.call("POST", f"/incidents/{incident_id}/status-updates", COMMUNICATOR,
                               json={"message": "Holding statement is out."})
     assert posted.status_code == 201, posted.text
