@@ -110,12 +110,13 @@ async def build_services(settings: Settings) -> Services:
     signer.roles_of = registry.access_of
     routing = RoutingTable.load(settings.directory_file.parent / ROUTING_FILE)
     keys = signing_keys(settings)
+    hub = EventHub(redis)
     return Services(
         settings=settings, temporal=client, redis=redis, registry=registry,
-        tokens=TokenStore(settings.tokens_file), read_model=ReadModel(redis),
+        tokens=TokenStore(settings.tokens_file), read_model=ReadModel(redis, hub),
         routing=routing, intake=Intake(client, redis, settings, registry, routing),
         sessions=SessionStore(redis, keys, settings.session_ttl_seconds),
-        hub=EventHub(redis), links=ActionLinks(keys))
+        hub=hub, links=ActionLinks(keys))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = await build_services(settings)
         app.state.services = services
         await services.registry.start()  # the active playbook versions, from the store
+        await services.hub.start(wait=0)  # live events, and commands' read-your-writes
         try:
             yield
         finally:

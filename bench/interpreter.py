@@ -87,6 +87,7 @@ from domain.incident import (
     ResolveRequest,
     Task,
 )
+from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 from tests.factories import directory, snapshot, start_input, viral_playbook
 from tests.receivers import HttpReceiver
@@ -241,9 +242,9 @@ class CrisisFlow:
     votes_per_incident = 3
 
     def __init__(self, redis: aioredis.Redis, redis_url: str, http: httpx.AsyncClient,
-                 publish_url: str) -> None:
+                 publish_url: str, hub: EventHub | None = None) -> None:
         self._redis = redis
-        self._read_model = ReadModel(redis)
+        self._read_model = ReadModel(redis, hub)  # woken by live events, as the API's is
         self._settings = Settings(redis_url=redis_url)
         self._http = http
         self._snapshot: PlaybookSnapshot = snapshot(viral_playbook(publish_url))
@@ -660,7 +661,10 @@ async def flows() -> AsyncIterator[list[Flow]]:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0, trust_env=False))
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         stack.push_async_callback(redis.aclose)
-        yield [CrisisFlow(redis, redis_url, http, publish.url("/publish")),
+        hub = EventHub(redis)
+        await hub.start()
+        stack.push_async_callback(hub.stop)
+        yield [CrisisFlow(redis, redis_url, http, publish.url("/publish"), hub),
                SameWorkFlow(redis, http, publish.url("/publish")), BareFlow()]
 
 

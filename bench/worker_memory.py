@@ -41,15 +41,17 @@ from bench.interpreter import (
     percentile,
 )
 from bench.rows import Row
+from readmodel.events import EventHub
 
 FULL_SIZE = 10_000
 DECIDE_SAMPLES = 25
 STARTUP_SECONDS = 60.0
 
 
-def _flows(redis: aioredis.Redis, redis_url: str, http: httpx.AsyncClient) -> dict[str, Flow]:
+def _flows(redis: aioredis.Redis, redis_url: str, http: httpx.AsyncClient,
+           hub: EventHub | None = None) -> dict[str, Flow]:
     publish = "http://127.0.0.1:9/publish"  # no incident here gets as far as publishing
-    return {"crisis-engine": CrisisFlow(redis, redis_url, http, publish),
+    return {"crisis-engine": CrisisFlow(redis, redis_url, http, publish, hub),
             "same-work": SameWorkFlow(redis, http, publish), "bare": BareFlow()}
 
 
@@ -161,10 +163,12 @@ async def memory_rows(flows: list[Flow], count: int) -> list[Row]:
             redis_server() as redis_url:
         tmp = Path(tmp_name)
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        hub = EventHub(redis)  # the decides' read-your-writes, as the API waits for it
+        await hub.start()
         async with httpx.AsyncClient(trust_env=False) as http, dev_server_sqlite() as env:
             address = env.client.service_client.config.target_host
             # each flow: its own worker process and task queue on the one server
-            for name, flow in _flows(redis, redis_url, http).items():
+            for name, flow in _flows(redis, redis_url, http, hub).items():
                 queue = f"rss-{uuid.uuid4().hex[:6]}"
                 worker = await _start_worker(name, address, redis_url, queue, None, tmp)
                 try:
@@ -186,6 +190,7 @@ async def memory_rows(flows: list[Flow], count: int) -> list[Row]:
                         decide["cold"] = await _decides(sample)
                     finally:
                         await worker.stop()
+        await hub.stop()
         await redis.aclose()
 
     def pick(index: int, scale: float = 1.0) -> tuple[float, float | None, float | None]:

@@ -52,6 +52,9 @@ class LiveEvent(BaseModel):
     kinds: list[str] = Field(default_factory=list)
     assignees: list[str] = Field(default_factory=list, description="holders of changed tasks")
     tasks: list[str] = Field(default_factory=list, description="ids of changed tasks")
+    answered: list[str] = Field(
+        default_factory=list, description="request ids of the commands this batch answers "
+        "(what `ReadModel.wait_answered` listens for; never sent to browsers)")
 
 
 # KEYS[1] global stream, KEYS[2] incident stream, KEYS[3] global channel, KEYS[4] incident
@@ -143,6 +146,12 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subs)
 
+    @property
+    def listening(self) -> bool:
+        """Subscribed to Redis now (False before the first connection and while reconnecting,
+        when events can be missed)."""
+        return self._ready.is_set()
+
     async def _run(self) -> None:
         while True:
             try:
@@ -163,11 +172,13 @@ class EventHub:
                 log.warning("event_hub_reconnect", error=str(exc))
                 await asyncio.sleep(0.5)
 
-    async def start(self) -> None:
+    async def start(self, wait: float = 5) -> None:
+        """Start listening (once); wait up to `wait` seconds until subscribed."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="event-hub")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), 5)
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -177,8 +188,9 @@ class EventHub:
             self._task = None
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, incident_id: str | None = None) -> AsyncIterator[Subscription]:
-        await self.start()
+    async def subscribe(self, incident_id: str | None = None, *,
+                        wait: float = 5) -> AsyncIterator[Subscription]:
+        await self.start(wait)
         sub = Subscription(incident_id, self._queue_size)
         self._subs.add(sub)
         try:

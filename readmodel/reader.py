@@ -15,8 +15,8 @@ import asyncio
 import base64
 import binascii
 import math
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from domain.incident import (
 )
 from domain.playbook import Severity
 from readmodel import keys
+from readmodel.events import EventHub, Subscription
 
 Model = TypeVar("Model", bound=BaseModel)
 Position = tuple[float, str]  # (score, member): the keyset position of a listing
@@ -81,35 +82,59 @@ def _check_limit(limit: int) -> None:
 
 ANSWER_POLL_FIRST = 0.001  # seconds; a projection write takes a few milliseconds
 ANSWER_POLL_MAX = 0.02
+# With a listening `EventHub` the waiter is woken by the batch's live event; the mark is
+# re-read this often only in case pub/sub lost that event (a reconnect, a full queue).
+ANSWER_RECHECK = 0.25
 
 
 class ReadModel:
-    """Read-only access to what `ProjectionWriter` stored."""
+    """Read-only access to what `ProjectionWriter` stored.
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    `hub`, the process's live-event subscription, lets `wait_answered` be woken by the
+    writer's event instead of polling Redis (what the API and the workers' tools pass)."""
+
+    def __init__(self, redis: aioredis.Redis, hub: EventHub | None = None) -> None:
         self._redis = redis
+        self._hub = hub
 
     # ---- read-your-writes -------------------------------------------------------------
 
     async def wait_answered(self, incident_id: str, request_id: str, *,
                             within: float) -> bool:
         """Wait until the projection carries the command `request_id` (the writer marks it
-        with the batch that holds its changes). Polls from 1 ms, backing off to 20 ms; False
-        after `within` seconds, or at once if Redis can't be reached (the command is
-        committed in Temporal either way; the projection catches up by itself)."""
+        with the batch that holds its changes, and names it in that batch's live event).
+        The mark is the truth: it is read once listening (so a batch that landed first
+        counts), then after every wake-up. A listening hub wakes the waiter when the event
+        arrives; without one (or while it reconnects) the mark is polled from 1 ms, backing
+        off to 20 ms. False after `within` seconds, or at once if Redis can't be reached
+        (the command is committed in Temporal either way; the projection catches up)."""
         key = keys.answered(incident_id, request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        delay = ANSWER_POLL_FIRST
+        poll = ANSWER_POLL_FIRST
         try:
-            while not await self._redis.exists(key):
-                if loop.time() + delay > deadline:
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(ANSWER_POLL_MAX, delay * 1.5)
+            async with self._events(incident_id) as events:
+                while not await self._redis.exists(key):
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        return False
+                    if events is not None and self._hub is not None and self._hub.listening:
+                        if await _heard(events, request_id, min(ANSWER_RECHECK, left)):
+                            return True
+                    else:
+                        await asyncio.sleep(min(poll, left))
+                        poll = min(ANSWER_POLL_MAX, poll * 1.5)
         except RedisError:
             return False
         return True
+
+    @asynccontextmanager
+    async def _events(self, incident_id: str) -> AsyncIterator[Subscription | None]:
+        if self._hub is None:
+            yield None
+            return
+        async with self._hub.subscribe(incident_id, wait=0) as subscription:
+            yield subscription
 
     # ---- incidents --------------------------------------------------------------------
 
@@ -258,3 +283,14 @@ def _text(value: str | bytes) -> str:
 def _bound(top: str) -> float:
     """The numeric value of a ZRANGEBYSCORE upper bound such as "+inf" or "(12.5"."""
     return float(top.lstrip("("))
+
+
+async def _heard(events: Subscription, request_id: str, within: float) -> bool:
+    """True once a live event names `request_id`; False after `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while request_id not in (await events.queue.get()).answered:
+                pass
+    except TimeoutError:
+        return False
+    return True

@@ -157,7 +157,7 @@ class ProjectionWriter:
                 incident_id=incident.id, rev=incident.rev,
                 kinds=list(dict.fromkeys(entry.kind for entry in batch.timeline)),
                 assignees=sorted({task.assignee for task in batch.tasks}),
-                tasks=[task.id for task in batch.tasks]))
+                tasks=[task.id for task in batch.tasks], answered=list(batch.answered)))
             await pipe.execute()
 
     async def clear(self) -> int:

@@ -24,6 +24,7 @@ from domain.incident import (
 )
 from domain.playbook import Severity
 from domain.quorum import Outcome
+from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 from readmodel.writer import ProjectionWriter
 from tests.servers import free_port
@@ -144,7 +145,7 @@ async def test_each_batch_publishes_a_live_event(writer: ProjectionWriter,
         event = json.loads(message["data"])
         ids.add(event.pop("id"))
         assert event == {"incident_id": "inc-1", "rev": 4, "kinds": ["decision", "node_outcome"],
-                         "assignees": [], "tasks": []}
+                         "assignees": [], "tasks": [], "answered": []}
     assert len(ids) == 1  # one event, one stream id on both channels
 
 
@@ -352,6 +353,56 @@ async def test_a_command_is_marked_answered_with_the_batch_that_carries_it(
     assert not await reader.wait_answered("inc-1", "req-2", within=0.01)
     await writer.clear()  # a rebuild of the read model keeps the marks (they expire)
     assert await reader.wait_answered("inc-1", "req-1", within=0)
+
+
+async def test_a_listening_waiter_is_woken_by_the_batch_not_by_polling(
+        writer: ProjectionWriter, redis_client: aioredis.Redis) -> None:
+    """With the process's live-event hub, the API's wait for a command ends on the batch's
+    event: the mark is read once when the wait starts and once when the event arrives,
+    not every few milliseconds (what polling cost the API's CPU under load)."""
+    hub = EventHub(redis_client)
+    await hub.start()
+    try:
+        reader = ReadModel(redis_client, hub)
+        await redis_client.config_resetstat()
+        waiter = asyncio.create_task(reader.wait_answered("inc-1", "req-1", within=30))
+        await asyncio.sleep(0.15)  # polling from 1 ms would have read the mark ~12 times
+        assert not waiter.done()
+        decided = make_task("t-1", state=TaskState.approved, rev=2, decided_by="alice")
+        await writer.apply(ProjectionBatch(incident=make_incident(rev=2), tasks=[decided],
+                                           answered=["req-1"]))
+        assert await asyncio.wait_for(waiter, timeout=10)
+        assert await reader.task("t-1") == decided
+        stats = await redis_client.info("commandstats")
+        assert stats["cmdstat_exists"]["calls"] <= 2
+        # a batch for another command, or another incident, does not end the wait
+        other = asyncio.create_task(reader.wait_answered("inc-1", "req-2", within=0.4))
+        await writer.apply(ProjectionBatch(incident=make_incident(rev=3), answered=["req-3"]))
+        await writer.apply(ProjectionBatch(incident=make_incident("inc-2", rev=1),
+                                           answered=["req-2"]))
+        assert await asyncio.wait_for(other, timeout=10) is False
+        assert hub.subscribers == 0  # waiters leave nothing behind
+    finally:
+        await hub.stop()
+
+
+async def test_a_waiter_that_missed_the_event_still_sees_the_mark(
+        writer: ProjectionWriter, redis_client: aioredis.Redis) -> None:
+    """The mark is the truth: a hub that is not listening (Redis pub/sub reconnecting)
+    lets the wait fall back to reading the mark, so no command waits out its 5 s."""
+    deaf = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
+                                   socket_connect_timeout=1)
+    hub = EventHub(deaf)  # its subscription never connects: it hears no event
+    try:
+        reader = ReadModel(redis_client, hub)
+        waiter = asyncio.create_task(reader.wait_answered("inc-1", "req-1", within=30))
+        await asyncio.sleep(0.05)
+        assert not hub.listening and not waiter.done()
+        await writer.apply(ProjectionBatch(incident=make_incident(rev=2), answered=["req-1"]))
+        assert await asyncio.wait_for(waiter, timeout=2)
+    finally:
+        await hub.stop()
+        await deaf.aclose()
 
 
 async def test_waiting_for_a_command_gives_up_at_once_when_redis_is_unreachable() -> None:

@@ -192,7 +192,9 @@ def test_events_are_authorized_per_subscriber(stack: WebStack) -> None:
     mine.next(where=lambda e: data(e)["incident_id"] == incident_id)
     stack.api("POST", f"/tasks/{tasks['abby']['id']}/decision", "abby",
               json={"decision": "approve"})
-    mine.next(where=lambda e: "decision" in data(e)["kinds"])
+    decided = mine.next(where=lambda e: "decision" in data(e)["kinds"])
+    # what changed, never which command asked for it (the API's own read-your-writes signal)
+    assert set(data(decided)) == {"id", "incident_id", "rev", "kinds", "assignees", "tasks"}
     with pytest.raises(AssertionError):
         theirs.next(where=lambda e: data(e)["incident_id"] == incident_id, within=1.0)
     # as for an unknown incident (no existence oracle)

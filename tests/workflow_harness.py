@@ -30,6 +30,7 @@ from domain.incident import (
     Task,
     TimelineEntry,
 )
+from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 from tests.factories import start_input
 from tests.receivers import HttpReceiver
@@ -61,6 +62,7 @@ class Harness:
     task_queue: str
     publish: HttpReceiver
     redis: aioredis.Redis
+    read_model: ReadModel  # woken by live events, as the API's is (`ReadModel.wait_answered`)
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
 
     async def received(self) -> list[Any]:
@@ -133,7 +135,7 @@ class Harness:
 
     async def projected(self, handle: WorkflowHandle[Any, Any], request_id: str) -> None:
         """Read-your-writes, as the API waits for it (`lookup.execute_update`)."""
-        if not await ReadModel(self.redis).wait_answered(handle.id, request_id, within=15):
+        if not await self.read_model.wait_answered(handle.id, request_id, within=15):
             raise AssertionError(f"{request_id} was answered but never projected")
 
     async def entries(self, handle: WorkflowHandle[Any, Any], kind: str,
@@ -195,11 +197,15 @@ async def harness(env: WorkflowEnvironment, redis_url: str,
         async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
             worker = build_worker(env.client, settings or Settings(redis_url=redis_url),
                                   redis, http, task_queue=queue)
+            hub = EventHub(redis)
+            await hub.start()
             async with worker:
-                h = Harness(env=env, task_queue=queue, publish=publish, redis=redis)
+                h = Harness(env=env, task_queue=queue, publish=publish, redis=redis,
+                            read_model=ReadModel(redis, hub))
                 try:
                     yield h
                 finally:
                     for handle in h.handles:  # leave no timers running for the next test
                         await _settle_and_terminate(handle)
+                    await hub.stop()
     await redis.aclose()

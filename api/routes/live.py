@@ -46,7 +46,8 @@ PING_SECONDS = 15
 
 
 def _sse(event: LiveEvent) -> ServerSentEvent:
-    return ServerSentEvent(data=event.model_dump_json(), event="change", id=event.id)
+    return ServerSentEvent(data=event.model_dump_json(exclude={"answered"}), event="change",
+                           id=event.id)
 
 
 async def _position(services: ServicesDep, incident_id: str | None) -> str:
