@@ -176,7 +176,7 @@ async def sse_fanout(ctx: BenchContext) -> list[Row]:
 async def reads(ctx: BenchContext) -> list[Row]:
     from bench.reads import reads_rows
 
-    rows = await reads_rows(incidents=10_000, tasks_per_incident=5, samples=30)
+    rows = await reads_rows(incidents=10_000, tasks_per_incident=5)
     return [Row(r.name if not r.unit or f"({r.unit})" in r.name else f"{r.name} ({r.unit})",
                 r.value,
                 floor=r.baseline or None, ratio=bool(r.baseline),
