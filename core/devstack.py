@@ -260,6 +260,16 @@ def http_probe(url: str) -> Probe:
     return probe
 
 
+def exit_description(code: int) -> str:
+    """`exited with code 3`, or `died of SIGABRT` for a process a signal ended."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"died of {signal.Signals(-code).name}"
+    except ValueError:
+        return f"died of signal {-code}"
+
+
 @dataclass
 class ChildProcess:
     """One server run by the stack, in its own process group, logging to `log_path`."""
@@ -309,7 +319,10 @@ class ChildProcess:
         # The leader is a zombie until reaped, so its group id cannot have been reused yet:
         # sweep up anything it started and left behind, then reap it.
         _signal_group(pid, signal.SIGKILL)
-        self.proc.wait()
+        code = self.proc.wait()
+        if outcome == "stopped" and code not in (0, -signal.SIGTERM):
+            # it did stop, but not cleanly: say how, so a crash on the way out is not hidden
+            return f"stopped, but {exit_description(code)}"
         return outcome
 
     def tail(self, lines: int = 25) -> str:

@@ -107,7 +107,7 @@ class ApiProcess(Server):
         self.url = f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-c", "from cli.main import main; raise SystemExit(main())",
+        return [sys.executable, "-c", "from cli.main import run; run()",
                 "api", "--host", "127.0.0.1", "--port", str(self.port)]
 
     def start(self, timeout: float = 60.0) -> None:

@@ -343,7 +343,7 @@ def test_declared_volumes_are_used_and_used_volumes_declared() -> None:
 
 def test_the_crisis_command_is_the_installed_entry_point() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["crisis"] == "cli.main:main"
+    assert scripts["crisis"] == "cli.main:run"
 
 
 @pytest.mark.parametrize(("service", "subcommand"), [("api", "api"), ("worker", "worker")])

@@ -170,6 +170,8 @@ def test_stack_serves_keeps_incidents_across_restarts_and_stops_cleanly(
     children = first.descendants()
     assert len(children) >= 4, children  # temporal, redis, worker, api
     assert first.stop(signal.SIGINT) == 0, first.output
+    for name in ("worker", "api"):  # each ended cleanly (no crash on the way out)
+        assert f"crisis stack: {name} stopped (" in first.output, first.output
     left = {pid: cmd for pid, cmd in children.items() if _alive(pid, cmd)}
     assert not left, f"still running after the stack exited: {left}"
     assert not (data_dir / "stack.pids").exists()
