@@ -4,10 +4,13 @@ One fresh dev server, one Redis, the real API app (in process, through `httpx.AS
 as the API tests run it) and the real worker, in one process. Two one-step playbooks notify
 the same person: `lat-log` on the `log` channel, `lat-apprise` on Apprise (`json://` to a
 loopback HTTP receiver, issue 9). For each of `incidents` rounds one incident of each is
-posted at the same time, so both channels see the same load; a delivery is when the
+posted, one after the other, so both channels see the same load; a delivery is when the
 receiver got the request (Apprise) or when the log channel's feed entry was stamped (log).
 The floor is the bare workflow's start -> first activity start (`bench.bare_workflow`, whose
-`bare_notify` here records when it started), measured on the same server right after.
+`bare_notify` here records when it started), measured on the same server right after, also
+one at a time. (Until wave 3, session 19, the two channels' incidents were posted at once
+while the floor started one workflow at a time, so every crisis-engine sample shared the
+worker with a second start and the floor's never did.)
 """
 
 from __future__ import annotations
@@ -146,7 +149,8 @@ async def measure(incidents: int) -> dict[str, list[float]]:
                     return arrived - started
 
                 for n in range(incidents + 3):  # 3 warm-up rounds, not counted
-                    log_s, apprise_s = await asyncio.gather(one("log", n), one("apprise", n))
+                    log_s = await one("log", n)
+                    apprise_s = await one("apprise", n)
                     if n >= 3:
                         times["log"].append(log_s)
                         times["apprise"].append(apprise_s)
