@@ -9,7 +9,7 @@ The Temporal SDK's Rust threads (the client's and the worker's Tokio runtime) ca
 into Python while CPython finalizes, which aborts the process with "Fatal Python error:
 PyGILState_Release: thread state ... must be current when releasing" on the way out
 (temporalio/sdk-python#300); a worker or API stopped by Ctrl-C or SIGTERM then wrote that
-line into its JSON log and died of SIGABRT instead of exiting 0.
+line into its JSON log and died of SIGABRT (or SIGSEGV) instead of exiting 0.
 """
 
 from __future__ import annotations

@@ -306,7 +306,7 @@ class ChildProcess:
         if self.proc is None:
             return "never started"
         if self.proc.poll() is not None:
-            return f"had already exited with code {self.proc.returncode}"
+            return f"had already {exit_description(self.proc.returncode)}"
         pid = self.proc.pid
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

@@ -157,6 +157,15 @@ def test_the_stack_says_when_a_server_crashed_on_the_way_out(tmp_path: Path) -> 
         outcomes[name] = child.stop(10.0, hurry=lambda: False)
     assert outcomes == {"aborts": "stopped, but died of SIGABRT", "clean": "stopped"}
 
+    gone = ChildProcess("gone", [sys.executable, "-c", "import os; os.abort()"],
+                        tmp_path / "gone.log", dict(os.environ))
+    gone.start()
+    deadline = time.monotonic() + 30
+    while gone.running():
+        assert time.monotonic() < deadline, "the child did not abort"
+        time.sleep(0.05)
+    assert gone.stop(10.0, hurry=lambda: False) == "had already died of SIGABRT"
+
 
 def test_exit_descriptions_name_the_code_or_the_signal() -> None:
     assert exit_description(3) == "exited with code 3"
