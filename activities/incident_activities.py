@@ -162,8 +162,22 @@ class IncidentActivities:
                                      partial=NotifyResult.from_failure_details(
                                          list(error.details)))
 
-        return NotifyBatchResult(outcomes=list(await asyncio.gather(
+        projected = batch.projection is not None and await self._project_first(
+            batch.projection)
+        return NotifyBatchResult(projected=projected, outcomes=list(await asyncio.gather(
             *(one(req) for req in batch.requests))))
+
+    async def _project_first(self, projection: ProjectionBatch) -> bool:
+        """Write a batch that rides with messages or an action call, before they go out.
+        While Redis is down they still go (as they would after a failed `project`): the
+        workflow hears `projected=False`, and its projector writes the batch again later."""
+        try:
+            await self.project(projection)
+        except RedisError as exc:
+            log.warning("projection_not_written", incident_id=projection.incident.id,
+                        error=type(exc).__name__)
+            return False
+        return True
 
     async def _notify(self, req: NotifyRequest) -> NotifyResult:
         channels: list[Channel] = list(dict.fromkeys(req.channels))
@@ -371,8 +385,11 @@ class IncidentActivities:
         with structlog.contextvars.bound_contextvars(
                 incident_id=req.incident_id, step_id=req.step_id,
                 idempotency_key=req.idempotency_key, attempt=_attempt()):
+            projected = req.projection is not None and await self._project_first(
+                req.projection)
             try:
-                return await self._run_action(req)
+                result = await self._run_action(req)
+                return result.model_copy(update={"projected": True}) if projected else result
             except RedisError as exc:
                 log.warning("action_redis_unavailable", error=type(exc).__name__)
                 raise delivery.infrastructure(

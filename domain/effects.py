@@ -130,6 +130,10 @@ class NotifyBatchRequest(BaseModel):
     request keeps its own per-recipient idempotency key (and per-channel records)."""
 
     requests: list[NotifyRequest]
+    # the incident's pending projection batch, written to the read model before any
+    # message goes out, so whatever a message links to (its task) is there when it lands;
+    # it saves the workflow a `project` activity and a workflow task per step
+    projection: ProjectionBatch | None = None
 
 
 class NotifyOutcome(BaseModel):
@@ -149,6 +153,7 @@ class NotifyOutcome(BaseModel):
 
 class NotifyBatchResult(BaseModel):
     outcomes: list[NotifyOutcome]  # in request order
+    projected: bool = False  # the request's `projection` was written
 
 
 class ActionRequest(BaseModel):
@@ -162,12 +167,15 @@ class ActionRequest(BaseModel):
     # the receiver can't deduplicate: never send twice; a call that may have reached it
     # fails with `ActionOutcomeUnknown` (and the workflow asks a human)
     at_most_once: bool = False
+    # the incident's pending projection batch, written before the call (as `notify_batch`)
+    projection: ProjectionBatch | None = None
 
 
 class ActionResult(BaseModel):
     status_code: int
     body_excerpt: str = ""
     already_done: bool = False
+    projected: bool = False  # the request's `projection` was written (this attempt)
 
 
 class ProjectionBatch(BaseModel):
@@ -180,3 +188,8 @@ class ProjectionBatch(BaseModel):
     # request ids of the commands whose changes this batch carries (or, for a repeat,
     # carried earlier): the API waits for them before answering (read-your-writes)
     answered: list[str] = Field(default_factory=list)
+
+
+# `projection` names a model defined below them
+NotifyBatchRequest.model_rebuild()
+ActionRequest.model_rebuild()

@@ -1362,6 +1362,10 @@ class Ledger:
         if alone or self._has_changes():
             self._answered.append(request_id)
 
+    def answers_unsent(self) -> bool:
+        """Some answered command's request id is in no batch taken yet."""
+        return bool(self._answered)
+
     def _has_changes(self) -> bool:
         """Something changed since the last batch: the next `take_batch` returns one."""
         return bool(self._changed_tasks or self._changed_nodes or self._incident_changed

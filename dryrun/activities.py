@@ -83,17 +83,23 @@ class SimulatedEffects:
 
     @activity.defn(name="notify_batch")
     async def notify_batch(self, batch: NotifyBatchRequest) -> NotifyBatchResult:
-        return NotifyBatchResult(outcomes=[NotifyOutcome(result=await self.notify(req))
+        if batch.projection is not None:
+            await self.project(batch.projection)
+        return NotifyBatchResult(projected=batch.projection is not None,
+                                 outcomes=[NotifyOutcome(result=await self.notify(req))
                                            for req in batch.requests])
 
     @activity.defn(name="run_action")
     async def run_action(self, req: ActionRequest) -> ActionResult:
+        if req.projection is not None:
+            await self.project(req.projection)
         if req.idempotency_key not in self._seen:
             self._seen.add(req.idempotency_key)
             self.actions.append(SimulatedAction(at=self._now(), step_id=req.step_id,
                                                 method=req.method, url=req.url,
                                                 payload=req.payload))
-        return ActionResult(status_code=SIMULATED_STATUS, body_excerpt="dry run: not sent")
+        return ActionResult(status_code=SIMULATED_STATUS, body_excerpt="dry run: not sent",
+                            projected=req.projection is not None)
 
     @activity.defn(name="project")
     async def project(self, batch: ProjectionBatch) -> None:

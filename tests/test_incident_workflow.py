@@ -355,8 +355,9 @@ async def test_a_new_incident_records_one_patch_marker_for_all_of_wave_3(h: Harn
     markers = [e.marker_recorded_event_attributes for e in history.events
                if e.HasField("marker_recorded_event_attributes")]
     patches = [json.loads(m.details["patch-data"].payloads[0].data)["id"] for m in markers]
-    # wave 3's thirteen patches as one marker, and each later patch under its own name
-    assert patches == [ALL_PATCHES_OF_WAVE_3, "perf-answer-before-projection"]
+    # wave 3's thirteen patches as one marker, and each later patch under its own name;
+    # carrying the projection stands for answering first too (one marker, not two)
+    assert patches == [ALL_PATCHES_OF_WAVE_3, "perf-notify-carries-projection"]
     assert sum(e.HasField("upsert_workflow_search_attributes_event_attributes")
                for e in history.events) == len(patches)
 

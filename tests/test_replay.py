@@ -31,7 +31,8 @@ KEPT = {  # every recorded history is a promise to running incidents: they repla
     *SHIPPED,  # recorded before the incident aggregate
     *(f"{name}.{tag}" for name in SHIPPED
       for tag in ("v1-remote-projection", "v2-aggregate", "v3-drafts", "v3-faults", "v3-perf",
-                  "v3-storm", "v4-merged", "v5-one-marker", "v6-answer-first")),
+                  "v3-storm", "v4-merged", "v5-one-marker", "v6-answer-first",
+                  "v7-carried")),
     "at-most-once.v3-faults", "catch-up.v3-faults",
 }
 

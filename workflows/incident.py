@@ -103,6 +103,9 @@ PROJECT_CATCH_UP_CALL = timedelta(minutes=1)
 PROJECT_CATCH_UP_TIMER_FIRST = timedelta(seconds=1)
 PROJECT_CATCH_UP_TIMER_MAX = timedelta(seconds=2)
 PROJECT_CATCH_UP_AFTER_RESOLVE = timedelta(hours=1)  # ~60 tries, ~700 events
+# How long the projector lets a carried batch's activity finish before it sends that batch's
+# changes again itself (see `_let_carried_land`): a command's answer waits at most this long.
+CARRIED_WAIT = timedelta(seconds=1)
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # An action heartbeats while its call is in flight: a worker that dies mid-call is noticed
 # after this long (then the call is retried with the same Idempotency-Key, or, for an
@@ -195,11 +198,20 @@ class IncidentWorkflow:
         self._coalesce = since("perf-coalesced-projection")
         # one `notify_batch` activity per step for all its recipients (see `_notify`)
         self._notify_batch = self._reach and since("perf-one-notify-per-step")
+        # a step's `notify_batch` carries the pending projection batch and writes it before
+        # it sends (see `_carried_batch`); new runs record this one marker, which also
+        # stands for `perf-answer-before-projection` (an older run replays its own)
+        self._carry = self._coalesce and self._notify_batch and workflow.patched(
+            "perf-notify-carries-projection")
         # commands answer in the workflow task that made the change; the API waits for the
         # projection instead (see `_answer`)
-        self._answer_first = self._coalesce and workflow.patched("perf-answer-before-projection")
+        self._answer_first = self._coalesce and (
+            self._carry or workflow.patched("perf-answer-before-projection"))
         self._batches_taken = 0  # projection batches taken from the ledger so far
-        self._batches_done = 0  # ... of which written (or given up on until the next retry)
+        self._batches_done = 0  # every batch up to this number is written (or given up on)
+        self._batches_finished: set[int] = set()  # finished out of order, above that
+        self._unfinished: dict[int, ProjectionBatch] = {}  # taken, not yet finished
+        self._sync_waiting = 0  # callers of `_sync` waiting for their batch right now
         self._sync_wanted = 0  # the highest batch number some caller asked for
         self._projection_behind = False  # a write failed: Redis catches up on a timer
         self._projector_stop = False
@@ -226,8 +238,7 @@ class IncidentWorkflow:
         for task in [interpreter, *self._background]:
             task.result()
         if self.ledger.is_open:  # continue-as-new, carrying the whole state
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            await self._sync()
+            await self._written_before_continuing()
             workflow.logger.info("continuing as new at history length %s",
                                  workflow.info().get_current_history_length())
             workflow.continue_as_new(start.model_copy(update={"state": self.ledger.state}))
@@ -240,6 +251,21 @@ class IncidentWorkflow:
         if self._forward:  # last: reports signalled until the run completes are handed on
             await self._forward_late_reports()
         return IncidentFinal(view=self.ledger.view(), timeline=self.ledger.state.timeline)
+
+    async def _written_before_continuing(self) -> None:
+        """Every handler finished and its change written before the run continues as new.
+
+        Carried runs (`perf-notify-carries-projection`) also wait for a command answered in
+        the very activation that would continue as new, and for batches still in flight: a
+        batch scheduled by a run that ends at once is never written, and a caller waiting
+        for its answer would wait in vain (the next run writes the state, not the marks).
+        Reports signalled meanwhile don't hold the run: they are carried over."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._sync()
+            if not self._carry or self._projection_behind or not (
+                    self._unfinished or self.ledger.answers_unsent()):
+                return
 
     async def _forward_late_reports(self) -> None:
         """Hand reports signalled after resolution on to the next incident for the key.
@@ -364,7 +390,7 @@ class IncidentWorkflow:
             tasks = ledger.open_approval(step_id, approval, workflow.now(), title=title,
                                          content=content)
             node = ledger.state.nodes[step_id]
-            await self._sync()
+            await self._sync_before_messages()
             if tasks:
                 await self._notify_tasks(step_id, tasks, approval)
         while node.outcome == Outcome.pending and not self._halted():
@@ -403,7 +429,7 @@ class IncidentWorkflow:
                                                        title=title, content=content,
                                                        slots=slots)
         node = self.ledger.state.nodes[step_id]
-        await self._sync()
+        await self._sync_before_messages()
         message = tier.message or (
             f"ESCALATION (tier {index + 1}): '{{{{slot.title}}}}' for incident "
             f"'{{{{incident.title}}}}' has no quorum after "
@@ -484,14 +510,21 @@ class IncidentWorkflow:
         """One `notify_batch` activity for all of a step's recipients; those that failed for
         now go on through `_deliver` (retries, "delayed"), with the same idempotency keys, so
         only what failed is sent again."""
+        carried = await self._carried_batch() if self._carry else None
+        projected = False
         try:
             done: NotifyBatchResult = await workflow.execute_activity(
-                "notify_batch", NotifyBatchRequest(requests=[r for r, _, _ in batch]),
+                "notify_batch", NotifyBatchRequest(
+                    requests=[r for r, _, _ in batch],
+                    projection=carried[1] if carried is not None else None),
                 result_type=NotifyBatchResult, start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=NOTIFY_RETRY)
             outcomes: list[NotifyOutcome | None] = list(done.outcomes)
+            projected = done.projected
         except ActivityError:
             outcomes = [None] * len(batch)
+        if carried is not None:
+            self._carried_written(*carried, written=projected)
         calls: list[Awaitable[None]] = []
         for (request, assignment, task), outcome in zip(batch, outcomes, strict=True):
             if outcome is None or (outcome.result is None and outcome.retryable):
@@ -538,7 +571,7 @@ class IncidentWorkflow:
         if task is not None and outcome is not None and outcome.unreachable():
             added = self.ledger.stand_in_for_unreachable(task.id, workflow.now())
             if added:
-                await self._sync()
+                await self._sync_before_messages()
                 approval = self.ledger.approval_of(added[0])
                 await self._notify_tasks(added[0].node_id, added, approval,
                                          suffix=f"unreachable.{task.id}")
@@ -617,15 +650,22 @@ class IncidentWorkflow:
             payload=render(action.payload, self._context()), headers=headers)
         if action.at_most_once:
             return await self._send_at_most_once(step.id, request, published)
+        carried = await self._carried_batch() if self._carry else None
+        if carried is not None:
+            request = request.model_copy(update={"projection": carried[1]})
         try:
             result = await workflow.execute_activity(
                 "run_action", request, result_type=ActionResult,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 heartbeat_timeout=ACTION_HEARTBEAT_TIMEOUT, retry_policy=ACTION_RETRY)
         except ActivityError as exc:
+            if carried is not None:
+                self._carried_written(*carried, written=False)
             self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
                                       error=str(exc.cause or exc))
             return True
+        if carried is not None:
+            self._carried_written(*carried, written=result.projected)
         self.ledger.record_action(at=workflow.now(), step_id=step.id, url=request.url,
                                   status_code=result.status_code, published=published)
         return True
@@ -766,8 +806,12 @@ class IncidentWorkflow:
         if self._coalesce:
             wanted = self._request_sync()
             if wait:
-                await workflow.wait_condition(
-                    lambda: self._batches_done >= wanted or self._projection_behind)
+                self._sync_waiting += 1
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._batch_written(wanted) or self._projection_behind)
+                finally:
+                    self._sync_waiting -= 1
             return
         async with self._sync_lock:
             batch = self.ledger.take_batch()
@@ -785,6 +829,71 @@ class IncidentWorkflow:
         self._sync_wanted = max(self._sync_wanted, wanted)
         return wanted
 
+    async def _sync_before_messages(self) -> None:
+        """What the next messages link to (their tasks) is in Redis before they are sent.
+        Carried (`perf-notify-carries-projection`): their `notify_batch` writes it first,
+        so this only asks for it (written by the projector if no message follows)."""
+        if self._carry:
+            self._request_sync()
+        else:
+            await self._sync()
+
+    async def _carried_batch(self) -> tuple[int, ProjectionBatch] | None:
+        """The pending changes, taken for a `notify_batch` (or `run_action`) that writes
+        them before it sends; it also carries whatever batches still in flight hold
+        (`_take_batch`), so what the messages link to is in Redis before they go.
+
+        Not carried: the opening batch (the opening report's answer waits for it, and must
+        not wait for deliveries), nor a batch someone is waiting for (`_sync`): the
+        projector writes those first, and the messages wait for them as they did before."""
+        if self._batches_taken == 0:
+            return None
+        if self._sync_waiting:
+            await self._sync()
+        number, batch = self._take_batch()
+        if batch is None:
+            self._finish_batch(number)
+            return None
+        return number, batch
+
+    def _take_batch(self) -> tuple[int, ProjectionBatch | None]:
+        """Number and take the next batch: every change since the last one, and, while
+        carried, everything the batches still in flight hold. A carried batch lands only
+        after its `notify_batch` started, so a later batch may land first; holding the
+        earlier ones' changes too, whichever lands leaves the read model whole up to its
+        revision (the writer keeps the newest revision and each timeline seq once)."""
+        if self._carry:
+            for in_flight in self._unfinished.values():
+                self.ledger.requeue(in_flight)
+        batch = self.ledger.take_batch()
+        self._batches_taken += 1
+        if batch is not None:
+            self._unfinished[self._batches_taken] = batch
+        return self._batches_taken, batch
+
+    def _carried_written(self, number: int, batch: ProjectionBatch, *, written: bool) -> None:
+        """A carried batch's `notify_batch` is done: if its write failed (Redis down), the
+        changes go back to the ledger and the projector writes them on its timer."""
+        if not written:
+            workflow.logger.warning("carried projection not written; retrying on a timer")
+            self.ledger.requeue(batch)
+            self._projection_behind = True
+        if self._projection_behind:  # the projector catches up, then says Redis is current
+            self._request_sync()
+        self._finish_batch(number)
+
+    def _finish_batch(self, number: int) -> None:
+        """Batch `number` is written (or given up on): move the watermark over every batch
+        finished so far; a carried batch can finish after a later one."""
+        self._unfinished.pop(number, None)
+        self._batches_finished.add(number)
+        while self._batches_done + 1 in self._batches_finished:
+            self._batches_done += 1
+            self._batches_finished.remove(self._batches_done)
+
+    def _batch_written(self, number: int) -> bool:
+        return number <= self._batches_done or number in self._batches_finished
+
     async def _project_loop(self) -> None:
         """The one projector: waits until someone asks, takes one batch (all changes of the
         activation so far), writes it with one `project` activity, and repeats.
@@ -799,15 +908,18 @@ class IncidentWorkflow:
         while True:
             await workflow.wait_condition(
                 lambda: self._sync_wanted > self._batches_taken or self._projector_stop)
-            if self._sync_wanted <= self._batches_taken:
-                return
-            batch = self.ledger.take_batch()
-            self._batches_taken += 1
-            number = self._batches_taken
+            if self._carry:  # let the interpreter run first: a step that sends now carries it
+                await asyncio.sleep(0)
+            if self._sync_wanted <= self._batches_taken:  # a `notify_batch` carried it
+                if self._projector_stop:
+                    return
+                continue
+            await self._let_carried_land()
+            number, batch = self._take_batch()
             if batch is not None and not await self._write_batch(batch, behind=failures > 0):
                 self.ledger.requeue(batch)
                 self._projection_behind = True
-                self._batches_done = number  # nobody waits through an outage
+                self._finish_batch(number)  # nobody waits through an outage
                 failures += 1
                 self._sync_wanted = max(self._sync_wanted, self._batches_taken + 1)
                 if self._projector_stop:  # resolved and out of time: `crisis rebuild` repairs
@@ -821,8 +933,22 @@ class IncidentWorkflow:
                 continue
             failures = 0
             self._projection_behind = False
-            self._batches_done = number
+            self._finish_batch(number)
             self._opened_synced = True
+
+    async def _let_carried_land(self) -> None:
+        """A carried batch is still in flight: give its activity a moment to finish (its
+        write comes first, so it has landed by then) rather than send all it holds again
+        in this batch; a slow delivery costs the bytes, not the wait (`CARRIED_WAIT`).
+        Someone waiting in the workflow for this batch (`_sync`, e.g. a report of a storm)
+        never waits for a delivery: the batch takes the bytes at once."""
+        if not (self._carry and self._unfinished) or self._sync_waiting:
+            return
+        try:
+            await workflow.wait_condition(lambda: not self._unfinished or self._projector_stop,
+                                          timeout=CARRIED_WAIT)
+        except TimeoutError:
+            pass
 
     async def _write_batch(self, batch: ProjectionBatch, *, behind: bool) -> bool:
         try:
