@@ -175,6 +175,35 @@ async def test_a_legal_reject_asks_for_confirmation_then_shows_vetoed(
     await context.close()
 
 
+async def test_a_communicator_redrafts_from_the_incident_page_and_sees_the_new_round(
+        browser: Browser, stack: WebStack) -> None:
+    incident_id = stack.open_incident(playbook="redraft", title="Redraft journey")
+    first = stack.wait_tasks(incident_id, 2)
+    context, page = await signed_in(browser, stack, "cora", f"/ui/incidents/{incident_id}")
+    await live(page)
+    draft = page.locator("details.draft blockquote")
+    await expect(draft).to_have_text(first["alex"]["content"])
+    form = page.get_by_test_id("draft-form")
+    await expect(form.locator("#draft-text")).to_have_value(first["alex"]["content"])
+    await form.locator("#draft-text").fill("")
+    await form.locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("error-draft-text")).to_be_visible()  # nothing sent
+
+    text = "We're sorry. We'll post an update by 20:00."
+    await page.get_by_test_id("draft-form").locator("#draft-text").fill(text)
+    await page.get_by_test_id("draft-form").locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("feedback").first).to_contain_text("Draft v2")
+    await expect(draft).to_have_text(text, timeout=3000)  # the live region, no reload
+    form = page.get_by_test_id("draft-form")  # drawn afresh: no stale error, the new text
+    await expect(form.get_by_test_id("error-draft-text")).to_have_count(0)
+    await expect(form.locator("#draft-text")).to_have_value(text)
+    rows = page.get_by_test_id("task-row")
+    await expect(rows.filter(has_text="cancelled")).to_have_count(2)  # v1's round
+    await expect(rows.filter(has_text="open")).to_have_count(2)  # v2's round
+    await shot(page, "incident-redraft")
+    await context.close()
+
+
 async def test_the_dashboard_matches_the_incident_metrics(browser: Browser,
                                                           stack: WebStack) -> None:
     incident_id = stack.open_incident(title="Metrics journey")

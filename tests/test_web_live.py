@@ -409,3 +409,73 @@ def test_keys_rotate_the_first_signs_and_every_one_verifies() -> None:
     from core.action_links import LinkInvalid
     with pytest.raises(LinkInvalid):
         ActionLinks([new]).verify(token)
+
+
+def open_tasks(stack: WebStack, incident_id: str) -> dict[str, dict[str, Any]]:
+    view = stack.api("GET", f"/incidents/{incident_id}", "cora").json()
+    return {t["assignee"]: t for t in view["open_tasks"]}
+
+
+def test_a_veto_then_a_redraft_from_the_page_starts_a_round_on_exactly_that_text(
+        stack: WebStack) -> None:
+    """Scenario 7 from the incident page: legal vetoes v1, the communicator submits v2 in
+    the page's draft form, and the same approvers get tasks on v2's exact text."""
+    incident_id = stack.open_incident(playbook="redraft")
+    first = stack.wait_tasks(incident_id, 2)
+    http, csrf = login(stack, "cora")
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    with contextlib.closing(http):
+        page = http.get(f"/ui/incidents/{incident_id}").text
+        assert 'data-testid="draft-form"' in page
+        assert 'name="node" value="approve-statement"' in page
+        assert first["alex"]["content"] in page  # the form starts from the text under approval
+
+        vetoed = stack.api("POST", f"/tasks/{first['alex']['id']}/decision", "alex",
+                           json={"decision": "reject", "comment": "Admits fault; rephrase."})
+        assert vetoed.status_code == 200, vetoed.text
+        page = http.get(f"/ui/incidents/{incident_id}").text
+        assert "the approvers wait for a new version" in page
+
+        text = "We're sorry <b>this</b> happened. We'll update by 20:00 & not before."
+        sent = http.post(f"/ui/incidents/{incident_id}/drafts", headers=headers,
+                         data={"node": "approve-statement", "text": text, "link": ""})
+        assert sent.status_code == 200 and sent.headers["HX-Retarget"] == "#feedback"
+        assert "Draft v2 of “Approve the statement” submitted" in sent.text
+        second = open_tasks(stack, incident_id)
+        assert set(second) == {"alex", "abby"}
+        assert {t["content"] for t in second.values()} == {text}
+        assert {t["draft_version"] for t in second.values()} == {2}
+        page = http.get(f"/ui/incidents/{incident_id}").text
+        assert "We&#39;re sorry &lt;b&gt;this&lt;/b&gt; happened" in page  # escaped, exact
+    drafts = stack.api("GET", f"/incidents/{incident_id}/drafts", "cora").json()
+    versions = drafts["nodes"]["approve-statement"]
+    assert [(v["version"], v["author"]) for v in versions] == [(1, "playbook"), (2, "cora")]
+
+
+def test_the_draft_form_shows_errors_in_place_and_changes_nothing(stack: WebStack) -> None:
+    incident_id = stack.open_incident(playbook="redraft")
+    before = stack.wait_tasks(incident_id, 2)
+    http, csrf = login(stack, "cora")
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    with contextlib.closing(http):
+        empty = http.post(f"/ui/incidents/{incident_id}/drafts", headers=headers,
+                          data={"node": "approve-statement", "text": "", "link": ""})
+        assert empty.status_code == 422 and 'data-testid="error-draft-text"' in empty.text
+        assert 'data-testid="draft-form"' in empty.text  # the form again, not a feedback
+        bad_link = http.post(f"/ui/incidents/{incident_id}/drafts", headers=headers,
+                             data={"node": "approve-statement", "text": "Fine words",
+                                   "link": "javascript:alert(1)"})
+        assert bad_link.status_code == 422 and 'data-testid="error-draft-link"' in bad_link.text
+        assert "Fine words" in bad_link.text  # what was typed is kept
+        no_drafts = http.post(f"/ui/incidents/{incident_id}/drafts", headers=headers,
+                              data={"node": "done", "text": "Words", "link": ""})
+        assert no_drafts.headers["HX-Retarget"] == "#feedback" and "bad" in no_drafts.text
+    approver, approver_csrf = login(stack, "abby")
+    with contextlib.closing(approver):
+        refused = approver.post(f"/ui/incidents/{incident_id}/drafts",
+                                headers={"X-CSRF-Token": approver_csrf, "HX-Request": "true"},
+                                data={"node": "approve-statement", "text": "Mine", "link": ""})
+        assert "bad" in refused.text
+        assert 'data-testid="draft-form"' not in approver.get(
+            f"/ui/incidents/{incident_id}").text  # approvers get no form
+    assert open_tasks(stack, incident_id) == before  # nothing moved

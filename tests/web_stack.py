@@ -64,6 +64,21 @@ WEB_PLAYBOOKS: dict[str, dict[str, Any]] = {
             {"id": "done", "resolution": {}},
         ],
     },
+    "redraft": {
+        "id": "redraft", "name": "Drafted statement", "version": 1,
+        "severities": ["high"],
+        "defaults": {"channels": ["log"], "respect_working_hours": False},
+        "steps": [
+            {"id": "approve-statement", "approval": {
+                "title": "Approve the statement",
+                "content": "We are looking into {{ incident.title }}.",
+                "drafts": {"start_from_template": True},
+                "approvers": [{"person": "alex"}, {"person": "abby"}],
+                "require": [{"role": "legal", "min": 1}, {"role": "comms", "min": 1}],
+                "veto": ["legal"], "deadline": "4h"}},
+            {"id": "done", "resolution": {}},
+        ],
+    },
     "heads-up": {
         "id": "heads-up", "name": "Heads-up only", "version": 1,
         "severities": ["low", "critical"],

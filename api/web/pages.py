@@ -32,6 +32,7 @@ from .. import auth, lookup
 from ..auth import Principal
 from ..deps import Services, get_services, principal_for_token, session_of, session_user
 from ..errors import ApiError, from_update_failure
+from ..routes import drafts as draft_routes
 from ..routes import incidents as incident_routes
 from ..routes import leadership, review
 from ..routes import reports as report_routes
@@ -46,7 +47,14 @@ from ..schemas import (
 )
 from . import present
 from .sessions import COOKIE
-from .views import approval_of, eligible_delegates, next_escalation, playbook_of, vetoes
+from .views import (
+    approval_of,
+    draft_nodes,
+    eligible_delegates,
+    next_escalation,
+    playbook_of,
+    vetoes,
+)
 
 HERE = FsPath(__file__).resolve().parent
 T = TypeVar("T")
@@ -154,9 +162,13 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
     return out
 
 
-def feedback(request: Request, message: str, ok: bool = True) -> HTMLResponse:
-    """A message that stays: appended to the page's feedback list, not swapped away."""
+def feedback(request: Request, message: str, ok: bool = True,
+             also: HTMLResponse | None = None) -> HTMLResponse:
+    """A message that stays: appended to the page's feedback list, not swapped away.
+    `also`: elements swapped in by id as well (`hx-swap-oob`), e.g. a form drawn afresh."""
     response = render(request, "_feedback.html", None, message=message, ok=ok)
+    if also is not None:
+        response = HTMLResponse(bytes(response.body) + bytes(also.body))
     response.headers["HX-Retarget"] = "#feedback"
     response.headers["HX-Reswap"] = "afterbegin"
     response.headers["HX-Trigger"] = "refresh"
@@ -379,6 +391,7 @@ async def incident_context(request: Request, user: Principal, incident_id: str
                 for e in entries]
     return {"view": view, "incident": view.incident, "nodes": nodes, "timeline": timeline,
             "can_write": user.has_any(auth.INCIDENT_WRITERS) and view.incident.status == "open",
+            "draft_nodes": draft_nodes(playbook, view),
             "age": present.age(view.incident.opened_at, now)}
 
 
@@ -430,6 +443,43 @@ async def post_status(request: Request, incident_id: IncidentPath,
     except ApiError as exc:
         return feedback(request, str(exc.detail), ok=False)
     return feedback(request, "Status update posted.")
+
+
+@router.post("/incidents/{incident_id}/drafts", response_class=HTMLResponse)
+async def post_draft(request: Request, incident_id: IncidentPath,
+                     node: Annotated[str, Form()] = "", text: Annotated[str, Form()] = "",
+                     link: Annotated[str, Form()] = "") -> HTMLResponse:
+    """The next version of an approval node's text (`POST /incidents/{id}/drafts`): a new
+    round that the node's approvers decide on exactly this text."""
+    user = await page_user(request)
+    services = services_of(request)
+    form = {"node": node, "text": text, "link": link}
+    try:
+        body = draft_routes.DraftBody(node=node, text=text, link=link.strip() or None)
+        user.require(auth.INCIDENT_WRITERS, "submitting a draft")
+        result = await command(draft_routes.submit_draft(
+            incident_id, body, user, services.temporal, services.read_model))
+    except ValidationError as exc:
+        return render(request, "_draft_form.html", user, status_code=422,
+                      incident_id=incident_id, errors=field_errors(exc), form=form,
+                      draft_nodes=await _draft_nodes(request, user, incident_id))
+    except ApiError as exc:
+        return feedback(request, str(exc.detail), ok=False)
+    title = result.node.title if result.node is not None else node
+    when = "its approvers decide it now" if result.tasks else "the node opens with it"
+    fresh = render(request, "_draft_form.html", user, incident_id=incident_id, errors={},
+                   form={"node": node}, oob=True,
+                   draft_nodes=await _draft_nodes(request, user, incident_id))
+    return feedback(request, f"Draft v{result.draft.version} of “{title}” submitted: {when}.",
+                    also=fresh)
+
+
+async def _draft_nodes(request: Request, user: Principal, incident_id: str) -> list[Any]:
+    """The form's node choices again (a refused form is drawn anew with its errors)."""
+    try:
+        return list((await incident_context(request, user, incident_id))["draft_nodes"])
+    except ApiError:
+        return []
 
 
 @router.post("/incidents/{incident_id}/resolve", response_class=HTMLResponse)

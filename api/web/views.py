@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain.directory import Directory, Person
-from domain.incident import Incident, NodeState, Task
+from domain.incident import Incident, IncidentView, NodeState, Task
 from domain.ledger import eligible_voters
 from domain.playbook import Approval, Playbook
+from domain.quorum import Outcome
 
 from ..playbook_registry import PlaybookRegistry
 
@@ -66,3 +67,37 @@ def next_escalation(node: NodeState, approval: Approval | None) -> Upcoming | No
     if node.deadline is not None:
         found.append(Upcoming(node.deadline, "deadline"))
     return min(found, key=lambda u: u.at) if found else None
+
+
+@dataclass(frozen=True)
+class DraftNode:
+    """An approval node a communicator may submit the next version of the text for."""
+
+    step_id: str
+    title: str
+    current: str | None  # the text under approval now; None before the node opens
+    awaiting: bool  # a reject ended the round: the approvers wait for a new version
+
+
+def draft_nodes(playbook: Playbook | None, view: IncidentView) -> list[DraftNode]:
+    """Approval steps that take drafts and have not ended, in playbook order: the opened
+    ones known by their state (a draft version, or waiting for one), and, when the pinned
+    playbook version is at hand, the ones the playbook has not reached yet (a draft
+    submitted early is what the node opens with). The aggregate decides whether the
+    submission is allowed; this only says where a form makes sense."""
+    nodes = {node.step_id: node for node in view.nodes}
+    steps = [step.id for _, step in playbook.walk()
+             if step.approval is not None and step.approval.drafts is not None] \
+        if playbook is not None else []
+    steps += [n.step_id for n in view.nodes if n.step_id not in steps
+              and (n.draft_version is not None or n.awaiting_draft)]
+    out: list[DraftNode] = []
+    for step_id in steps:
+        node = nodes.get(step_id)
+        if node is not None and node.outcome != Outcome.pending:
+            continue
+        texts = [t.content for t in view.tasks if t.node_id == step_id]
+        out.append(DraftNode(step_id=step_id, title=node.title if node else step_id,
+                             current=texts[-1] if texts else None,
+                             awaiting=node is not None and node.awaiting_draft))
+    return out
