@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -1054,25 +1054,14 @@ class Ledger:
             self.record(at, "posts_paused", "system", step=step_id,
                         resumes="on resolution unless kept paused")
 
-    def _posts_entries(self, step_id: str) -> list[TimelineEntry]:
-        return [e for e in self.state.timeline if e.details.get("step") == step_id
-                and e.kind in ("posts_paused", "posts_resumed", "posts_resume_failed",
-                               "posts_resume_skipped")]
-
     def to_resume(self) -> list[Step]:
         """Pausing steps whose pause succeeded and that have not been resumed (or skipped)."""
-        out = []
-        for step in self.pause_steps():
-            kinds = [e.kind for e in self._posts_entries(step.id)]
-            if "posts_paused" in kinds and kinds[-1] == "posts_paused":
-                out.append(step)
-        return out
+        paused = set(paused_post_steps(self.state.timeline))
+        return [step for step in self.pause_steps() if step.id in paused]
 
     def kept_paused(self) -> TimelineEntry | None:
         """The latest 'keep posts paused' request if it still holds (`keep: false` undoes)."""
-        latest = next((e for e in reversed(self.state.timeline)
-                       if e.kind == "posts_kept_paused"), None)
-        return latest if latest is not None and latest.details.get("keep") else None
+        return kept_paused_request(self.state.timeline)
 
     def _check_keep_paused(self, req: KeepPostsPausedRequest) -> None:
         self._check_communicator(req.actor)
@@ -1378,3 +1367,39 @@ class Ledger:
         self._incident_changed = True
         self.state.projected_seq = 0
 
+
+# ---- reading the timeline: the same rules for the aggregate and for the pages ------------
+
+POSTS_RESUME_KINDS = frozenset({"posts_resumed", "posts_resume_failed", "posts_resume_skipped"})
+ACTION_KINDS = frozenset({"action_sending", "action_run", "action_failed",
+                          "action_outcome_unknown", "action_outcome_resolved"})
+
+
+def _latest_by_step(timeline: Sequence[TimelineEntry],
+                    kinds: Collection[str]) -> dict[str, TimelineEntry]:
+    """Each step's latest entry of these kinds (entries in `seq` order)."""
+    latest: dict[str, TimelineEntry] = {}
+    for entry in timeline:
+        step = entry.details.get("step")
+        if isinstance(step, str) and entry.kind in kinds:
+            latest[step] = entry
+    return latest
+
+
+def paused_post_steps(timeline: Sequence[TimelineEntry]) -> list[str]:
+    """Steps whose pause of scheduled posts holds now: paused, not yet resumed or skipped."""
+    latest = _latest_by_step(timeline, {"posts_paused", *POSTS_RESUME_KINDS})
+    return [step for step, entry in latest.items() if entry.kind == "posts_paused"]
+
+
+def kept_paused_request(timeline: Sequence[TimelineEntry]) -> TimelineEntry | None:
+    """The latest 'keep posts paused' request if it still holds (`keep: false` undoes)."""
+    latest = next((e for e in reversed(timeline) if e.kind == "posts_kept_paused"), None)
+    return latest if latest is not None and latest.details.get("keep") else None
+
+
+def unknown_actions(timeline: Sequence[TimelineEntry]) -> list[TimelineEntry]:
+    """The `action_outcome_unknown` entries still waiting for a communicator's answer (a
+    later answer, resend or call of the same step ends the wait)."""
+    latest = _latest_by_step(timeline, ACTION_KINDS)
+    return [entry for entry in latest.values() if entry.kind == "action_outcome_unknown"]

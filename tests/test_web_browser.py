@@ -204,6 +204,27 @@ async def test_a_communicator_redrafts_from_the_incident_page_and_sees_the_new_r
     await context.close()
 
 
+async def test_an_unknown_action_is_answered_with_one_click_and_leaves_the_page(
+        browser: Browser, stack: WebStack) -> None:
+    stack.receiver.answer(500)
+    try:
+        incident_id = stack.open_incident(playbook="post-once", title="Unknown journey")
+        context, page = await signed_in(browser, stack, "cora", f"/ui/incidents/{incident_id}")
+        await live(page)
+        card = page.get_by_test_id("unknown-action")
+        await expect(card).to_contain_text("HTTP 500", timeout=10000)  # appears live
+    finally:
+        stack.receiver.answer(200)
+    await shot(page, "incident-unknown-action")
+    await card.locator("input[name=comment]").fill("Checked: not on the newsroom page")
+    await card.get_by_test_id("unknown-resend").click()  # the clicked button's value counts
+    await expect(page.get_by_test_id("feedback").first).to_contain_text("send it again")
+    await expect(card).to_have_count(0, timeout=5000)
+    timeline = page.get_by_test_id("timeline")
+    await expect(timeline.locator("li[data-kind=action_run]")).to_have_count(1, timeout=5000)
+    await context.close()
+
+
 async def test_the_dashboard_matches_the_incident_metrics(browser: Browser,
                                                           stack: WebStack) -> None:
     incident_id = stack.open_incident(title="Metrics journey")

@@ -479,3 +479,79 @@ def test_the_draft_form_shows_errors_in_place_and_changes_nothing(stack: WebStac
         assert 'data-testid="draft-form"' not in approver.get(
             f"/ui/incidents/{incident_id}").text  # approvers get no form
     assert open_tasks(stack, incident_id) == before  # nothing moved
+
+
+def wait_kind(stack: WebStack, incident_id: str, kind: str, within: float = 20.0
+              ) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    while True:
+        entries = stack.api("GET", f"/incidents/{incident_id}/timeline", "cora").json()[
+            "entries"]
+        if any(e["kind"] == kind for e in entries):
+            return list(entries)
+        assert time.monotonic() < deadline, f"no {kind} in {[e['kind'] for e in entries]}"
+        time.sleep(0.1)
+
+
+def test_an_unknown_action_is_answered_from_the_incident_page(stack: WebStack) -> None:
+    """The opener is told to check the receiver and answer "on the incident": the page
+    asks, and "it was sent" ends the step without calling the receiver again."""
+    stack.receiver.answer(500)
+    try:
+        incident_id = stack.open_incident(playbook="post-once")
+        wait_kind(stack, incident_id, "action_outcome_unknown")
+    finally:
+        stack.receiver.answer(200)
+    calls = [r for r in stack.receiver.requests
+             if r.headers.get("idempotency-key") == f"{incident_id}:post"]
+    assert len(calls) == 1
+    http, csrf = login(stack, "cora")
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    with contextlib.closing(http):
+        page = http.get(f"/ui/incidents/{incident_id}").text
+        assert 'data-testid="unknown-action" data-step="post"' in page and "HTTP 500" in page
+        bad = http.post(f"/ui/incidents/{incident_id}/actions/post/resolve-unknown",
+                        headers=headers, data={"outcome": "maybe"})
+        assert "outcome" in bad.text and "bad" in bad.text  # refused, nothing recorded
+        sent = http.post(f"/ui/incidents/{incident_id}/actions/post/resolve-unknown",
+                         headers=headers, data={"outcome": "sent", "comment": "It is live"})
+        assert "it was sent" in sent.text
+        again = http.post(f"/ui/incidents/{incident_id}/actions/post/resolve-unknown",
+                          headers=headers, data={"outcome": "sent"})
+        assert "bad" in again.text and "not unknown" in again.text
+        assert 'data-testid="unknown-action"' not in http.get(
+            f"/ui/incidents/{incident_id}").text
+    entries = stack.api("GET", f"/incidents/{incident_id}/timeline", "cora").json()["entries"]
+    resolved = [e for e in entries if e["kind"] == "action_outcome_resolved"]
+    assert [(e["actor"], e["details"]["resolution"], e["details"]["comment"])
+            for e in resolved] == [("cora", "sent", "It is live")]
+    assert len([r for r in stack.receiver.requests
+                if r.headers.get("idempotency-key") == f"{incident_id}:post"]) == 1
+
+
+def test_paused_posts_are_kept_paused_from_the_incident_page(stack: WebStack) -> None:
+    incident_id = stack.open_incident(playbook="pause")
+    wait_kind(stack, incident_id, "posts_paused")
+    http, csrf = login(stack, "cora")
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    with contextlib.closing(http):
+        page = http.get(f"/ui/incidents/{incident_id}").text
+        assert "resume when the incident resolves" in page
+        no_reason = http.post(f"/ui/incidents/{incident_id}/keep-paused", headers=headers,
+                              data={"keep": "true", "reason": ""})
+        assert "reason" in no_reason.text and "bad" in no_reason.text
+        kept = http.post(f"/ui/incidents/{incident_id}/keep-paused", headers=headers,
+                         data={"keep": "true", "reason": "A second wave of posts"})
+        assert "stay paused after resolution" in kept.text
+        page = http.get(f"/ui/incidents/{incident_id}").text
+        assert "stay paused" in page and "A second wave of posts" in page
+        assert "Let them resume on resolution" in page
+        resolved = http.post(f"/ui/incidents/{incident_id}/resolve", headers=headers,
+                             data={"summary": "Handled"})
+        assert "resolved" in resolved.text
+    entries = wait_kind(stack, incident_id, "posts_resume_skipped")
+    assert "posts_resumed" not in [e["kind"] for e in entries]
+    scheduler = [r for r in stack.receiver.requests
+                 if r.path == "/scheduler" and incident_id in r.headers.get(
+                     "idempotency-key", "")]
+    assert [r.json()["command"] for r in scheduler] == ["pause"]  # never resumed

@@ -28,6 +28,7 @@ from api.main import create_app
 from cli.users_cmd import issue_tokens
 from core.config import Settings
 from domain.loader import load_directory
+from tests.receivers import HttpReceiver
 from tests.servers import free_port, wait_for_port
 
 WEB_DIRECTORY: dict[str, Any] = {
@@ -91,11 +92,40 @@ WEB_PLAYBOOKS: dict[str, dict[str, Any]] = {
 }
 
 
+def receiver_playbooks(receiver_url: str) -> dict[str, dict[str, Any]]:
+    """Playbooks whose actions call the stack's receiver (`WebStack.receiver`): one that
+    posts at most once, one that pauses scheduled posts until resolution."""
+    return {
+        "post-once": {
+            "id": "post-once", "name": "Post once", "version": 1, "severities": ["high"],
+            "defaults": {"channels": ["log"], "respect_working_hours": False},
+            "steps": [
+                {"id": "post", "action": {"url": f"{receiver_url}/post", "at_most_once": True,
+                                          "payload": {"text": "We are looking into it."}}},
+                {"id": "done", "resolution": {}},
+            ],
+        },
+        "pause": {
+            "id": "pause", "name": "Pause scheduled posts", "version": 1,
+            "severities": ["high"],
+            "defaults": {"channels": ["log"], "respect_working_hours": False},
+            "steps": [
+                {"id": "pause-posts", "action": {
+                    "url": f"{receiver_url}/scheduler", "payload": {"command": "pause"},
+                    "resume_on_resolve": {"url": f"{receiver_url}/scheduler",
+                                          "payload": {"command": "resume"}}}},
+                {"id": "done", "resolution": {}},
+            ],
+        },
+    }
+
+
 @dataclass
 class WebStack:
     base_url: str
     tokens: dict[str, str]
     settings: Settings
+    receiver: HttpReceiver  # what the playbooks' actions call (`receiver_playbooks`)
 
     def auth(self, person: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[person]}"}
@@ -131,7 +161,7 @@ class WebStack:
             time.sleep(0.1)
 
 
-def write_config(workdir: Path) -> tuple[Path, Path]:
+def write_config(workdir: Path, receiver_url: str) -> tuple[Path, Path]:
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "playbooks").mkdir(exist_ok=True)
     directory_file = workdir / "config" / "directory.yaml"
@@ -139,7 +169,7 @@ def write_config(workdir: Path) -> tuple[Path, Path]:
     (workdir / "config" / "routing.yaml").write_text(yaml.safe_dump(
         {"routes": {s: {"playbook": "holding", "severity": "high"}
                     for s in ("low", "medium", "high", "critical")}}))
-    for name, playbook in WEB_PLAYBOOKS.items():
+    for name, playbook in {**WEB_PLAYBOOKS, **receiver_playbooks(receiver_url)}.items():
         (workdir / "playbooks" / f"{name}.yaml").write_text(yaml.safe_dump(playbook))
     return directory_file, workdir / "playbooks"
 
@@ -148,45 +178,46 @@ def write_config(workdir: Path) -> tuple[Path, Path]:
 def web_stack(temporal_target: str, redis_url: str, workdir: Path) -> Iterator[WebStack]:
     from worker.main import build_worker
 
-    directory_file, playbooks_dir = write_config(workdir)
-    users = issue_tokens(load_directory(directory_file).definition, workdir / "demo-tokens.json",
-                         workdir / "tokens.json")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        temporal_address=temporal_target, redis_url=redis_url,
-        task_queue=f"web-test-{uuid.uuid4().hex[:8]}", tokens_file=workdir / "tokens.json",
-        directory_file=directory_file, playbooks_dir=playbooks_dir, public_url=base_url,
-        secret_keys=["web-test-signing-key-0123456789"])
-    app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    failure: list[BaseException] = []
+    with HttpReceiver() as receiver:
+        directory_file, playbooks_dir = write_config(workdir, receiver.url(""))
+        users = issue_tokens(load_directory(directory_file).definition,
+                             workdir / "demo-tokens.json", workdir / "tokens.json")
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        settings = Settings(
+            temporal_address=temporal_target, redis_url=redis_url,
+            task_queue=f"web-test-{uuid.uuid4().hex[:8]}", tokens_file=workdir / "tokens.json",
+            directory_file=directory_file, playbooks_dir=playbooks_dir, public_url=base_url,
+            secret_keys=["web-test-signing-key-0123456789"])
+        app = create_app(settings)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                lifespan="on", timeout_graceful_shutdown=2)
+        server = uvicorn.Server(config)
+        failure: list[BaseException] = []
 
-    async def main() -> None:
-        client = await Client.connect(temporal_target, data_converter=pydantic_data_converter)
-        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
-        async with (httpx.AsyncClient(base_url=base_url, timeout=10) as webhooks,
-                    build_worker(client, settings, redis, webhooks)):
-            await server.serve()
-        await redis.aclose()
+        async def main() -> None:
+            client = await Client.connect(temporal_target, data_converter=pydantic_data_converter)
+            redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+            async with (httpx.AsyncClient(base_url=base_url, timeout=10) as webhooks,
+                        build_worker(client, settings, redis, webhooks)):
+                await server.serve()
+            await redis.aclose()
 
-    def run() -> None:
+        def run() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # surfaced to the test that waits for the port
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="web-stack", daemon=True)
+        thread.start()
         try:
-            asyncio.run(main())
-        except BaseException as exc:  # surfaced to the test that waits for the port
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="web-stack", daemon=True)
-    thread.start()
-    try:
-        wait_for_port(port, timeout=60)
-    except TimeoutError:
-        raise AssertionError(f"web stack did not start: {failure}") from None
-    try:
-        yield WebStack(base_url=base_url, tokens={u["id"]: u["token"] for u in users},
-                       settings=settings)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+            wait_for_port(port, timeout=60)
+        except TimeoutError:
+            raise AssertionError(f"web stack did not start: {failure}") from None
+        try:
+            yield WebStack(base_url=base_url, tokens={u["id"]: u["token"] for u in users},
+                           settings=settings, receiver=receiver)
+        finally:
+            server.should_exit = True
+            thread.join(30)

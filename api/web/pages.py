@@ -25,6 +25,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from domain.directory import AccessRole
 from domain.fleet import fleet_report
 from domain.incident import IncidentStatus, IncidentView, Task, TaskState
+from domain.ledger import unknown_actions
 from domain.metrics import duration, incident_metrics
 from domain.playbook import Severity
 
@@ -32,6 +33,7 @@ from .. import auth, lookup
 from ..auth import Principal
 from ..deps import Services, get_services, principal_for_token, session_of, session_user
 from ..errors import ApiError, from_update_failure
+from ..routes import actions as action_routes
 from ..routes import drafts as draft_routes
 from ..routes import incidents as incident_routes
 from ..routes import leadership, review
@@ -52,6 +54,7 @@ from .views import (
     draft_nodes,
     eligible_delegates,
     next_escalation,
+    paused_posts,
     playbook_of,
     vetoes,
 )
@@ -173,6 +176,12 @@ def feedback(request: Request, message: str, ok: bool = True,
     response.headers["HX-Reswap"] = "afterbegin"
     response.headers["HX-Trigger"] = "refresh"
     return response
+
+
+def refused(request: Request, exc: ValidationError) -> HTMLResponse:
+    """Bad input from buttons and short forms: each field's problem, as a feedback line."""
+    return feedback(request, "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items()),
+                    ok=False)
 
 
 # ---- login, logout, landing -----------------------------------------------------------
@@ -392,6 +401,7 @@ async def incident_context(request: Request, user: Principal, incident_id: str
     return {"view": view, "incident": view.incident, "nodes": nodes, "timeline": timeline,
             "can_write": user.has_any(auth.INCIDENT_WRITERS) and view.incident.status == "open",
             "draft_nodes": draft_nodes(playbook, view),
+            "unknown_actions": unknown_actions(entries), "paused": paused_posts(entries),
             "age": present.age(view.incident.opened_at, now)}
 
 
@@ -480,6 +490,53 @@ async def _draft_nodes(request: Request, user: Principal, incident_id: str) -> l
         return list((await incident_context(request, user, incident_id))["draft_nodes"])
     except ApiError:
         return []
+
+
+@router.post("/incidents/{incident_id}/actions/{step_id}/resolve-unknown",
+             response_class=HTMLResponse)
+async def post_resolve_unknown(request: Request, incident_id: IncidentPath,
+                               step_id: action_routes.StepId,
+                               outcome: Annotated[str, Form()] = "",
+                               comment: Annotated[str, Form()] = "") -> HTMLResponse:
+    """A communicator says whether an at-most-once action whose outcome is unknown went
+    out (`sent`) or must go once more (`resend`)."""
+    user = await page_user(request)
+    services = services_of(request)
+    try:
+        body = action_routes.ResolveUnknownBody.model_validate(
+            {"outcome": outcome, "comment": comment})
+        user.require(auth.INCIDENT_WRITERS, "answering for an action")
+        await command(action_routes.resolve_unknown_action(
+            incident_id, step_id, body, user, services.temporal, services.read_model))
+    except ValidationError as exc:
+        return refused(request, exc)
+    except ApiError as exc:
+        return feedback(request, str(exc.detail), ok=False)
+    said = "it was sent: the step is done" if body.outcome == "sent" \
+        else "send it again: it goes out once more"
+    return feedback(request, f"Action {step_id}: {said}.")
+
+
+@router.post("/incidents/{incident_id}/keep-paused", response_class=HTMLResponse)
+async def post_keep_paused(request: Request, incident_id: IncidentPath,
+                           keep: Annotated[str, Form()] = "true",
+                           reason: Annotated[str, Form()] = "") -> HTMLResponse:
+    """Keep the scheduled posts a playbook action paused paused when the incident
+    resolves (`keep=true`), or let them resume again (`keep=false`)."""
+    user = await page_user(request)
+    services = services_of(request)
+    try:
+        body = draft_routes.KeepPausedBody.model_validate(
+            {"keep": keep == "true", "reason": reason})
+        user.require(auth.INCIDENT_WRITERS, "keeping posts paused")
+        await command(draft_routes.keep_posts_paused(
+            incident_id, body, user, services.temporal, services.read_model))
+    except ValidationError as exc:
+        return refused(request, exc)
+    except ApiError as exc:
+        return feedback(request, str(exc.detail), ok=False)
+    return feedback(request, "Scheduled posts stay paused after resolution." if body.keep
+                    else "Scheduled posts resume when the incident resolves.")
 
 
 @router.post("/incidents/{incident_id}/resolve", response_class=HTMLResponse)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain.directory import Directory, Person
-from domain.incident import Incident, IncidentView, NodeState, Task
-from domain.ledger import eligible_voters
+from domain.incident import Incident, IncidentView, NodeState, Task, TimelineEntry
+from domain.ledger import eligible_voters, kept_paused_request, paused_post_steps
 from domain.playbook import Approval, Playbook
 from domain.quorum import Outcome
 
@@ -101,3 +101,20 @@ def draft_nodes(playbook: Playbook | None, view: IncidentView) -> list[DraftNode
                              current=texts[-1] if texts else None,
                              awaiting=node is not None and node.awaiting_draft))
     return out
+
+
+@dataclass(frozen=True)
+class PausedPosts:
+    """Scheduled posts a playbook action paused: they resume on resolution unless a
+    communicator keeps them paused (the latest request wins)."""
+
+    steps: list[str]
+    kept: TimelineEntry | None  # the request that keeps them paused, if one holds
+
+
+def paused_posts(entries: list[TimelineEntry]) -> PausedPosts | None:
+    """None unless some step's pause of scheduled posts still holds (the aggregate's rule,
+    `domain.ledger.paused_post_steps`, read off the projected timeline)."""
+    ordered = sorted(entries, key=lambda e: e.seq)
+    steps = paused_post_steps(ordered)
+    return PausedPosts(steps=steps, kept=kept_paused_request(ordered)) if steps else None
