@@ -66,7 +66,10 @@ def workflow_runner(*, strict: bool = False) -> WorkflowRunner:
 
 def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
                  http: httpx.AsyncClient, *, task_queue: str | None = None,
-                 graceful_shutdown: timedelta = timedelta(0)) -> Worker:
+                 graceful_shutdown: timedelta = timedelta(0),
+                 forwarder: ReportForwarder | None = None) -> Worker:
+    """The worker for every workflow and activity; `forwarder` replaces the late-report
+    forwarder (tests put a failing intake in front of the real one)."""
     activities = IncidentActivities(
         redis=redis, http=http, smtp=SmtpSettings.from_settings(settings),
         apprise=AppriseChannel(settings.apprise_config,
@@ -75,7 +78,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         action_links=notification_links(ActionLinks.from_settings(settings),
                                         settings.public_url))
     policy = PolicyActivities(settings.playbooks_dir, settings.public_url)
-    forwarder = ReportForwarder(ReportRouter(client, redis, settings))
+    forwarder = forwarder or ReportForwarder(ReportRouter(client, redis, settings))
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,

@@ -127,6 +127,10 @@ def _missed_note(missed: int, what: str) -> str:
 # Late reports were acknowledged to their reporters: keep trying for about an hour.
 FORWARD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                             maximum_interval=timedelta(minutes=1), maximum_attempts=60)
+# ... then the resolved run keeps the reports and tries again on a durable timer (a few
+# history events per try, so a day-long outage costs about a hundred events)
+FORWARD_CATCH_UP_FIRST = timedelta(minutes=5)
+FORWARD_CATCH_UP_MAX = timedelta(hours=1)
 
 
 # The template root of text inserted as is (`IncidentWorkflow._render`); playbooks can't
@@ -270,7 +274,10 @@ class IncidentWorkflow:
     async def _forward_late_reports(self) -> None:
         """Hand reports signalled after resolution on to the next incident for the key.
         Loops until none is left: a signal arriving before the run completes is seen
-        (Temporal refuses to complete a run with unseen signals)."""
+        (Temporal refuses to complete a run with unseen signals). After an hour of failed
+        tries the run keeps them and tries again on a durable timer, as long as it takes
+        (runs from before that dropped them)."""
+        failures = 0
         while True:
             await workflow.wait_condition(workflow.all_handlers_finished)
             if not self._late:
@@ -287,9 +294,18 @@ class IncidentWorkflow:
                         from_incident_id=self.ledger.incident.id,
                         dedup_key=self.start.dedup_key, template=template, reports=batch),
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=FORWARD_RETRY)
-            except ActivityError as exc:  # an hour of failures: say which, don't fail the run
-                workflow.logger.error("could not hand on late reports %s: %s",
-                                      [r.id for r in batch], exc.cause or exc)
+            except ActivityError as exc:  # an hour of failures
+                if not workflow.patched("forward-late-reports-until-placed"):
+                    workflow.logger.error("could not hand on late reports %s: %s",
+                                          [r.id for r in batch], exc.cause or exc)
+                    continue  # runs from before: dropped
+                # the reporters were told "accepted": keep them, and try again later
+                pause = min(FORWARD_CATCH_UP_MAX, FORWARD_CATCH_UP_FIRST * 2 ** failures)
+                failures += 1
+                workflow.logger.error("late reports %s not handed on yet (%s); trying again "
+                                      "in %s", [r.id for r in batch], exc.cause or exc, pause)
+                self._late = [*batch, *self._late]
+                await workflow.sleep(pause)
 
     def _should_continue(self) -> bool:
         info = workflow.info()
