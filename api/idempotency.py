@@ -9,7 +9,7 @@
 - Same key while the first request is still in flight: 409 `RequestInFlight`.
 
 The in-flight mark lasts as long as the request runs: it expires after
-`idempotency_in_flight_ttl_seconds` (default 120 s) and the running request renews it every
+`idempotency_in_flight_ttl_seconds` (default 15 s) and the running request renews it every
 third of that, so a slow request (e.g. while the worker is down) keeps it. Only an API
 process that died mid-request lets it lapse; then a retry runs again, and is safe because
 the operation itself is keyed: `operation_id` derives the workflow-side ids (report id,
@@ -41,7 +41,6 @@ from .errors import error_body
 
 HEADER = "idempotency-key"
 TTL_SECONDS = 24 * 3600
-IN_FLIGHT_TTL_SECONDS = 120.0  # default of `Settings.idempotency_in_flight_ttl_seconds`
 MAX_KEY_LENGTH = 255
 BODY_SCOPE_KEY = "crisis.body"  # the buffered request body, set by `api.middleware`
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.secret_file import read_or_create
@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     id_secret: SecretStr | None = None
     id_secret_file: Path | None = None  # default: `id-secret` next to `tokens_file`
     # How long an Idempotency-Key's in-flight marker lives without renewal; a running
-    # request renews it every third of this, so only a crashed API lets it lapse.
-    idempotency_in_flight_ttl_seconds: float = 120.0
+    # request renews it every third of this, so only a crashed API lets it lapse; after a
+    # crash a retry with the same key gets 409 for at most this long.
+    idempotency_in_flight_ttl_seconds: float = Field(default=15.0, gt=0, le=3600.0)
 
     def id_secret_bytes(self) -> bytes:
         """The id secret: `CRISIS_ID_SECRET`, else the secret file (created 0600 if absent)."""

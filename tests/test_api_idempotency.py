@@ -1,6 +1,6 @@
 """An Idempotency-Key holds for the life of the operation, however long it runs.
 
-The in-flight marker's TTL is set to 1 s here (`idempotency_in_flight_ttl_seconds`, 120 s
+The in-flight marker's TTL is set to 1 s here (`idempotency_in_flight_ttl_seconds`, 15 s
 by default), so "in flight for many TTLs" takes seconds, not minutes. A request is kept in
 flight for real: no worker polls its task queue, so its update-with-start waits, as it does
 while the worker is down in production.
