@@ -306,6 +306,23 @@ async def test_docs_render_with_the_network_blocked(browser: Browser, stack: Web
     assert not [u for u in blocked if "/static/" in u]
 
 
+async def test_an_approver_marks_a_flight_away_in_the_browser(browser: Browser,
+                                                              stack: WebStack) -> None:
+    context, page = await signed_in(browser, stack, "dora", "/ui/away")
+    await expect(page.get_by_test_id("away-none")).to_be_visible()
+    # the form starts at now in the person's zone and runs a day: change only the reason
+    await page.fill("#away-reason", "Flight LH 400")
+    await page.get_by_test_id("away-form").locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("away-saved")).to_contain_text("applies now")
+    row = page.get_by_test_id("away-row")
+    await expect(row).to_contain_text("Flight LH 400")
+    await expect(row).to_contain_text("now")
+    await shot(page, "away")
+    await row.get_by_test_id("away-remove").click()
+    await expect(page.get_by_test_id("away-none")).to_be_visible()
+    await context.close()
+
+
 async def test_screenshots_of_the_remaining_pages(browser: Browser, stack: WebStack) -> None:
     context = await browser.new_context(viewport={"width": 1400, "height": 900},
                                   base_url=stack.base_url)

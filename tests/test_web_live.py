@@ -555,3 +555,47 @@ def test_paused_posts_are_kept_paused_from_the_incident_page(stack: WebStack) ->
                  if r.path == "/scheduler" and incident_id in r.headers.get(
                      "idempotency-key", "")]
     assert [r.json()["command"] for r in scheduler] == ["pause"]  # never resumed
+
+
+def test_an_approver_marks_themselves_away_and_on_call_gets_the_next_task(
+        stack: WebStack) -> None:
+    """Scenario 4's other half: before boarding, Alex marks a period away on /ui/away; the
+    next incident's legal task goes to the legal on-call (Olga). Removing it gives Alex
+    tasks again."""
+    http, csrf = login(stack, "alex")
+    now = datetime.now(UTC)
+    local = "%Y-%m-%dT%H:%M"
+    with contextlib.closing(http):
+        page = http.get("/ui/away").text
+        assert 'data-testid="away-none"' in page and ">UTC<" in page
+        backwards = http.post("/ui/away", data={
+            "csrf_token": csrf, "start": (now + timedelta(hours=2)).strftime(local),
+            "end": (now + timedelta(hours=1)).strftime(local), "reason": ""})
+        assert backwards.status_code == 422 and "the end must come after the start" in \
+            backwards.text
+        garbled = http.post("/ui/away", data={"csrf_token": csrf, "start": "soon",
+                                              "end": "later"})
+        assert garbled.status_code == 422 and 'data-testid="error-away-start"' in garbled.text
+        assert 'data-testid="away-none"' in http.get("/ui/away").text  # nothing saved
+        added = http.post("/ui/away", data={
+            "csrf_token": csrf, "start": (now - timedelta(hours=1)).strftime(local),
+            "end": (now + timedelta(days=1)).strftime(local), "reason": "on a flight"})
+        assert added.status_code == 303
+        page = http.get(added.headers["location"]).text
+        assert "your away period applies now" in page and "on a flight" in page
+        try:
+            incident_id = stack.open_incident(title="While Alex flies")
+            tasks = stack.wait_tasks(incident_id, 2)
+            assert "alex" not in tasks and tasks["olga"]["replaces"] == "alex"
+        finally:
+            start = re.search(r'name="start" value="([^"]+)"', page)
+            end = re.search(r'name="end" value="([^"]+)"', page)
+            assert start and end
+            removed = http.post("/ui/away/remove", data={
+                "csrf_token": csrf, "start": start.group(1), "end": end.group(1)})
+            assert removed.status_code == 303
+        assert 'data-testid="away-none"' in http.get("/ui/away").text
+    back = stack.wait_tasks(stack.open_incident(title="Alex has landed"), 2)
+    assert "alex" in back
+    overlay = stack.api("GET", "/directory/time-off", "alex").json()["overlay"]
+    assert overlay["away"] == {}

@@ -52,7 +52,8 @@ WEB_PLAYBOOKS: dict[str, dict[str, Any]] = {
     "holding": {
         "id": "holding", "name": "Holding statement", "version": 1,
         "severities": ["medium", "high"],
-        "defaults": {"channels": ["log"], "respect_working_hours": False},
+        # nobody here has working hours, so only time away (`/ui/away`) hands a task on
+        "defaults": {"channels": ["log"]},
         "steps": [
             {"id": "approve-holding", "approval": {
                 "title": "Approve the holding statement",

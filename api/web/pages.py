@@ -101,6 +101,7 @@ NAV = (  # (label, path, roles that see it)
     ("Inbox", "/ui/inbox", auth.INBOX_USERS),
     ("Dashboard", "/ui/dashboard", auth.INCIDENT_READERS),
     ("Report a signal", "/ui/report", frozenset({AccessRole.reporter})),
+    ("Time away", "/ui/away", auth.INBOX_USERS),
 )
 
 
