@@ -98,9 +98,14 @@ async def add_period(request: Request, start: Annotated[str, Form(max_length=40)
     except _FieldProblem as exc:
         return await _page(request, user, status_code=422, form=form,
                            errors={exc.field: exc.message})
-    except ValidationError as exc:
-        return await _page(request, user, status_code=422, form=form,
-                           errors=field_errors(exc))
+    except ValidationError as exc:  # e.g. a reason too long, or too many periods at once
+        shown = ("start", "end", "reason")
+        problems = field_errors(exc)
+        errors = {k: v for k, v in problems.items() if k in shown}
+        rest = [v for k, v in problems.items() if k not in shown]
+        if rest:
+            errors["form"] = "; ".join(rest)
+        return await _page(request, user, status_code=422, form=form, errors=errors)
     except ApiError as exc:
         return error_page(request, user, exc)
     return RedirectResponse("/ui/away?saved=added", status_code=303)
