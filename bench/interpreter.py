@@ -76,6 +76,7 @@ from bench.same_work_workflow import (
 )
 from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings
+from core.payloads import DATA_CONVERTER
 from domain.directory import resolve_targets
 from domain.effects import Recipient
 from domain.incident import (
@@ -235,6 +236,17 @@ async def _poll(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], wh
         delay = min(delay * 2, POLL_MAX_SECONDS)
 
 
+def product_client(client: Client) -> Client:
+    """`client`'s connection with crisis-engine's own data converter (`core.payloads`), as
+    `crisis worker` and `crisis api` connect; the baselines keep the SDK's stock
+    `pydantic_data_converter`, as a plain Temporal application would."""
+    if client.data_converter is DATA_CONVERTER:
+        return client
+    config = client.config()  # the same connection, namespace and interceptors (signing)
+    config["data_converter"] = DATA_CONVERTER
+    return Client(**config)
+
+
 class CrisisFlow:
     """`IncidentWorkflow` with the real activities, Redis and an HTTP publish receiver."""
 
@@ -248,16 +260,22 @@ class CrisisFlow:
         self._settings = Settings(redis_url=redis_url)
         self._http = http
         self._snapshot: PlaybookSnapshot = snapshot(viral_playbook(publish_url))
+        self._product: tuple[Client, Client] | None = None
 
     def worker(self, client: Client, task_queue: str) -> Worker:
-        return build_worker(client, self._settings, self._redis, self._http,
+        return build_worker(self._client(client), self._settings, self._redis, self._http,
                             task_queue=task_queue)
+
+    def _client(self, client: Client) -> Client:
+        if self._product is None or self._product[0] is not client:
+            self._product = (client, product_client(client))
+        return self._product[1]
 
     async def reset(self) -> None:
         await self._redis.flushall()
 
     async def open(self, client: Client, task_queue: str, incident_id: str) -> Opened:
-        handle = await client.start_workflow(
+        handle = await self._client(client).start_workflow(
             IncidentWorkflow.run, start_input(self._snapshot, incident_id=incident_id),
             id=incident_id, task_queue=task_queue)
 

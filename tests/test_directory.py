@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.config import ROOT
+from core.payloads import DATA_CONVERTER
 from domain.directory import (
     AccessRole,
     Assignment,
@@ -98,7 +98,7 @@ def test_demo_on_call_cover(demo: Directory) -> None:
 
 def test_demo_directory_survives_the_trip_through_temporal() -> None:
     snapshot = load_directory(DEMO_FILE)
-    converter = pydantic_data_converter.payload_converter
+    converter = DATA_CONVERTER.payload_converter
     payloads = converter.to_payloads([snapshot])
     assert converter.from_payloads(payloads, [DirectorySnapshot]) == [snapshot]
 

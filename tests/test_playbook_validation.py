@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.config import ROOT
+from core.payloads import DATA_CONVERTER
 from domain.directory import Directory
 from domain.incident import PlaybookSnapshot
 from domain.loader import load_directory, load_playbook, parse_yaml, sha256, snapshot_playbook
@@ -265,7 +265,7 @@ def test_snapshot_hash_proves_the_exact_text(demo: Directory) -> None:
 def test_snapshot_survives_the_trip_through_temporal(
         path: Path, demo: Directory) -> None:
     snapshot = load_playbook(path, demo)
-    converter = pydantic_data_converter.payload_converter
+    converter = DATA_CONVERTER.payload_converter
     payloads = converter.to_payloads([snapshot])
     assert converter.from_payloads(payloads, [PlaybookSnapshot]) == [snapshot]
     assert PlaybookSnapshot.model_validate(snapshot.model_dump()) == snapshot

@@ -509,9 +509,9 @@ async def test_the_command_line_publishes_and_approves(
 
 async def test_the_catalog_and_review_histories_replay(policy_stack: ApiStack) -> None:
     """Both workflows are deterministic: their real histories replay without error."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
+    from core.payloads import DATA_CONVERTER
     from worker.main import workflow_runner
     from workflows.catalog import PolicyCatalogWorkflow
     from workflows.change_approval import ChangeApprovalWorkflow
@@ -530,7 +530,7 @@ async def test_the_catalog_and_review_histories_replay(policy_stack: ApiStack) -
 
     replayer = Replayer(workflows=[PolicyCatalogWorkflow, ChangeApprovalWorkflow],
                         workflow_runner=workflow_runner(strict=True),
-                        data_converter=pydantic_data_converter)
+                        data_converter=DATA_CONVERTER)
     client = stack.env.client
     for workflow_id in (store(stack).catalog_id, closed["proposal_id"]):
         history = await client.get_workflow_handle(workflow_id).fetch_history()

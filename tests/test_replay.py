@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+from core.payloads import DATA_CONVERTER
 from worker.main import workflow_runner
 from workflows.incident import IncidentWorkflow
 
@@ -49,7 +49,7 @@ async def test_history_replays_without_nondeterminism(path: Path) -> None:
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" in kinds  # the whole story is there
     # strict: the workflow module re-imported under the sandbox's restrictions, so a
     # nondeterministic call on any replayed path fails here even though the worker shares it
-    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=DATA_CONVERTER,
                         workflow_runner=workflow_runner(strict=True))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
@@ -70,7 +70,7 @@ async def test_replay_detects_an_interpreter_change(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(IncidentWorkflow, "_notify", skip_social)
     # unsandboxed, so the patched class is the one that runs
-    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=DATA_CONVERTER,
                         workflow_runner=UnsandboxedWorkflowRunner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None

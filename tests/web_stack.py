@@ -22,11 +22,11 @@ import redis.asyncio as aioredis
 import uvicorn
 import yaml
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.main import create_app
 from cli.users_cmd import issue_tokens
 from core.config import Settings
+from core.payloads import DATA_CONVERTER
 from domain.loader import load_directory
 from tests.receivers import HttpReceiver
 from tests.servers import free_port, wait_for_port
@@ -197,7 +197,7 @@ def web_stack(temporal_target: str, redis_url: str, workdir: Path) -> Iterator[W
         failure: list[BaseException] = []
 
         async def main() -> None:
-            client = await Client.connect(temporal_target, data_converter=pydantic_data_converter)
+            client = await Client.connect(temporal_target, data_converter=DATA_CONVERTER)
             redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
             async with (httpx.AsyncClient(base_url=base_url, timeout=10) as webhooks,
                         build_worker(client, settings, redis, webhooks)):

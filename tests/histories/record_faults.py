@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core.config import Settings
+from core.payloads import DATA_CONVERTER
 from domain.incident import ResolveRequest, ResolveUnknownActionRequest
 from tests.factories import snapshot, start_input
 from tests.receivers import HttpReceiver
@@ -83,7 +83,7 @@ async def catch_up(redis_url: str) -> str:
     path = shutil.which("temporal")
     assert path, "temporal CLI not on PATH"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter,
+        dev_server_existing_path=path, data_converter=DATA_CONVERTER,
         dev_server_extra_args=["--log-level", "error"])
     try:
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
