@@ -8,6 +8,7 @@ crisis on Saturday at 02:00 still reaches someone.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -359,12 +360,17 @@ def _stand_in(
 
 def resolve_targets(
     targets: list[Target], directory: Directory, at: datetime, *, respect_hours: bool = True,
-    skip_away_on_call: bool = True,
+    skip_away_on_call: bool = True, away_hands_over: Callable[[], bool] | None = None,
 ) -> list[Assignment]:
     """The people to reach for `targets` at `at`, one assignment per person, in target order.
 
     People outside their working hours are replaced by their role's on-call person. If no
     roster covers them they are kept: reaching someone off-hours beats reaching no one.
+
+    `respect_hours=False` reaches people whatever the hour. Someone who marked themselves
+    away (on a plane, ill) is still replaced if `away_hands_over()` says so: working hours
+    say when a person is usually reachable, time away says they cannot act at all. It is a
+    callable so that a workflow asks its patch only when the answer changes who is reached.
     """
     out: list[Assignment] = []
     seen: set[str] = set()
@@ -387,7 +393,9 @@ def resolve_targets(
             people, role_id, via = directory.members_of(target.role), target.role, "role"
         for person in people:
             counted_role = role_id or (person.roles[0] if person.roles else None)
-            if not respect_hours or person.available_at(at):
+            if person.available_at(at) or (not respect_hours and not (
+                    away_hands_over is not None and person.away_at(at) is not None
+                    and away_hands_over())):
                 add(Assignment(person_id=person.id, role=counted_role, via=via))
                 continue
             stand_in = _stand_in(directory, person, role_id, at, skip_away_on_call)

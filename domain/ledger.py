@@ -168,6 +168,9 @@ class Ledger:
         self.catch_up_once = False
         # an on-call person who is away hands the shift to the next member of the rotation
         self.skip_away_on_call = False
+        # with working hours ignored (`respect_working_hours: false`, a tier's named person),
+        # someone away is still replaced by on-call; asked only when it changes the answer
+        self.away_hands_over: Callable[[], bool] | None = None
 
     @classmethod
     def open(cls, start: StartIncident, at: datetime) -> Ledger:
@@ -267,7 +270,8 @@ class Ledger:
         respect = self.playbook.defaults.respect_working_hours if respect_hours is None \
             else respect_hours
         return resolve_targets(targets, self.directory, at, respect_hours=respect,
-                               skip_away_on_call=self.skip_away_on_call)
+                               skip_away_on_call=self.skip_away_on_call,
+                               away_hands_over=self.away_hands_over)
 
     def assignments_of(self, tasks: list[Task]) -> list[Assignment]:
         """The assignments tasks were created from: how each holder was reached, unresolved

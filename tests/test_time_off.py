@@ -3,6 +3,7 @@ override ("Leo covers legal on-call this weekend") takes effect and ends on time
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from domain.incident import DirectorySnapshot, StatusUpdateRequest
 from domain.loader import sha256
 from tests.factories import directory, snapshot, viral_playbook
 from tests.workflow_harness import Harness
-from workflows.incident import IncidentWorkflow
+from workflows.incident import AWAY_HANDS_OVER_ALWAYS, IncidentWorkflow
 
 MONDAY_1500 = datetime(2090, 2, 27, 15, 0, tzinfo=UTC)  # London = UTC in February
 
@@ -46,6 +47,41 @@ def test_an_away_person_is_replaced_by_on_call_only_while_away() -> None:
     after = resolve_targets([Target(role="legal")], people,
                             MONDAY_1500 + timedelta(hours=2, minutes=30))
     assert "lena-legal" in {a.person_id for a in after}
+
+
+def test_ignoring_working_hours_still_replaces_someone_who_is_away() -> None:
+    """`respect_working_hours: false` reaches people at any hour, but not someone on a plane:
+    they are replaced as if off-hours. The question is asked only for someone away (a
+    workflow records a patch marker when it is asked), and a caller that does not ask (a
+    change review, which must reach its reviewers themselves) keeps them."""
+    from domain.directory import Target
+    trip = period(MONDAY_1500 - timedelta(hours=1), MONDAY_1500 + timedelta(hours=2),
+                  reason="flight to Tokyo")
+    people = with_time_off(directory(), away={"lena-legal": [trip]})
+    saturday_night = datetime(2090, 3, 4, 2, 0, tzinfo=UTC)  # off-hours for every lawyer
+    asked: list[str] = []
+
+    def hands_over() -> bool:
+        asked.append("asked")
+        return True
+
+    anyone = resolve_targets([Target(role="legal")], people, saturday_night,
+                             respect_hours=False, away_hands_over=hands_over)
+    assert {a.person_id for a in anyone} == {"lena-legal", "leo-legal", "gabe-counsel",
+                                             "olga-oncall"}
+    assert asked == []  # nobody away at that hour: nothing to ask
+    during = resolve_targets([Target(role="legal")], people, MONDAY_1500,
+                             respect_hours=False, away_hands_over=hands_over)
+    by_person = {a.person_id: a for a in during}
+    assert "lena-legal" not in by_person
+    assert (by_person["olga-oncall"].via, by_person["olga-oncall"].replaces) == (
+        "oncall", "lena-legal")
+    assert asked == ["asked"]
+    review = resolve_targets([Target(role="legal")], people, MONDAY_1500, respect_hours=False)
+    assert "lena-legal" in {a.person_id for a in review}
+    old_run = resolve_targets([Target(role="legal")], people, MONDAY_1500,
+                              respect_hours=False, away_hands_over=lambda: False)
+    assert "lena-legal" in {a.person_id for a in old_run}  # a run started before the fix
 
 
 def test_an_away_on_call_person_hands_the_shift_to_the_next_member() -> None:
@@ -106,6 +142,31 @@ async def test_an_away_approver_gets_no_task_and_on_call_stands_in(h: Harness) -
     assert "lena-legal" not in holders  # in hours, but away
     assert holders["olga-oncall"].replaces == "lena-legal"
     assert "leo-legal" in holders or "gabe-counsel" in holders  # in-hours legal still asked
+
+
+async def test_a_playbook_that_ignores_hours_still_skips_an_away_approver(h: Harness) -> None:
+    """Saturday 02:00, a playbook that pages people at any hour: the lawyers who are merely
+    asleep get their tasks, the one on a plane does not, and on-call stands in for her."""
+    start = await h.advance_to("sat", 2, 0, "Europe/London")
+    trip = period(start - timedelta(days=1), start + timedelta(days=3), reason="flight")
+    people = with_time_off(directory(), away={"lena-legal": [trip]})
+    data = viral_playbook(h.publish.url())
+    data["defaults"] = {"respect_working_hours": False}
+    handle = await h.start(
+        snapshot(data, people),
+        directory=DirectorySnapshot(sha256=sha256(people.model_dump_json().encode()),
+                                    definition=people))
+    tasks = await h.tasks_when(handle, lambda ts: len(ts) >= 5)
+    holders = {t.assignee: t for t in tasks if t.role == "legal"}
+    assert "lena-legal" not in holders
+    assert (holders["olga-oncall"].via, holders["olga-oncall"].replaces) == (
+        "oncall", "lena-legal")
+    assert {"leo-legal", "gabe-counsel"} <= set(holders)  # off-hours, reached anyway
+    history = await handle.fetch_history()
+    patches = [json.loads(e.marker_recorded_event_attributes.details["patch-data"]
+                          .payloads[0].data)["id"]
+               for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert AWAY_HANDS_OVER_ALWAYS in patches
 
 
 # ---- the operational overlay set through the API ---------------------------------------

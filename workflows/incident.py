@@ -144,6 +144,8 @@ def _business_error(error: LedgerError) -> ApplicationError:
 
 # Every patch below, recorded as one marker by runs started since (`_patches`).
 ALL_PATCHES_OF_WAVE_3 = "wave-3-patches-in-one-marker"
+# Later patches, each asked by its own name.
+AWAY_HANDS_OVER_ALWAYS = "away-hands-over-when-hours-ignored"
 
 
 def _patches() -> Callable[[str], bool]:
@@ -172,6 +174,9 @@ class IncidentWorkflow:
         self.ledger.tier_names_person = since("tier-adds-named-person")
         self.ledger.one_vote_per_person = since("one-vote-per-person")
         self.ledger.skip_away_on_call = since("away-on-call-hands-over")
+        # someone away is replaced by on-call even where working hours are ignored; asked
+        # (and its marker recorded) only when such a person would otherwise get a message
+        self.ledger.away_hands_over = lambda: workflow.patched(AWAY_HANDS_OVER_ALWAYS)
         # delivery receipts; unreachable approvers handed to on-call; outages retried
         self._reach = since("delivery-receipts-and-outage-retries")
         # report storms: signals don't wait for the projection while draining for
