@@ -19,16 +19,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from temporalio.service import RetryConfig
 
 from core.action_links import ActionLinks
 from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings, get_settings
 from core.policy_store import PolicyStore
+from core.redis_pool import blocking_pool
 from core.secrets import signing_keys
 from core.temporal_client import connect_temporal
 from core.tokens import TokenStore
@@ -94,16 +91,7 @@ async def build_services(settings: Settings) -> Services:
         interceptors=[*tracing_interceptors(settings, "crisis-api"), signer],
         retry_config=RetryConfig(max_elapsed_time_millis=int(budget * 1000), max_retries=6,
                                  max_interval_millis=1000))
-    # A blocking pool: a burst of requests (or hundreds of live-event streams) waits for a
-    # connection instead of failing with "Too many connections" (redis-py's default, 100).
-    # Socket timeouts make a dead Redis a fast 503; a pooled connection that died with a
-    # Redis restart is retried on a fresh one.
-    redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, decode_responses=True, max_connections=settings.redis_max_connections,
-        timeout=10, socket_timeout=settings.redis_socket_timeout_seconds,
-        socket_connect_timeout=settings.redis_socket_timeout_seconds,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError]))
+    redis = aioredis.Redis.from_pool(blocking_pool(settings))  # bursts queue, never fail
     registry = PlaybookRegistry(settings.playbooks_dir, settings.directory_file,
                                 store=PolicyStore(client, settings),
                                 refresh_seconds=settings.policy_refresh_seconds)

@@ -31,6 +31,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from core.config import Settings
+from core.redis_pool import blocking_pool
 
 from .deps import CurrentUser, ServicesDep
 from .errors import ApiError, ErrorBody
@@ -52,8 +53,13 @@ def _limiter(services: Any) -> _Limiter:
     existing: _Limiter | None = getattr(services, "_rate_limiter", None)
     if existing is not None and existing.redis_url == settings.redis_url:
         return existing
+    # the API's kind of pool: a flood from one token queues for connections; on redis-py's
+    # default pool (100, then "Too many connections") the limiter failed open and let it in
     storage = RedisStorage(f"async+{settings.redis_url}", implementation="redispy",
-                           wrap_exceptions=True, key_prefix=KEY_PREFIX)
+                           wrap_exceptions=True, key_prefix=KEY_PREFIX,
+                           # documented option; the stub types **options too narrowly
+                           connection_pool=blocking_pool(  # type: ignore[arg-type]
+                               settings, decode_responses=False))
     limiter = _Limiter(settings.redis_url, MovingWindowRateLimiter(storage))
     services._rate_limiter = limiter
     return limiter
