@@ -44,6 +44,7 @@ report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 from collections import OrderedDict, deque
@@ -293,7 +294,7 @@ class ReportRouter:
             # opening projection): once the run has accepted it, it exists and is open.
             either: set[asyncio.Future[Any]] = {opening, accepted}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            early = await self._early_known(*accepted.result()) if accepted.done() else None
+            early = await self._early_or_none(accepted, opening)
             if early is not None:
                 self._remember(key, early)
                 opening.add_done_callback(lambda done: self._opened(key, opener, done))
@@ -309,6 +310,24 @@ class ReportRouter:
             return await self._known_or_open(key, rest) if rest else (known, [])
         self._remember(key, known)
         return known, rest
+
+    async def _early_or_none(self, accepted: asyncio.Future[tuple[str, int]],
+                             opening: asyncio.Task[tuple[IntakeResult, _Known]]
+                             ) -> _Known | None:
+        """`_early_known` once the opener's update is accepted, unless the opener finishes
+        first: its answer says all the queries would. Queries reach the run through a worker
+        poll, and in a storm one sometimes took a second while the run sat idle (the whole
+        storm's first answers waited on it); the opener's own answer takes ~50 ms."""
+        if not accepted.done() or opening.done():
+            return None
+        early = asyncio.create_task(self._early_known(*accepted.result()))
+        await asyncio.wait({early, opening}, return_when=asyncio.FIRST_COMPLETED)
+        if early.done():
+            return early.result()
+        early.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await early
+        return None
 
     async def _early_known(self, incident_id: str, epoch: int) -> _Known | None:
         """The incident whose run has just accepted the opener's update, if it takes

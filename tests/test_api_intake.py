@@ -19,6 +19,7 @@ import yaml
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
+from api.intake import ReportRouter
 from api.main import create_app
 from cli.users_cmd import issue_tokens
 from core.config import Settings
@@ -221,6 +222,34 @@ async def test_a_storm_at_concurrency_50_from_distinct_reporters_loses_nothing(
     assert len({r["incident_id"] for r in receipts}) == 1
     incident_id = receipts[0]["incident_id"]
     # a 202 is durable: the workflow has every report (queries see every accepted signal)
+    assert await reports_on(storm_stack, incident_id) == Counter(r["report_id"] for r in receipts)
+    await resolve(storm_stack, incident_id)
+
+
+async def test_a_storm_is_not_held_by_a_run_that_is_slow_to_answer_queries(
+        storm_stack: ApiStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports that arrive with the opener wait for the new run: its queries, or the
+    opener's own answer, whichever comes first. A query reaches the run through a worker
+    poll and, in a storm, once took over a second while the run sat idle; here it never
+    answers within the storm, and the storm must still be answered (the opener's answer
+    says all the queries would), every report on the one incident."""
+    slow = asyncio.Event()
+
+    async def unanswered_queries(self: ReportRouter, incident_id: str, epoch: int) -> None:
+        await slow.wait()  # released when the test ends
+
+    monkeypatch.setattr(ReportRouter, "_early_known", unanswered_queries)
+    key = f"post:{uuid.uuid4().hex}"
+    try:
+        async with asyncio.timeout(30):  # a guard against a hang, not a speed target
+            responses = await storm(storm_stack, key, 60)
+    finally:
+        slow.set()
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses[201] == 1 and statuses[201] + statuses[202] == 60, statuses
+    receipts = [r.json() for r in responses]
+    assert len({r["incident_id"] for r in receipts}) == 1
+    incident_id = receipts[0]["incident_id"]
     assert await reports_on(storm_stack, incident_id) == Counter(r["report_id"] for r in receipts)
     await resolve(storm_stack, incident_id)
 
