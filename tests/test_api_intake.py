@@ -290,6 +290,33 @@ async def test_a_report_signalled_while_its_incident_resolves_opens_the_next_one
     await resolve(storm_stack, next_id)
 
 
+async def test_a_report_after_resolution_opens_the_next_incident_without_an_error_log(
+        storm_stack: ApiStack) -> None:
+    """The id of a resolved incident refuses the start (REJECT_DUPLICATE) and the report goes
+    on to the next epoch. The SDK also keeps that refusal on the start operation; left there,
+    asyncio logged "Future exception was never retrieved" with a traceback for every such
+    report, in production logs an error for normal work."""
+    import gc
+
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        key = f"post:{uuid.uuid4().hex}"
+        first = (await storm(storm_stack, key, 1))[0].json()["incident_id"]
+        await resolve(storm_stack, first)
+        await storm_stack.env.client.get_workflow_handle(first).result()
+        again = (await storm(storm_stack, key, 1, first=1))[0]
+        assert again.status_code == 201 and again.json()["incident_id"] != first, again.text
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [str(c.get("message")) for c in unhandled] == []
+    await resolve(storm_stack, again.json()["incident_id"])
+
+
 async def test_two_api_processes_open_one_incident_per_key(storm_stack: ApiStack) -> None:
     """Single-flight is per process; two processes must still agree through Temporal."""
     other = create_app(storm_stack.settings)
