@@ -328,7 +328,9 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
                                      trust_env=False) as http:
             await _wait_ready(http, api, api_log)
-        await _warm_up(port, tokens, env.client)
+        # resolving goes straight to Temporal: signed with the stack's key, as its API signs
+        signed = signed_client(env.client, actor_keyring(Settings(tokens_file=tmp / "tokens.json")))
+        await _warm_up(port, tokens, signed)
         for concurrency in concurrencies:
             result = StormResult(path, concurrency)
             cpu_before = cpu_seconds(api.pid), cpu_seconds(worker_proc.pid)
@@ -337,9 +339,7 @@ async def run_path(path: str, *, concurrencies: list[int], reports: int,
             accepted = max(result.accepted, 1)
             result.api_cpu_ms = (cpu_seconds(api.pid) - cpu_before[0]) * 1000 / accepted
             result.worker_cpu_ms = (cpu_seconds(worker_proc.pid) - cpu_before[1]) * 1000 / accepted
-            # resolving goes straight to Temporal: signed with the stack's key, as its API signs
-            keys = actor_keyring(Settings(tokens_file=tmp / "tokens.json"))
-            await _verify(signed_client(env.client, keys), result)
+            await _verify(signed, result)
             results.append(result)
             print(f"intake storm: {path} c={concurrency}: {result.accepted} accepted in "
                   f"{result.elapsed:.1f} s ({result.rate:.1f}/s), {result.server_errors} 5xx, "
