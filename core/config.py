@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "crisis-incidents"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_max_connections: int = 200  # the API's pool; requests wait for a free connection
+    redis_max_connections: int = 200  # each API pool (read model, rate limits); callers queue
     playbooks_dir: Path = ROOT / "playbooks"
     directory_file: Path = ROOT / "config" / "directory.yaml"
     tokens_file: Path = ROOT / ".data" / "tokens.json"  # sha256 hashes only
