@@ -117,9 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         await services.registry.start()  # the active playbook versions, from the store
         await services.hub.start(wait=0)  # live events, and commands' read-your-writes
+        await services.intake.time_off.start()  # new incidents never wait to read time off
         try:
             yield
         finally:
+            await services.intake.time_off.stop()
             await services.registry.stop()
             await services.hub.stop()
             await services.redis.aclose()

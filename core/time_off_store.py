@@ -10,6 +10,7 @@ start input (`current()`, cached, refreshed in the background every few seconds)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -45,6 +46,26 @@ class TimeOffStore:
         self._cached: TimeOff | None = None
         self._cached_at = 0.0
         self._refreshing: asyncio.Task[None] | None = None  # one background read at a time
+        self._keeping_fresh: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Keep the overlay fresh in the background (every `CACHE_SECONDS`) while the API
+        runs. Incidents are rare, so nearly every one opens after a quiet spell; without this
+        each of them waited on a Temporal query for the overlay before it could start."""
+        if self._keeping_fresh is None:
+            self._keeping_fresh = asyncio.create_task(self._keep_fresh())
+
+    async def stop(self) -> None:
+        task, self._keeping_fresh = self._keeping_fresh, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep_fresh(self) -> None:
+        while True:
+            await self._refresh()  # a failure is logged; the next round tries again
+            await asyncio.sleep(CACHE_SECONDS)
 
     async def read(self) -> TimeOff:
         """The overlay now (empty if nobody set any time off yet)."""
@@ -68,7 +89,8 @@ class TimeOffStore:
         `CACHE_SECONDS` old, so they never wait on a query (one in a few seconds used to:
         that was the p99 of POST -> first delivery); after a quiet spell, the first one
         reads first. None (no overlay) if Temporal can't answer: never block an incident.
-        A change made through this process is in the cache at once (`change`)."""
+        A change made through this process is in the cache at once (`change`). A started
+        store (`start`, as the API does) is kept fresh, so it never reads first."""
         age = time.monotonic() - self._cached_at
         if self._cached is None or age > MAX_STALE_SECONDS:
             await self._refresh()

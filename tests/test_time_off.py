@@ -271,3 +271,40 @@ async def test_new_incidents_get_another_api_processs_change_without_waiting_for
     latest = await opener.current()  # read before answering
     assert latest is not None and latest.revision == cleared.revision
     assert not latest.away.get("lena-legal")
+
+
+async def test_a_running_api_keeps_the_overlay_fresh_so_a_quiet_spell_costs_no_query(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Incidents are rare, so nearly every one opens after a quiet spell. A started store
+    (the API starts its own) keeps the overlay fresh in the background: after the spell,
+    opening an incident gets the latest overlay without waiting on Temporal, here a
+    Temporal that no longer answers the query at all."""
+    import asyncio
+
+    import core.time_off_store as store_module
+    from domain.directory import Period
+    from domain.time_off import SetAway
+
+    monkeypatch.setattr(store_module, "CACHE_SECONDS", 0.05)
+    monkeypatch.setattr(store_module, "MAX_STALE_SECONDS", 0.3)
+    opener = store_module.TimeOffStore(h.env.client, h.task_queue)
+    admin = store_module.TimeOffStore(h.env.client, h.task_queue)
+    await opener.start()
+    try:
+        at = await h.now()
+        changed, _ = await admin.change(SetAway(
+            actor="ada-admin", admin=True, person_id="lena-legal",
+            periods=[Period(start=at, end=at + timedelta(days=2), reason="flight")]))
+        await asyncio.sleep(0.9)  # three times the staleness limit, and nobody opened one
+
+        async def unanswered() -> TimeOff:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        monkeypatch.setattr(opener, "read", unanswered)
+        overlay = await asyncio.wait_for(opener.current(), timeout=5)
+    finally:
+        await opener.stop()
+    assert overlay is not None and overlay.revision == changed.revision
+    assert [p.reason for p in overlay.away["lena-legal"]] == ["flight"]
+
