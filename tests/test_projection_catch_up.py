@@ -16,8 +16,8 @@ import uuid
 
 import httpx
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from temporalio.testing import WorkflowEnvironment
 
 from core.config import Settings
