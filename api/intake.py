@@ -650,7 +650,7 @@ class Intake(ReportRouter):
             allowed = ", ".join(s.value for s in snapshot.definition.severities)
             raise ApiError(422, f"playbook {snapshot.id!r} handles severities {allowed}, not "
                                 f"{severity.value}", "SeverityNotSupported")
-        directory = self._registry.directory_snapshot()
+        directory = self._registry.incident_directory(snapshot)
         time_off = await self.time_off.current()
         report = Report(id=operation_id("rep", command.actor, command.idempotency_key, 32),
                         summary=command.summary, source_url=command.source_url,

@@ -29,6 +29,7 @@ from temporalio.service import RPCError
 
 from domain.directory import Directory, Person
 from domain.incident import DirectorySnapshot, PlaybookSnapshot
+from domain.incident_directory import incident_snapshot
 from domain.loader import load_directory, load_playbook, parse_yaml, sha256, snapshot_playbook
 from domain.policy_versions import DIRECTORY, PLAYBOOK_PREFIX, ActiveSet
 from domain.validation import PlaybookInvalid, issues_from_validation_error
@@ -92,6 +93,8 @@ class PlaybookRegistry:
     _files: dict[Path, _Entry] = field(default_factory=dict)
     _active: _Active | None = None
     _by_sha: dict[str, PlaybookSnapshot | DirectorySnapshot] = field(default_factory=dict)
+    # (directory sha256, playbook sha256) -> what an incident of that playbook carries
+    _for_incidents: dict[tuple[str, str], DirectorySnapshot] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -190,6 +193,19 @@ class PlaybookRegistry:
         if self._active is not None:
             return self._active.directory
         return self.file_directory_snapshot()
+
+    def incident_directory(self, playbook: PlaybookSnapshot) -> DirectorySnapshot:
+        """The active directory as an incident of `playbook` carries it: the people it can
+        reach or must authorize, under the full version's sha256
+        (`domain.incident_directory`)."""
+        full = self.directory_snapshot()
+        key = (full.sha256, playbook.sha256)
+        found = self._for_incidents.get(key)
+        if found is None:
+            if len(self._for_incidents) >= 64:  # old versions: start over
+                self._for_incidents.clear()
+            found = self._for_incidents[key] = incident_snapshot(full, playbook)
+        return found
 
     def file_directory_snapshot(self) -> DirectorySnapshot:
         stamp = _stamp(self.directory_file)

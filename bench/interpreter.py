@@ -343,7 +343,8 @@ class SameWorkFlow:
                                   SmtpSettings(host="127.0.0.1", port=1, sender="bench@x"))
         return Worker(client, task_queue=task_queue, workflows=[SameWorkWorkflow],
                       activities=[acts.notify, acts.run_action, acts.project],
-                      workflow_runner=workflow_runner(), max_concurrent_activities=64)
+                      workflow_runner=workflow_runner(), max_concurrent_activities=64,
+                      max_cached_workflows=Settings().worker_max_cached_workflows)
 
     async def reset(self) -> None:
         await self._redis.flushall()

@@ -50,6 +50,7 @@ from domain.incident import (
     Task,
     TimelineEntry,
 )
+from domain.incident_directory import incident_snapshot
 from domain.ledger import COMMUNICATOR_ACCESS
 from domain.time_off import SetAway, change
 from dryrun.activities import SimulatedEffects
@@ -279,7 +280,8 @@ def start_input(playbook: PlaybookSnapshot, directory: DirectorySnapshot, scenar
         incident_id=incident_id, title=spec.title, summary=spec.summary or spec.title,
         severity=spec.severity, source_url=spec.source_url,
         opened_by=spec.opened_by or default_opener(directory),
-        opening_report_id=f"{incident_id}:opening", playbook=playbook, directory=directory,
+        opening_report_id=f"{incident_id}:opening", playbook=playbook,
+        directory=incident_snapshot(directory, playbook),  # what a real incident carries
         public_url=public_url)
 
 

@@ -46,6 +46,7 @@ FRIDAY: dict[str, Any] = {
         person("olga-oncall", ["legal", "comms-lead"], "UTC", hours=None),
         person("sam-social", ["social"], "Europe/London", access=["communicator"]),
         person("ada-admin", [], "Europe/London", access=["admin", "communicator"]),
+        person("ray-reporter", [], "Europe/London", access=["reporter"]),
     ],
     "roles": [{"id": "legal", "oncall": "legal-oncall"},
               {"id": "comms-lead", "oncall": "comms-oncall"}, {"id": "social"}],
@@ -187,6 +188,13 @@ async def test_time_off_skips_the_away_approver_and_overrides_end_on_time(
     stranger = await stack.call("PUT", "/directory/rosters/legal-oncall/overrides",
                                 "ada-admin", json={"overrides": [{**cover, "member": "zed"}]})
     assert stranger.status_code == 422, stranger.text
+    # incidents carry only people they may reach: someone who only reports can't stand in
+    reporter = await stack.call("PUT", "/directory/rosters/legal-oncall/overrides",
+                                "ada-admin", json={"overrides": [
+                                    cover, {**cover, "member": "ray-reporter"}]})
+    assert reporter.status_code == 422, reporter.text
+    assert reporter.json()["detail"].startswith(
+        "body.overrides[1].member: 'ray-reporter' can only report, so incidents never reach")
     set_cover = await stack.call("PUT", "/directory/rosters/legal-oncall/overrides",
                                  "ada-admin", json={"overrides": [cover]})
     assert set_cover.status_code == 200, set_cover.text

@@ -440,3 +440,36 @@ async def test_an_incident_open_before_the_upgrade_keeps_its_reports(
     assert after.status_code == 201, after.text
     assert after.json()["incident_id"] not in (legacy_id, f"inc-{digest[:20]}-1")
     await resolve(storm_stack, after.json()["incident_id"])
+
+
+async def test_an_incident_pins_its_directory_without_carrying_every_reporter(
+        storm_stack: ApiStack) -> None:
+    """300 people who only report: the incident's start carries the two it can reach or
+    must authorize, under the full directory version's sha256, and still works."""
+    from core.payloads import DATA_CONVERTER
+    from domain.incident import StartIncident
+
+    key = f"post:{uuid.uuid4().hex}"
+    opened = (await storm(storm_stack, key, 1))[0]
+    assert opened.status_code == 201, opened.text
+    incident_id = opened.json()["incident_id"]
+    handle = storm_stack.env.client.get_workflow_handle_for(IncidentWorkflow.run, incident_id)
+    history = await handle.fetch_history()
+    first = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    start = DATA_CONVERTER.payload_converter.from_payload(first, StartIncident)
+    assert [p.id for p in start.directory.definition.people] == ["cora", "alex"]
+    full = storm_stack.app.state.services.registry.directory_snapshot()
+    assert len(full.definition.people) == 302
+    assert start.directory.sha256 == full.sha256
+    assert len(first.data) < 8_000, len(first.data)
+    # a reporter missing from the incident's directory still reports into it (the API
+    # authenticates against the whole directory), and Alex still gets the sign-off task
+    again = (await storm(storm_stack, key, 1, first=7))[0]
+    assert again.status_code in (200, 202) and again.json()["incident_id"] == incident_id
+    assert (await reports_on(storm_stack, incident_id)).total() == 2
+
+    async def signed_off() -> dict[str, Any] | None:
+        view = await storm_stack.view(incident_id, "cora")
+        return view if [t["assignee"] for t in view["tasks"]] == ["alex"] else None
+    await eventually(signed_off, what="Alex's sign-off task")
+    await resolve(storm_stack, incident_id)

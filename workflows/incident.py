@@ -1,7 +1,8 @@
 """`IncidentWorkflow`: one durable workflow per incident, interpreting a playbook snapshot.
 
 The playbook and the directory arrive frozen in the input, so editing a YAML file never
-changes a running incident. All state lives in one `IncidentWorkflowState` (see
+changes a running incident (of the directory, only the people an incident can reach or must
+authorize: `domain.incident_directory`). All state lives in one `IncidentWorkflowState` (see
 `domain.ledger`), which is carried across continue-as-new; every step keeps its progress
 there, so the interpreter can resume mid-playbook in a new run.
 

@@ -21,7 +21,15 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.directory import IDENT_PATTERN, AccessRole, Period, RosterOverride, TimeOff
+from domain.directory import (
+    IDENT_PATTERN,
+    AccessRole,
+    Directory,
+    Period,
+    RosterOverride,
+    TimeOff,
+)
+from domain.incident_directory import carried_by_incidents
 from domain.playbook_diff import VersionDiff
 from domain.policy_versions import (
     DIRECTORY,
@@ -242,6 +250,17 @@ async def set_away(person_id: PersonId, body: AwayBody, user: CurrentUser,
                                            person_id=person_id, periods=body.periods))
 
 
+def _override_problem(directory: Directory, member: str) -> str | None:
+    """Why `member` can't stand in on a roster (None if they can). Incidents carry only the
+    people they may reach or authorize (`domain.incident_directory`)."""
+    if not directory.has_person(member):
+        return f"unknown person {member!r}"
+    if not carried_by_incidents(directory, directory.person(member)):
+        return (f"{member!r} can only report, so incidents never reach them: give them a "
+                "role, a roster place or approver access in the directory first")
+    return None
+
+
 @router.put("/rosters/{roster_id}/overrides", response_model=TimeOffOut,
             operation_id="setRosterOverrides",
             summary="Set a roster's temporary overrides (admins); applies at once, also to "
@@ -254,12 +273,12 @@ async def set_overrides(roster_id: RosterId, body: OverridesBody, user: CurrentU
     directory = services.registry.directory
     if not any(r.id == roster_id for r in directory.rosters):
         raise ApiError(404, f"the directory has no roster {roster_id!r}")
-    unknown = [(i, o.member) for i, o in enumerate(body.overrides)
-               if not directory.has_person(o.member)]
-    if unknown:
+    problems = [(i, _override_problem(directory, o.member))
+                for i, o in enumerate(body.overrides)]
+    if any(problem for _, problem in problems):
         raise RequestValidationError([
-            {"loc": ("body", "overrides", i, "member"), "msg": f"unknown person {m!r}",
-             "type": "directory"} for i, m in unknown])
+            {"loc": ("body", "overrides", i, "member"), "msg": problem, "type": "directory"}
+            for i, problem in problems if problem])
     return await _change(services, SetOverrides(actor=user.id, admin=True,
                                                 roster_id=roster_id,
                                                 overrides=body.overrides))
