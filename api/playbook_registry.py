@@ -95,6 +95,7 @@ class PlaybookRegistry:
     _by_sha: dict[str, PlaybookSnapshot | DirectorySnapshot] = field(default_factory=dict)
     # (directory sha256, playbook sha256) -> what an incident of that playbook carries
     _for_incidents: dict[tuple[str, str], DirectorySnapshot] = field(default_factory=dict)
+    _people: tuple[DirectorySnapshot, dict[str, Person]] | None = None  # by id, per snapshot
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -226,8 +227,12 @@ class PlaybookRegistry:
         return self.directory_snapshot().definition
 
     def person(self, person_id: str) -> Person | None:
-        directory = self.directory
-        return directory.person(person_id) if directory.has_person(person_id) else None
+        """The directory person `person_id` (None if unknown): every authenticated request
+        asks, so by id, not by a walk through the directory (0.7 ms at 10,000 people)."""
+        snapshot = self.directory_snapshot()
+        if self._people is None or self._people[0] is not snapshot:
+            self._people = (snapshot, {p.id: p for p in snapshot.definition.people})
+        return self._people[1].get(person_id)
 
     def access_of(self, person_id: str) -> list[str]:
         """The API roles of a person (everyone is a reporter), as signed into commands."""

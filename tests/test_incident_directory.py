@@ -163,3 +163,33 @@ def test_who_may_stand_in_on_a_roster(company: DirectorySnapshot) -> None:
     directory = company.definition
     assert carried_by_incidents(directory, directory.person("leo-legal"))
     assert not carried_by_incidents(directory, directory.person("emp-00007"))
+
+
+def test_the_registry_finds_people_by_id_and_follows_a_changed_directory_file(
+        tmp_path: Path) -> None:
+    from api.playbook_registry import PlaybookRegistry
+
+    data = _company()
+    directory_file = tmp_path / "directory.yaml"
+    directory_file.write_text(yaml.safe_dump(data))
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "viral-complaint.yaml").write_bytes(
+        (ROOT / "playbooks" / "viral-complaint.yaml").read_bytes())
+    registry = PlaybookRegistry(tmp_path / "playbooks", directory_file)
+    person = registry.person("emp-01999")
+    assert person is not None and person.name == "Employee 1999"
+    assert registry.access_of("emp-01999") == ["reporter"]
+    assert registry.person("nina-new") is None
+    playbook = registry.get("viral-complaint")
+    assert playbook is not None
+    before = registry.incident_directory(playbook)
+    assert not before.definition.has_person("nina-new")
+
+    data["people"].append({"id": "nina-new", "name": "Nina", "roles": ["legal"],
+                           "access": ["reporter", "approver"]})
+    directory_file.write_text(yaml.safe_dump(data))  # a new size: the registry re-reads it
+    found = registry.person("nina-new")
+    assert found is not None and found.roles == ["legal"]
+    assert registry.access_of("nina-new") == ["approver", "reporter"]
+    after = registry.incident_directory(registry.get("viral-complaint") or playbook)
+    assert after.sha256 != before.sha256 and after.definition.has_person("nina-new")
