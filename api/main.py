@@ -62,6 +62,7 @@ from .web import act as web_act
 from .web import away as web_away
 from .web import docs as web_docs
 from .web import pages as web_pages
+from .web import rosters as web_rosters
 from .web.sessions import SessionStore
 
 WEB_STATIC = Path(__file__).resolve().parent / "web" / "static"
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web_pages.install(app)  # the web app under /ui (and / redirects there)
     app.include_router(web_act.router)  # signed action links: /ui/act/<token>
     app.include_router(web_away.router)  # a person's own time away: /ui/away
+    app.include_router(web_rosters.router)  # on call now, roster overrides: /ui/rosters
     app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
 
     ratelimit.document(app)  # 429 + Retry-After in the OpenAPI of limited routes

@@ -323,6 +323,44 @@ async def test_an_approver_marks_a_flight_away_in_the_browser(browser: Browser,
     await context.close()
 
 
+async def test_an_admin_hands_on_call_to_a_stand_in_in_the_browser(browser: Browser,
+                                                                   stack: WebStack) -> None:
+    context, page = await signed_in(browser, stack, "adam", "/ui/rosters")
+    roster = page.get_by_test_id("roster-legal-oncall")
+    await expect(roster.get_by_test_id("on-call")).to_have_text("Olga On-call")
+    await expect(roster.get_by_test_id("no-overrides")).to_be_visible()
+    # the form starts at now in the admin's zone and runs a day: choose who, say why
+    await page.select_option("#override-member", "dora")
+    await page.fill("#override-reason", "Dora covers the weekend")
+    await page.get_by_test_id("override-form").locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("rosters-saved")).to_contain_text("applies now")
+    await expect(roster.get_by_test_id("on-call")).to_have_text("Dora Deputy")
+    await expect(roster.get_by_test_id("override-row")).to_contain_text(
+        "Dora covers the weekend")
+    stored = stack.api("GET", "/directory/time-off", "adam").json()
+    assert [o["member"] for o in stored["overlay"]["overrides"]["legal-oncall"]] == ["dora"]
+    await shot(page, "rosters")
+    # someone who only reports is not offered; forced into the form, the page says why
+    assert await page.locator("#override-member option[value=rita]").count() == 0
+    await page.evaluate(
+        "document.querySelector('#override-member').add(new Option('Rita', 'rita'))")
+    await page.select_option("#override-member", "rita")
+    await page.get_by_test_id("override-form").locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("error-override-member")).to_contain_text(
+        "can only report")
+    await expect(page.get_by_test_id("override-row")).to_have_count(1)
+    await page.get_by_test_id("override-row").get_by_test_id("override-remove").click()
+    await expect(page.get_by_test_id("rosters-saved")).to_contain_text("rotation answers")
+    await expect(roster.get_by_test_id("on-call")).to_have_text("Olga On-call")
+    await context.close()
+
+    # an approver may not: the page says so, and the nav never offered it
+    context, page = await signed_in(browser, stack, "alex", "/ui/rosters")
+    await expect(page.locator("main")).to_contain_text("needs the admin role")
+    await expect(page.locator("nav a[href='/ui/rosters']")).to_have_count(0)
+    await context.close()
+
+
 async def test_screenshots_of_the_remaining_pages(browser: Browser, stack: WebStack) -> None:
     context = await browser.new_context(viewport={"width": 1400, "height": 900},
                                   base_url=stack.base_url)

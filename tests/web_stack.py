@@ -43,6 +43,7 @@ WEB_DIRECTORY: dict[str, Any] = {
          "access": ["reporter", "approver"]},
         {"id": "liam", "name": "Liam Leader", "access": ["reporter", "leader"]},
         {"id": "olga", "name": "Olga On-call", "roles": [], "access": ["reporter", "approver"]},
+        {"id": "adam", "name": "Adam Admin", "access": ["reporter", "admin"]},
     ],
     "roles": [{"id": "legal", "oncall": "legal-oncall"}, {"id": "comms"}],
     "rosters": [{"id": "legal-oncall", "members": ["olga"]}],

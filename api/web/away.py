@@ -30,21 +30,21 @@ router = APIRouter(prefix="/ui/away", include_in_schema=False)
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 
 
-def _zone(request: Request, user: Principal) -> ZoneInfo:
+def zone_of(request: Request, user: Principal) -> ZoneInfo:
     directory = services_of(request).registry.directory
     return ZoneInfo(directory.person(user.id).timezone if directory.has_person(user.id)
                     else "UTC")
 
 
-def _local(text: str, zone: ZoneInfo, field: str) -> datetime:
+def local_time(text: str, zone: ZoneInfo, field: str) -> datetime:
     """A datetime-local value, read in the person's time zone."""
     try:
         return datetime.strptime(text.strip(), LOCAL_FORMAT).replace(tzinfo=zone)
     except ValueError:
-        raise _FieldProblem(field, "give a date and a time, e.g. 2026-12-24 09:00") from None
+        raise FieldProblem(field, "give a date and a time, e.g. 2026-12-24 09:00") from None
 
 
-class _FieldProblem(Exception):
+class FieldProblem(Exception):
     def __init__(self, field: str, message: str) -> None:
         self.field, self.message = field, message
 
@@ -57,7 +57,7 @@ async def _own_periods(request: Request, user: Principal) -> list[Period]:
 async def _page(request: Request, user: Principal, *, status_code: int = 200,
                 form: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                 saved: str = "") -> HTMLResponse:
-    zone = _zone(request, user)
+    zone = zone_of(request, user)
     now = datetime.now(UTC).astimezone(zone)
     periods = await _own_periods(request, user)
     rows: list[dict[str, Any]] = [
@@ -86,16 +86,16 @@ async def add_period(request: Request, start: Annotated[str, Form(max_length=40)
                      reason: Annotated[str, Form(max_length=400)] = "") -> Response:
     user = await page_user(request)
     form = {"start": start, "end": end, "reason": reason}
-    zone = _zone(request, user)
+    zone = zone_of(request, user)
     try:
-        begins, ends = _local(start, zone, "start"), _local(end, zone, "end")
+        begins, ends = local_time(start, zone, "start"), local_time(end, zone, "end")
         if ends <= begins:
-            raise _FieldProblem("end", "the end must come after the start")
+            raise FieldProblem("end", "the end must come after the start")
         if ends <= datetime.now(UTC):
-            raise _FieldProblem("end", "this period has already ended")
+            raise FieldProblem("end", "this period has already ended")
         period = Period(start=begins, end=ends, reason=reason.strip())
         await _replace(request, user, [*await _own_periods(request, user), period])
-    except _FieldProblem as exc:
+    except FieldProblem as exc:
         return await _page(request, user, status_code=422, form=form,
                            errors={exc.field: exc.message})
     except ValidationError as exc:  # e.g. a reason too long, or too many periods at once

@@ -102,6 +102,7 @@ NAV = (  # (label, path, roles that see it)
     ("Dashboard", "/ui/dashboard", auth.INCIDENT_READERS),
     ("Report a signal", "/ui/report", frozenset({AccessRole.reporter})),
     ("Time away", "/ui/away", auth.INBOX_USERS),
+    ("Rosters", "/ui/rosters", auth.PLAYBOOK_ADMINS),
 )
 
 
