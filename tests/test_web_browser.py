@@ -323,6 +323,32 @@ async def test_an_approver_marks_a_flight_away_in_the_browser(browser: Browser,
     await context.close()
 
 
+async def test_an_admin_marks_someone_else_away_in_the_browser(browser: Browser,
+                                                              stack: WebStack) -> None:
+    context, page = await signed_in(browser, stack, "adam", "/ui/away")
+    await page.select_option("#away-whose", "alex")
+    await page.get_by_test_id("away-show").click()
+    await expect(page.get_by_test_id("away-person")).to_have_text("Alex Lawyer")
+    await expect(page.get_by_test_id("away-none")).to_contain_text("Alex Lawyer is not")
+    await page.fill("#away-reason", "Parental leave")
+    await page.get_by_test_id("away-form").locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("away-saved")).to_contain_text("applies now")
+    await expect(page.get_by_test_id("away-row")).to_contain_text("Parental leave")
+    stored = stack.api("GET", "/directory/time-off", "adam").json()
+    assert [p["reason"] for p in stored["overlay"]["away"]["alex"]] == ["Parental leave"]
+    assert "adam" not in stored["overlay"]["away"]
+    await shot(page, "away-admin")
+    await page.get_by_test_id("away-row").get_by_test_id("away-remove").click()
+    await expect(page.get_by_test_id("away-saved")).to_contain_text("Alex Lawyer gets")
+    await expect(page.get_by_test_id("away-none")).to_be_visible()
+    await context.close()
+    # anyone else may set only their own
+    context, page = await signed_in(browser, stack, "dora", "/ui/away?person=alex")
+    await expect(page.locator("main")).to_contain_text("only an admin or alex may set")
+    await expect(page.locator("#away-whose")).to_have_count(0)
+    await context.close()
+
+
 async def test_an_admin_hands_on_call_to_a_stand_in_in_the_browser(browser: Browser,
                                                                    stack: WebStack) -> None:
     context, page = await signed_in(browser, stack, "adam", "/ui/rosters")

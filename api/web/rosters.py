@@ -67,7 +67,7 @@ async def _page(request: Request, user: Principal, *, status_code: int = 200,
                 form: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                 saved: str = "") -> HTMLResponse:
     directory = services_of(request).registry.directory
-    zone = zone_of(request, user)
+    zone = zone_of(request, user.id)
     now = datetime.now(UTC)
     local_now = now.astimezone(zone)
     default = {"roster": directory.rosters[0].id if directory.rosters else "", "member": "",
@@ -105,7 +105,7 @@ async def add_override(request: Request, roster: Annotated[str, Form(max_length=
     if (refused := _refusal(request, user)) is not None:
         return refused
     form = {"roster": roster, "member": member, "start": start, "end": end, "reason": reason}
-    zone = zone_of(request, user)
+    zone = zone_of(request, user.id)
     try:
         if not member:
             raise FieldProblem("member", "choose who stands in")
