@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 import structlog
@@ -95,7 +97,7 @@ class PlaybookRegistry:
     _by_sha: dict[str, PlaybookSnapshot | DirectorySnapshot] = field(default_factory=dict)
     # (directory sha256, playbook sha256) -> what an incident of that playbook carries
     _for_incidents: dict[tuple[str, str], DirectorySnapshot] = field(default_factory=dict)
-    _people: tuple[DirectorySnapshot, dict[str, Person]] | None = None  # by id, per snapshot
+    _people: tuple[DirectorySnapshot, Mapping[str, Person]] | None = None  # by id, per version
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -226,13 +228,19 @@ class PlaybookRegistry:
     def directory(self) -> Directory:
         return self.directory_snapshot().definition
 
-    def person(self, person_id: str) -> Person | None:
-        """The directory person `person_id` (None if unknown): every authenticated request
-        asks, so by id, not by a walk through the directory (0.7 ms at 10,000 people)."""
+    def people_by_id(self) -> Mapping[str, Person]:
+        """The active directory's people by id, built once per version: every authenticated
+        request and every page looks people up, and walking a directory of 5,000 people
+        took 0.7-1.4 ms each time."""
         snapshot = self.directory_snapshot()
         if self._people is None or self._people[0] is not snapshot:
-            self._people = (snapshot, {p.id: p for p in snapshot.definition.people})
-        return self._people[1].get(person_id)
+            self._people = (snapshot, MappingProxyType(
+                {p.id: p for p in snapshot.definition.people}))
+        return self._people[1]
+
+    def person(self, person_id: str) -> Person | None:
+        """The directory person `person_id` (None if unknown)."""
+        return self.people_by_id().get(person_id)
 
     def access_of(self, person_id: str) -> list[str]:
         """The API roles of a person (everyone is a reporter), as signed into commands."""

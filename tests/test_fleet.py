@@ -78,7 +78,7 @@ def test_timeline_sentences_use_names() -> None:
     directory = Directory.model_validate({"people": [
         {"id": "vera", "name": "Vera Vasquez"}, {"id": "gabe", "name": "Gabe Counsel"},
         {"id": "leo", "name": "Leo Lee"}]})
-    names = Names(directory)
+    names = Names({p.id: p for p in directory.people})
     entry = TimelineEntry(seq=5, at=T0 + timedelta(minutes=15), kind="escalation",
                           actor="playbook", details={
                               "node": "approve", "tier": 2, "name": None,

@@ -145,7 +145,7 @@ def render(request: Request, name: str, user: Principal | None, status_code: int
     session = getattr(request.state, "ce_session", None)
     base = {
         "user": user, "csrf": session.csrf if session is not None else "",
-        "names": present.Names(services.registry.directory),
+        "names": present.Names(services.registry.people_by_id()),
         "nav": [(label, path) for label, path, roles in NAV if user and user.has_any(roles)],
         "now": datetime.now(UTC), "path": request.url.path,
         "roles": sorted(r.value for r in user.access) if user else [],
@@ -278,7 +278,7 @@ async def board_rows(services: Services) -> list[dict[str, Any]]:
     # the open-incidents index: the newest 100 open ones, however many were resolved since
     items, _ = await services.read_model.list_incidents(status=IncidentStatus.open, limit=100)
     now = datetime.now(UTC)
-    names = present.Names(services.registry.directory)
+    names = present.Names(services.registry.people_by_id())
     rows = []
     for incident in items:
         if incident.status != "open":
@@ -382,7 +382,7 @@ async def incident_context(request: Request, user: Principal, incident_id: str
         user, services.read_model, services.temporal, incident_id)
     entries = sorted(await lookup.timeline(services.read_model, services.temporal, incident_id),
                      key=lambda e: e.seq)
-    names = present.Names(services.registry.directory)
+    names = present.Names(services.registry.people_by_id())
     playbook = playbook_of(services.registry, view.incident)
     now = datetime.now(UTC)
     nodes = []
@@ -671,7 +671,7 @@ async def delegate(request: Request, task_id: TaskPath, to: Annotated[str, Form(
                    comment: Annotated[str, Form()] = "") -> HTMLResponse:
     user = await page_user(request)
     services = services_of(request)
-    names = present.Names(services.registry.directory)
+    names = present.Names(services.registry.people_by_id())
     try:
         found = await _readable_task(request, user, task_id)
         allowed = {p.id for p in eligible_delegates(services.registry.directory, found,
@@ -738,7 +738,7 @@ async def report_view(request: Request, incident_id: IncidentPath,
         return error_page(request, user, exc)
     entries = [t["entry"] for t in context["timeline"]]
     metrics = incident_metrics(context["view"], entries, as_of=datetime.now(UTC))
-    names = present.Names(services.registry.directory)
+    names = present.Names(services.registry.people_by_id())
     return render(request, "report_view.html", user, metrics=metrics, printable=print,
                   markdown_url=f"/incidents/{incident_id}/report", names=names, **context)
 

@@ -3,11 +3,11 @@ sentences, not JSON; "in 12 min", not an ISO timestamp."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from domain.directory import Directory
+from domain.directory import Person
 from domain.incident import NodeState, Task, TaskState, TimelineEntry
 from domain.metrics import duration
 
@@ -15,13 +15,16 @@ SYSTEM_ACTORS = {"system": "The system", "playbook": "The playbook"}
 
 
 class Names:
-    def __init__(self, directory: Directory) -> None:
-        self._people = {p.id: p.name for p in directory.people}
+    """People's names for pages: `people` is the registry's index by id (`people_by_id`)."""
+
+    def __init__(self, people: Mapping[str, Person]) -> None:
+        self._people = people
 
     def __call__(self, person_id: str | None) -> str:
         if person_id is None:
             return "—"
-        return self._people.get(person_id, SYSTEM_ACTORS.get(person_id, person_id))
+        person = self._people.get(person_id)
+        return person.name if person is not None else SYSTEM_ACTORS.get(person_id, person_id)
 
     def many(self, ids: Iterable[Any]) -> str:
         listed = [self(str(i)) for i in ids]
