@@ -42,7 +42,7 @@ from domain.time_off import SetAway, SetOverrides, TimeOffRefused
 from domain.validation import PlaybookInvalid
 
 from ..auth import Principal
-from ..deps import CurrentUser, PlaybookAdmin, ServicesDep
+from ..deps import CurrentUser, PlaybookAdmin, Services, ServicesDep
 from ..errors import ApiError, responses
 from ..playbook_registry import directory_from_text
 from ..policy_views import (
@@ -212,6 +212,15 @@ def _is_admin(user: Principal) -> bool:
     return AccessRole.admin in user.access
 
 
+def require_away_setter(services: Services, user: Principal, person_id: str) -> None:
+    """403 unless `user` may set `person_id`'s time away (themselves, or an admin); 404 for
+    someone the directory doesn't know."""
+    if not _is_admin(user) and user.id != person_id:
+        raise ApiError(403, f"only an admin or {person_id} may set {person_id}'s time off")
+    if services.registry.person(person_id) is None:
+        raise ApiError(404, f"the directory has no person {person_id!r}")
+
+
 def _visible(overlay: TimeOff, user: Principal) -> TimeOff:
     if _is_admin(user):
         return overlay
@@ -242,10 +251,7 @@ async def get_time_off(user: CurrentUser, services: ServicesDep) -> TimeOffOut:
             responses=responses(401, 403, 404, 413, 422))
 async def set_away(person_id: PersonId, body: AwayBody, user: CurrentUser,
                    services: ServicesDep) -> TimeOffOut:
-    if not _is_admin(user) and user.id != person_id:
-        raise ApiError(403, f"only an admin or {person_id} may set {person_id}'s time off")
-    if not services.registry.directory.has_person(person_id):
-        raise ApiError(404, f"the directory has no person {person_id!r}")
+    require_away_setter(services, user, person_id)
     return await _change(services, SetAway(actor=user.id, admin=_is_admin(user),
                                            person_id=person_id, periods=body.periods))
 

@@ -39,13 +39,9 @@ def zone_of(request: Request, person_id: str) -> ZoneInfo:
 
 def _whose(request: Request, user: Principal, person: str) -> str:
     """The person whose time away the page shows: the user, or (admins) anyone known."""
-    if not person or person == user.id:
-        return user.id
-    if not user.has_any(PLAYBOOK_ADMINS):
-        raise ApiError(403, f"only an admin or {person} may set {person}'s time off")
-    if services_of(request).registry.person(person) is None:
-        raise ApiError(404, f"the directory has no person {person!r}")
-    return person
+    whose = person or user.id
+    directory_routes.require_away_setter(services_of(request), user, whose)
+    return whose
 
 
 def _back(person: str, user: Principal, saved: str) -> RedirectResponse:
