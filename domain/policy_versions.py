@@ -361,9 +361,32 @@ class BootstrapRequest(BaseModel):
 
 
 class ProposalClosed(BaseModel):
-    """The change-approval workflow tells the catalog how its review ended."""
+    """The change-approval workflow tells the catalog how its review ended. A signal is its
+    sender's word, so the catalog acts on the review as the review workflow itself holds it
+    (`ReadReview`), never on this copy."""
 
     review: ReviewState
+
+
+class ReadReview(BaseModel):
+    """The catalog asks for a review's state from the `PolicyChange` workflow it started."""
+
+    catalog_id: str
+    proposal_id: str
+
+
+class ReviewRead(BaseModel):
+    """The review as its workflow holds it; None if the id is not a review this catalog
+    started (a signal that named another workflow)."""
+
+    review: ReviewState | None = None
+
+
+def confirms(record: VersionRecord, review: ReviewState | None) -> bool:
+    """True if `review` (read from the review workflow) closed the review of `record`."""
+    return (review is not None and review.outcome is not ReviewOutcome.pending
+            and (review.proposal_id, review.number, review.sha256)
+            == (record.proposal_id, record.number, record.sha256))
 
 
 class ChangeDecision(BaseModel):

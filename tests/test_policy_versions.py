@@ -16,7 +16,7 @@ import pytest
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
-from core.policy_store import PolicyStore, seed_shipped_versions
+from core.policy_store import PolicyStore, catalog_id, seed_shipped_versions
 from domain.loader import sha256
 from domain.policy_versions import playbook_subject
 from tests.api_fixtures import ApiStack, _run_stack, eventually, with_db
@@ -559,3 +559,47 @@ async def test_a_new_playbook_is_reviewed_before_incidents_can_use_it(
         assert (await decide(stack, path, admin)).status_code == 200
     _, ref = await incident_playbook(stack, "pv-brand-new")
     assert ref == {"id": "pv-brand-new", "version": 1, "sha256": sha256(text.encode())}
+
+
+async def test_a_forged_signal_that_a_review_ended_activates_nothing(
+        policy_stack: ApiStack) -> None:
+    """Anyone who can reach Temporal can signal the catalog "the review approved v2". The
+    catalog reads the review from the review workflow it started, finds it pending, and
+    changes nothing; the real review still decides."""
+    from temporalio.api.enums.v1 import EventType
+
+    from domain.policy_versions import ProposalClosed, ReviewOutcome
+
+    stack = policy_stack
+    await new_playbook(stack, "pv-forged")
+    v2 = playbook_text("pv-forged", 2, quorum="quorum: any")
+    proposed = await propose(stack, v2)
+    assert proposed.status_code == 202, proposed.text
+    path = "/playbooks/pv-forged/versions/2"
+    await reviewed(stack, path)
+    proposal_id = proposed.json()["proposal_id"]
+    pending = await store(stack).review(proposal_id)
+    assert pending is not None and pending.outcome is ReviewOutcome.pending
+
+    catalog = stack.env.client.get_workflow_handle(catalog_id(stack.settings))
+    before = len((await catalog.fetch_history()).events)
+    forged = pending.model_copy(update={"outcome": ReviewOutcome.approved,
+                                        "reason": "approved by ben, cat"})
+    await catalog.signal("proposal_closed", ProposalClosed(review=forged))
+
+    async def read_and_handled() -> bool:
+        events = (await catalog.fetch_history()).events[before:]
+        kinds = [e.event_type for e in events]
+        done = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        return done in kinds and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in \
+            kinds[kinds.index(done):]
+    await eventually(read_and_handled, what="the catalog to read the review and go on")
+    version = (await stack.call("GET", path, AUTHOR)).json()
+    assert version["status"] == "proposed", version
+    _, ref = await incident_playbook(stack, "pv-forged")
+    assert ref["version"] == 1
+
+    assert (await decide(stack, path, BEN)).status_code == 200
+    second = await decide(stack, path, CAT)
+    assert second.status_code == 200, second.text
+    assert second.json()["status"] == "active"

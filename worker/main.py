@@ -38,6 +38,7 @@ from activities.forward import ReportForwarder
 from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
+from activities.review_reader import ReviewReader
 from api.intake import ReportRouter
 from core.action_links import ActionLinks, notification_links
 from core.actor_signing import ActorSigner, ActorVerifier, actor_keyring
@@ -84,7 +85,8 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         task_queue=task_queue or settings.task_queue,
         workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
                    TimeOffWorkflow],
-        activities=[*activities.activities, policy.dry_run, forwarder.forward_reports],
+        activities=[*activities.activities, policy.dry_run, ReviewReader(client).read_review,
+                    forwarder.forward_reports],
         workflow_runner=workflow_runner(),
         interceptors=[ActorVerifier(actor_keyring(settings))],  # unsigned updates refused
         max_concurrent_activities=64,

@@ -10,14 +10,18 @@ Handlers:
 - update `propose`: record a `proposed` version and start its `ChangeApprovalWorkflow`
   (a child that outlives this run: parent close policy ABANDON);
 - update `bootstrap`: the first version of a subject, active without review;
-- signal `proposal_closed`: a review ended; activate or reject, then tell the review;
+- signal `proposal_closed`: a review ended; read the review from the review workflow itself
+  (a signal is only its sender's word), activate or reject, then tell the review;
 - queries `active`, `versions`, `version`.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.policy_versions import (
@@ -32,13 +36,26 @@ with workflow.unsafe.imports_passed_through():
         PolicyError,
         ProposalClosed,
         ProposeRequest,
+        ReadReview,
+        ReviewRead,
+        ReviewState,
         VersionRecord,
+        VersionStatus,
         add_proposal,
         bootstrap,
         check_propose,
         close_proposal,
+        confirms,
     )
     from workflows.change_approval import ChangeApprovalWorkflow
+
+
+# A closed review is read from the review workflow before it changes what is active: a signal
+# is only its sender's word (activities/review_reader.py). New catalogs record this marker on
+# the first `proposal_closed`; histories from before it replay the old path.
+READS_THE_REVIEW = "proposal-closed-reads-the-review"
+READ_REVIEW_TIMEOUT = timedelta(seconds=30)
+READ_REVIEW_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 
 
 def proposal_id_template(catalog_id: str, subject: str) -> str:
@@ -128,12 +145,42 @@ class PolicyCatalogWorkflow:
     @workflow.signal(name="proposal_closed")
     async def proposal_closed(self, closed: ProposalClosed) -> None:
         review = closed.review
+        if workflow.patched(READS_THE_REVIEW):
+            confirmed = await self._review_itself(closed.review)
+            if confirmed is None:
+                return
+            review = confirmed
         try:
             close_proposal(self.state, review, workflow.now())
         except PolicyError as exc:
             workflow.logger.warning("ignoring a closed review: %s", exc.message)
             return
         await workflow.get_external_workflow_handle(review.proposal_id).signal("recorded")
+
+    async def _review_itself(self, claimed: ReviewState) -> ReviewState | None:
+        """The review the signal names, as its own workflow holds it (None: ignore the
+        signal). A repeated signal for a version already decided reads nothing."""
+        subject = self.state.subjects.get(claimed.subject)
+        record = subject.find(claimed.number) if subject is not None else None
+        if record is None or record.proposal_id is None:
+            workflow.logger.warning("ignoring a closed review of an unknown proposal")
+            return None
+        if record.status is not VersionStatus.proposed:
+            return record.review or claimed
+        try:
+            read: ReviewRead = await workflow.execute_activity(
+                "policy_read_review", ReadReview(catalog_id=self.start.catalog_id,
+                                                 proposal_id=record.proposal_id),
+                result_type=ReviewRead, start_to_close_timeout=READ_REVIEW_TIMEOUT,
+                retry_policy=READ_REVIEW_RETRY)
+        except ActivityError:
+            workflow.logger.warning("could not read review %s", record.proposal_id)
+            return None
+        if not confirms(record, read.review):
+            workflow.logger.warning("ignoring a closed review its workflow does not confirm: "
+                                    "%s", record.proposal_id)
+            return None
+        return read.review
 
     # ---- queries ------------------------------------------------------------------------
 
