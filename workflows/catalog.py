@@ -54,8 +54,9 @@ with workflow.unsafe.imports_passed_through():
 # is only its sender's word (activities/review_reader.py). New catalogs record this marker on
 # the first `proposal_closed`; histories from before it replay the old path.
 READS_THE_REVIEW = "proposal-closed-reads-the-review"
-READ_REVIEW_TIMEOUT = timedelta(seconds=30)
-READ_REVIEW_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+# all attempts together, well inside the review's wait for `recorded` (30 s)
+READ_REVIEW_TIMEOUT = timedelta(seconds=20)
+READ_REVIEW_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5))
 
 
 def proposal_id_template(catalog_id: str, subject: str) -> str:
@@ -166,12 +167,12 @@ class PolicyCatalogWorkflow:
             workflow.logger.warning("ignoring a closed review of an unknown proposal")
             return None
         if record.status is not VersionStatus.proposed:
-            return record.review or claimed
+            return record.review  # the review it was decided by (a repeated signal)
         try:
             read: ReviewRead = await workflow.execute_activity(
                 "policy_read_review", ReadReview(catalog_id=self.start.catalog_id,
                                                  proposal_id=record.proposal_id),
-                result_type=ReviewRead, start_to_close_timeout=READ_REVIEW_TIMEOUT,
+                result_type=ReviewRead, schedule_to_close_timeout=READ_REVIEW_TIMEOUT,
                 retry_policy=READ_REVIEW_RETRY)
         except ActivityError:
             workflow.logger.warning("could not read review %s", record.proposal_id)
