@@ -90,3 +90,18 @@ def test_timeline_sentences_use_names() -> None:
     decision = TimelineEntry(seq=6, at=T0, kind="decision", actor="gabe", details={
         "node": "approve", "decision": "reject", "comment": "No", "role": "legal"})
     assert sentence(decision, names) == "Gabe Counsel (as legal) rejected approve: “No”"
+
+
+def test_form_problems_land_under_their_fields_and_the_rest_under_the_form() -> None:
+    from pydantic import ValidationError
+
+    from api.web.pages import form_errors
+    from domain.directory import RosterOverride
+
+    with pytest.raises(ValidationError) as caught:
+        RosterOverride.model_validate({"start": "2026-12-24T00:00:00Z",
+                                       "end": "2026-12-25T00:00:00Z",
+                                       "reason": "x" * 300, "member": "not an id"})
+    errors = form_errors(caught.value, ("start", "end", "reason"))
+    assert "200" in errors["reason"]  # the reason's own limit, next to its field
+    assert "member" not in errors and "should match pattern" in errors["form"]

@@ -25,7 +25,7 @@ from domain.incident_directory import carried_by_incidents
 from ..auth import PLAYBOOK_ADMINS, Principal
 from ..errors import ApiError
 from ..routes import directory as directory_routes
-from .pages import error_page, field_errors, page_user, render, services_of
+from .pages import error_page, form_errors, page_user, render, services_of
 
 router = APIRouter(prefix="/ui/away", include_in_schema=False)
 
@@ -127,12 +127,7 @@ async def add_period(request: Request, start: Annotated[str, Form(max_length=40)
         return await _page(request, user, whose, status_code=422, form=form,
                            errors={exc.field: exc.message})
     except ValidationError as exc:  # e.g. a reason too long, or too many periods at once
-        shown = ("start", "end", "reason")
-        problems = field_errors(exc)
-        errors = {k: v for k, v in problems.items() if k in shown}
-        rest = [v for k, v in problems.items() if k not in shown]
-        if rest:
-            errors["form"] = "; ".join(rest)
+        errors = form_errors(exc, ("start", "end", "reason"))
         return await _page(request, user, whose, status_code=422, form=form, errors=errors)
     except ApiError as exc:
         return error_page(request, user, exc)

@@ -167,6 +167,16 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
     return out
 
 
+def form_errors(exc: ValidationError, shown: tuple[str, ...]) -> dict[str, str]:
+    """Each problem under the form field it belongs to; the others together under "form"."""
+    problems = field_errors(exc)
+    errors = {k: v for k, v in problems.items() if k in shown}
+    rest = [v for k, v in problems.items() if k not in shown]
+    if rest:
+        errors["form"] = "; ".join(rest)
+    return errors
+
+
 def feedback(request: Request, message: str, ok: bool = True,
              also: HTMLResponse | None = None) -> HTMLResponse:
     """A message that stays: appended to the page's feedback list, not swapped away.

@@ -27,7 +27,7 @@ from ..auth import PLAYBOOK_ADMINS, Principal
 from ..errors import ApiError
 from ..routes import directory as directory_routes
 from .away import LOCAL_FORMAT, FieldProblem, local_time, zone_of
-from .pages import error_page, field_errors, page_user, render, services_of
+from .pages import error_page, form_errors, page_user, render, services_of
 
 router = APIRouter(prefix="/ui/rosters", include_in_schema=False)
 
@@ -122,22 +122,13 @@ async def add_override(request: Request, roster: Annotated[str, Form(max_length=
                            errors={exc.field: exc.message})
     except ValidationError as exc:  # e.g. a reason too long, or too many overrides at once
         return await _page(request, user, status_code=422, form=form,
-                           errors=_form_errors(field_errors(exc)))
+                           errors=form_errors(exc, ("member", "start", "end", "reason")))
     except RequestValidationError as exc:  # the route's word on the stand-in
         return await _page(request, user, status_code=422, form=form, errors={
             "member": "; ".join(str(e["msg"]) for e in exc.errors())})
     except ApiError as exc:  # e.g. a roster removed from the directory meanwhile
         return error_page(request, user, exc)
     return RedirectResponse("/ui/rosters?saved=added", status_code=303)
-
-
-def _form_errors(problems: dict[str, str]) -> dict[str, str]:
-    shown = ("member", "start", "end", "reason")
-    errors = {k: v for k, v in problems.items() if k in shown}
-    rest = [v for k, v in problems.items() if k not in shown]
-    if rest:
-        errors["form"] = "; ".join(rest)
-    return errors
 
 
 @router.post("/remove", response_model=None)
