@@ -21,6 +21,7 @@ import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.current_run import update_current_run
 from domain import errors as codes
 from domain.directory import AccessRole
 from domain.ids import INCIDENT_ID, incident_of_task
@@ -177,7 +178,7 @@ async def execute_update(client: Client, read_model: ReadModel, incident_id: str
 async def _execute_update(client: Client, incident_id: str, update: Any, arg: Any) -> Any:
     handle = client.get_workflow_handle(incident_id)
     try:
-        return await handle.execute_update(update, arg)
+        return await update_current_run(handle, update, arg)
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise

@@ -24,6 +24,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.current_run import update_current_run
 from domain.directory import TimeOff
 from domain.incident import IncidentStatus
 from domain.time_off import SetAway, SetOverrides, TimeOffRefused, TimeOffStart
@@ -119,7 +120,7 @@ class TimeOffStore:
             "TimeOff", TimeOffStart(), id=self.workflow_id, task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
         try:
-            overlay = await handle.execute_update(name, req, result_type=TimeOff)
+            overlay = await update_current_run(handle, name, req, result_type=TimeOff)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "Forbidden":

@@ -214,12 +214,12 @@ async def test_a_publish_waiting_for_confirmation_survives_continue_as_new(h: Ha
     await h.entries(handle, "awaiting_publish_confirmation")
     first_run = (await handle.describe()).run_id
     for n in range(40):
-        await handle.execute_update(IncidentWorkflow.report, Report(
+        await h.update(handle, IncidentWorkflow.report, Report(
             id=f"r{n}", summary="more", reported_by="ray-reporter"))
         if (await handle.describe()).run_id != first_run:
             break
     await eventually(handle.describe, lambda d: d.run_id != first_run)
-    entry = await handle.execute_update(IncidentWorkflow.confirm_publish, ConfirmPublishRequest(
+    entry = await h.update(handle, IncidentWorkflow.confirm_publish, ConfirmPublishRequest(
         request_id=uuid.uuid4().hex, actor="nia-desk", step_id="publish-statement"))
     assert entry.details["sha256"] == sha(V2)
     await h.entries(handle, "action_run")

@@ -329,7 +329,7 @@ async def test_continue_as_new_carries_the_whole_state(h: Harness) -> None:
     tasks = await h.tasks_when(handle, lambda ts: len(ts) >= 5)
     first_run = (await handle.describe()).run_id
     for n in range(12):
-        await handle.execute_update(IncidentWorkflow.report, Report(
+        await h.update(handle, IncidentWorkflow.report, Report(
             id=f"r{n}", summary="more", reported_by="ray-reporter"))
     await eventually(handle.describe, lambda d: d.run_id != first_run)
     view = await h.state(handle)

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.actor_signing import ActorSigner, actor_keyring
 from core.config import Settings
+from core.current_run import update_current_run
 from core.payloads import DATA_CONVERTER
 from domain.incident import (
     DecideRequest,
@@ -129,9 +130,15 @@ class Harness:
         req = DecideRequest(request_id=request_id or uuid.uuid4().hex,
                             actor=actor or task.assignee, task_id=task.id,
                             decision=decision, comment=comment)  # type: ignore[arg-type]
-        result: DecideResult = await handle.execute_update(IncidentWorkflow.decide, req)
+        result: DecideResult = await self.update(handle, IncidentWorkflow.decide, req)
         await self.projected(handle, req.request_id)
         return result
+
+    async def update(self, handle: WorkflowHandle[Any, Any], update: Any, arg: Any) -> Any:
+        """Run an update on the incident's current run, as the API does: one that reaches a
+        run in the moment it continues as new is sent again to the next run."""
+        return await update_current_run(self.env.client.get_workflow_handle(handle.id),
+                                        update, arg)
 
     async def projected(self, handle: WorkflowHandle[Any, Any], request_id: str) -> None:
         """Read-your-writes, as the API waits for it (`lookup.execute_update`)."""
