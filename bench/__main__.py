@@ -23,7 +23,9 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 
 from bench.rows import SUITES, BenchContext, Row, render
+from core.config import Settings
 from core.logging import configure_logging
+from worker.payload_walks import skip_unchanging_payload_walks
 
 # Importing a module registers its suites, in this order. Add new bench modules here.
 SUITE_MODULES = ("bench.core_suites",)
@@ -95,6 +97,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("WARNING")  # the activities log every delivery at INFO
+    # every flow's workers, not only crisis-engine's (whose `build_worker` installs it): an
+    # SDK-level saving is no interpreter gain, so the ratios leave it out
+    if not Settings().worker_keep_sdk_payload_walks:
+        skip_unchanging_payload_walks()
     started = time.perf_counter()
     before = load_average()
     rows = asyncio.run(run(args))

@@ -49,7 +49,9 @@ from bench.interpreter import (
     percentile,
 )
 from bench.rows import Row
+from core.config import Settings
 from readmodel.events import EventHub
+from worker.payload_walks import skip_unchanging_payload_walks
 
 FULL_SIZE = 10_000
 VOTES_PER_SAMPLED_INCIDENT = 2  # both leave the quorum pending: the same work each time
@@ -82,6 +84,8 @@ def _mark_ready(path: str) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    if not Settings().worker_keep_sdk_payload_walks:  # every flow, as `python -m bench`
+        skip_unchanging_payload_walks()
     client = await Client.connect(args.address, data_converter=pydantic_data_converter)
     redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
     async with httpx.AsyncClient(trust_env=False) as http:

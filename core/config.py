@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # not cached is replayed from its history on its next event (a decide then costs a
     # replay, also measured there). Memory ~ base + this x per-incident RSS.
     worker_max_cached_workflows: int = 1500
+    # the SDK walks every workflow activation's payloads for a codec this deployment does
+    # not have; the worker skips those walks (`worker.payload_walks`) unless this is set
+    worker_keep_sdk_payload_walks: bool = False
     # reviewed policy (issue 12): the version store's workflow id ("" = derived from the task
     # queue), who approves a change (JSON, e.g. {"approvals": 2, "access": ["admin"]}), and
     # how often an API process re-reads the active versions

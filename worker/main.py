@@ -46,6 +46,7 @@ from core.config import Settings
 from core.temporal_client import connect_temporal
 from core.tracing import shutdown as shutdown_tracing
 from core.tracing import tracing_interceptors
+from worker.payload_walks import skip_unchanging_payload_walks
 from workflows.catalog import PolicyCatalogWorkflow
 from workflows.change_approval import ChangeApprovalWorkflow
 from workflows.incident import IncidentWorkflow
@@ -80,6 +81,8 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
                                         settings.public_url))
     policy = PolicyActivities(settings.playbooks_dir, settings.public_url)
     forwarder = forwarder or ReportForwarder(ReportRouter(client, redis, settings))
+    if not settings.worker_keep_sdk_payload_walks:
+        skip_unchanging_payload_walks()  # no codec, no external storage: see the module
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
