@@ -1,4 +1,5 @@
-"""Signed actors: every workflow update carries an HMAC of who sends it, checked by the worker.
+"""Signed actors: every workflow update and every workflow start carries an HMAC of who
+sends it, checked by the worker.
 
 The API (and every other process that holds the key: the worker's own seeding, the CLI, the
 dry run and the test harness) signs each update it sends with `ActorSigner`, a Temporal
@@ -10,6 +11,16 @@ client interceptor. The signature travels in the update's `crisis-actor` header 
 - the actor and the request id the command names (`actor`/`request_id`, a report's
   `reported_by`/`id`, a proposal's `author`), and the roles the sender saw for the actor,
 - the sha256 of the command's canonical JSON, so no field can be changed under it.
+
+Starts are signed the same way (command `start:<workflow type>`, the start input as the
+body), so nobody who merely reaches Temporal can start an incident with a playbook and
+directory of their own (its messages would go out in the company's name, its actions call
+the company's webhooks), a policy catalog with versions nobody reviewed, or a time-off
+overlay. The worker checks a start on its first execution, before the run's first command;
+a run that fails the check fails at once (`UnsignedCommand` / `ForgedCommand`). Not checked:
+a run continued as new (its input came from the run before it) and a child workflow (only a
+checked workflow starts children); and never on replay, so histories from before starts
+were signed, and incidents opened under a key since retired, replay as they ran.
 
 `ActorVerifier` is a worker interceptor: before any update validator runs, it recomputes the
 MAC from the update's own arguments and refuses (as the validator would: the update is
@@ -49,12 +60,15 @@ from temporalio.client import (
     Client,
     Interceptor,
     OutboundInterceptor,
+    StartWorkflowInput,
     StartWorkflowUpdateInput,
     StartWorkflowUpdateWithStartInput,
+    WorkflowHandle,
     WorkflowUpdateHandle,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
+    ExecuteWorkflowInput,
     HandleUpdateInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
@@ -147,6 +161,11 @@ def _mac(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def start_command(workflow_type: str) -> str:
+    """What a workflow start's signature names as its command (never an update's name)."""
+    return f"start:{workflow_type}"
+
+
 def signature_header(keyring: Keyring, workflow_id: str, command: str, args: Sequence[Any],
                      roles: Iterable[str] = ()) -> Payload:
     """The `crisis-actor` header for one update."""
@@ -203,10 +222,17 @@ class _SigningOutbound(OutboundInterceptor):
 
     async def start_update_with_start_workflow(self, input: StartWorkflowUpdateWithStartInput
                                                ) -> WorkflowUpdateHandle[Any]:
-        update = input.update_workflow_input
+        update, start = input.update_workflow_input, input.start_workflow_input
         update.headers = {**update.headers, HEADER: self._signer.header(
-            input.start_workflow_input.id, update.update, update.args)}
+            start.id, update.update, update.args)}
+        start.headers = {**start.headers, HEADER: self._signer.header(
+            start.id, start_command(start.workflow), start.args)}
         return await self.next.start_update_with_start_workflow(input)
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        input.headers = {**input.headers, HEADER: self._signer.header(
+            input.id, start_command(input.workflow), input.args)}
+        return await self.next.start_workflow(input)
 
 
 class ActorSigner(Interceptor):
@@ -248,6 +274,24 @@ def unsigned_client(client: Client) -> Client:
 
 class _VerifyingInbound(WorkflowInboundInterceptor):
     keyring: Keyring  # set on the subclass `ActorVerifier` makes; never in workflow state
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        """A run started from outside (not continued as new, not a child of a checked
+        workflow) must carry its sender's signature, or it fails before its first command.
+        Checked once, on the first execution: a replay trusts what its history started
+        (histories from before starts were signed have no header; a retired key must not
+        break an open incident's replay)."""
+        info = workflow.info()
+        if (not workflow.unsafe.is_replaying() and info.continued_run_id is None
+                and info.parent is None):
+            try:
+                verify(self.keyring, input.headers, info.workflow_id,
+                       start_command(info.workflow_type), input.args)
+            except ApplicationError as exc:
+                workflow.logger.warning("refused start of %s: %s", info.workflow_type,
+                                        exc.message)
+                raise
+        return await super().execute_workflow(input)
 
     def handle_update_validator(self, input: HandleUpdateInput) -> None:
         try:

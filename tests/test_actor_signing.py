@@ -6,6 +6,7 @@ worker refuses it before any validator runs, and the incident stays exactly as i
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -16,7 +17,9 @@ from temporalio.client import (
     Client,
     Interceptor,
     OutboundInterceptor,
+    StartWorkflowInput,
     StartWorkflowUpdateInput,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateHandle,
@@ -32,6 +35,7 @@ from core.actor_signing import (
     actor_keyring,
     signature_header,
     signed_client,
+    start_command,
     unsigned_client,
     verify,
 )
@@ -143,6 +147,11 @@ class _FixedHeader(Interceptor):
                                             ) -> WorkflowUpdateHandle[Any]:
                 input.headers = {**input.headers, HEADER: header}
                 return await self.next.start_workflow_update(input)
+
+            async def start_workflow(self, input: StartWorkflowInput
+                                     ) -> WorkflowHandle[Any, Any]:
+                input.headers = {**input.headers, HEADER: header}
+                return await self.next.start_workflow(input)
         return Out(next)
 
 
@@ -218,10 +227,10 @@ async def test_a_previous_key_works_during_rotation_and_is_refused_once_retired(
     async with fresh_time_env() as env, harness(env, redis_url, EVEN_WEEK,
                                                 settings=settings) as h:
         await h.advance_to("mon", 15, 0)
-        handle = await h.start(snapshot(viral_playbook(h.publish.url())))
-        legal = await _legal_task(h, handle)
         by_old = signed_client(env.client, keyring(OLD))
         by_new = signed_client(env.client, keyring(NEW))
+        handle = await h.start(snapshot(viral_playbook(h.publish.url())), client=by_new)
+        legal = await _legal_task(h, handle)
         request = decide_request(legal.assignee, legal.id, "approve")
         if phase == "during":
             result = await by_old.get_workflow_handle(handle.id).execute_update(
@@ -235,3 +244,61 @@ async def test_a_previous_key_works_during_rotation_and_is_refused_once_retired(
                 IncidentWorkflow.decide, request)
             assert result.task.state == "approved"
 
+
+
+# ---- workflow starts ----------------------------------------------------------------------
+
+
+async def _refused_start(client: Client, workflow_run: Any, arg: Any, workflow_id: str,
+                         queue: str) -> str | None:
+    """Start straight on Temporal; the refusal's type, once sure the run did nothing."""
+    handle = await client.start_workflow(workflow_run, arg, id=workflow_id, task_queue=queue)
+    with pytest.raises(WorkflowFailureError) as failed:  # at once, or not at all
+        await asyncio.wait_for(handle.result(), timeout=30)
+    events = (await handle.fetch_history()).events
+    assert not [e for e in events if e.HasField("activity_task_scheduled_event_attributes")
+                or e.HasField("timer_started_event_attributes")
+                or e.HasField("start_child_workflow_execution_initiated_event_attributes")]
+    cause = failed.value.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+async def test_workflows_started_straight_on_temporal_without_the_api_signature_do_nothing(
+        h: Harness) -> None:
+    """Whoever reaches Temporal could start an incident whose playbook and directory are
+    their own (its messages go out in the company's name, its actions call the company's
+    webhooks), a policy catalog whose active playbooks are theirs, or a time-off overlay.
+    Each such run fails before its first command: no message, no action, no timer."""
+    from domain.policy_versions import CatalogStart
+    from domain.time_off import TimeOffStart
+    from tests.factories import start_input
+    from workflows.time_off import TimeOffWorkflow
+
+    await h.advance_to("mon", 15, 0)
+    raw = unsigned_client(h.env.client)
+    start = start_input(snapshot(viral_playbook(h.publish.url())))
+    q = h.task_queue
+    assert await _refused_start(raw, IncidentWorkflow.run, start, start.incident_id, q) \
+        == UNSIGNED
+    catalog = CatalogStart(catalog_id=f"catalog-{uuid.uuid4().hex[:6]}")
+    assert await _refused_start(raw, PolicyCatalogWorkflow.run, catalog, catalog.catalog_id,
+                                q) == UNSIGNED
+    assert await _refused_start(raw, TimeOffWorkflow.run, TimeOffStart(),
+                                f"time-off-{uuid.uuid4().hex[:6]}", q) == UNSIGNED
+
+    # a home-made key, and a genuine start signature moved onto another incident
+    impostor = signed_client(h.env.client, Keyring("local", {"local": b"guessed-secret-01234"}))
+    other = start.model_copy(update={"incident_id": f"inc-{uuid.uuid4().hex[:8]}"})
+    assert await _refused_start(impostor, IncidentWorkflow.run, other, other.incident_id,
+                                q) == FORGED
+    name = _Definition.must_from_class(IncidentWorkflow).name
+    genuine = signature_header(actor_keyring(Settings()), start.incident_id,
+                               start_command(name), [start])
+    moved = start.model_copy(update={"incident_id": f"inc-{uuid.uuid4().hex[:8]}"})
+    assert await _refused_start(with_header(h.env.client, genuine), IncidentWorkflow.run,
+                                moved, moved.incident_id, q) == FORGED
+    assert h.publish.requests == []
+
+    # the API's way (signed) opens the same incident under another id
+    handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+    assert len(await h.tasks_when(handle, lambda ts: len(ts) >= 5)) >= 5

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import redis.asyncio as aioredis
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
@@ -86,10 +86,12 @@ class Harness:
         await self.env.sleep(target - now)
         return target
 
-    async def start(self, snapshot: PlaybookSnapshot, **overrides: Any
-                    ) -> WorkflowHandle[IncidentWorkflow, Any]:
+    async def start(self, snapshot: PlaybookSnapshot, *, client: Client | None = None,
+                    **overrides: Any) -> WorkflowHandle[IncidentWorkflow, Any]:
+        """Open an incident as the API does, through `client` (default: the environment's,
+        signing with the default keys)."""
         start: StartIncident = start_input(snapshot, **overrides)
-        handle = await self.env.client.start_workflow(
+        handle = await (client or self.env.client).start_workflow(
             IncidentWorkflow.run, start, id=start.incident_id, task_queue=self.task_queue)
         self.handles.append(handle)
         return handle
