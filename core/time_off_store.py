@@ -113,6 +113,12 @@ class TimeOffStore:
 
     async def change(self, req: SetAway | SetOverrides) -> tuple[TimeOff, int]:
         """Apply a change; returns the new overlay and how many running incidents got it."""
+        overlay = await self.apply(req)
+        return overlay, await self.fan_out(overlay)
+
+    async def apply(self, req: SetAway | SetOverrides) -> TimeOff:
+        """Apply a change to the overlay's workflow (the authority incidents read); the
+        new overlay. Running incidents are told by `fan_out`."""
         name = "set_away" if isinstance(req, SetAway) else "set_overrides"
         # start (or find) the overlay's workflow, then update it: two calls that every
         # Temporal server answers (the time-skipping test server has no update-with-start)
@@ -128,7 +134,7 @@ class TimeOffStore:
             raise
         assert isinstance(overlay, TimeOff)
         self._remember(overlay)
-        return overlay, await self.fan_out(overlay)
+        return overlay
 
     async def open_incidents(self) -> set[str]:
         """Running incidents: Temporal's visibility (where the server has it) and the read
@@ -153,7 +159,8 @@ class TimeOffStore:
         return ids
 
     async def fan_out(self, overlay: TimeOff) -> int:
-        """Signal every running incident of this task queue with the overlay."""
+        """Tell every running incident of this task queue of the overlay (each reads it from
+        the overlay's workflow; runs from before take the signal's copy)."""
         ids = sorted(await self.open_incidents())
         gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
 

@@ -7,8 +7,9 @@ is accountable instead: every change has a revision, an author and a time
 (`TimeOff.changes`), and each incident records the revision it applied on its timeline.
 Who may set what: admins anything; a person their own away periods. The reviewed directory
 keeps its own `away`/`overrides` (pinned in each incident's snapshot); the overlay adds to
-them and is live: running incidents receive every revision (signal `time_off`) and use it
-the next time they resolve who to reach. The state lives in `TimeOffWorkflow` (Temporal is
+them and is live: running incidents are told of every revision (signal `time_off`), read it
+from the overlay's workflow (`ReadTimeOff`), and use it the next time they resolve who to
+reach. The state lives in `TimeOffWorkflow` (Temporal is
 the source of truth; nothing here is only in Redis).
 """
 
@@ -46,6 +47,26 @@ class SetOverrides(BaseModel):
 class TimeOffStart(BaseModel):
     overlay: TimeOff = Field(default_factory=TimeOff)
     continue_as_new_after_events: int = 2000
+
+
+TIME_OFF_READ_ACTIVITY = "time_off_read"  # activities/time_off_reader.py
+
+
+def time_off_id(task_queue: str) -> str:
+    """The workflow id of the overlay of the incidents on `task_queue`."""
+    return f"time-off-{task_queue}"
+
+
+class ReadTimeOff(BaseModel):
+    """An incident told of a new overlay (signal `time_off`) reads it from the `TimeOff`
+    workflow at `workflow_id`, whose changes are signed updates, never from the signal:
+    signals carry no signature, so a signal is only its sender's word."""
+
+    workflow_id: str
+
+
+class TimeOffRead(BaseModel):
+    overlay: TimeOff | None = None  # None: no such workflow, or not a `TimeOff` one
 
 
 class TimeOffRefused(ValueError):

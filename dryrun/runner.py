@@ -29,9 +29,11 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.time_off_reader import TimeOffReader
 from core.actor_signing import ActorSigner, ActorVerifier, Keyring, ephemeral_keyring
 from core.payloads import DATA_CONVERTER
-from domain.directory import Period, TimeOff
+from core.time_off_store import TimeOffStore
+from domain.directory import Period
 from domain.incident import (
     ConfirmPublishRequest,
     DecideRequest,
@@ -52,12 +54,13 @@ from domain.incident import (
 )
 from domain.incident_directory import incident_snapshot
 from domain.ledger import COMMUNICATOR_ACCESS
-from domain.time_off import SetAway, change
+from domain.time_off import SetAway
 from dryrun.activities import SimulatedEffects
 from dryrun.report import DryRunReport, ScenarioNote, format_offset
 from dryrun.scenario import AwayEvent, DecideEvent, DelegateEvent, Event, Scenario
 from worker.main import workflow_runner
 from workflows.incident import IncidentWorkflow
+from workflows.time_off import TimeOffWorkflow
 
 SETTLE_TIMEOUT_SECONDS = 20.0
 Handle = WorkflowHandle[IncidentWorkflow, Any]
@@ -124,7 +127,7 @@ class _Session:
     """One dry run in progress: the environment, the workflow and what the scenario did."""
 
     def __init__(self, env: WorkflowEnvironment, handle: Handle, origin: datetime,
-                 opener: str) -> None:
+                 opener: str, task_queue: str) -> None:
         self.env = env
         self.handle = handle
         self.origin = origin
@@ -132,7 +135,7 @@ class _Session:
         self.notes: list[ScenarioNote] = []
         self.resolved = False
         self._requests = 0
-        self.time_off = TimeOff()
+        self.time_off = TimeOffStore(env.client, task_queue)
 
     def _request_id(self) -> str:
         self._requests += 1
@@ -210,10 +213,10 @@ class _Session:
         """Send the incident the next revision of its time-off overlay, as the API would."""
         until = at + away.for_ if away.for_ is not None else at + timedelta(days=365)
         period = Period(start=at, end=until, reason=away.reason or "away (dry run)")
-        self.time_off = change(self.time_off, SetAway(actor="dry-run", admin=True,
-                                                      person_id=away.person,
-                                                      periods=[period]), at)
-        await self.handle.signal("time_off", self.time_off)
+        # through the overlay's workflow, which the incident reads when told (as the API)
+        overlay = await self.time_off.apply(SetAway(actor="dry-run", admin=True,
+                                                    person_id=away.person, periods=[period]))
+        await self.handle.signal("time_off", overlay)
         return (f"away until {until.isoformat(timespec='minutes')}"
                 if away.for_ is not None else "away for the rest of the run"), True
 
@@ -301,9 +304,10 @@ async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
     # the simulated API signs its commands, and the worker checks them, as in production
     keyring = ephemeral_keyring("dryrun")
     async with time_skipping_env(keyring) as env:
-        worker = Worker(env.client, task_queue=queue, workflows=[IncidentWorkflow],
+        worker = Worker(env.client, task_queue=queue,
+                        workflows=[IncidentWorkflow, TimeOffWorkflow],
                         activities=[effects.notify, effects.notify_batch, effects.run_action,
-                                    effects.project],
+                                    effects.project, TimeOffReader(env.client).read_time_off],
                         workflow_runner=workflow_runner(),
                         interceptors=[ActorVerifier(keyring)])
         async with worker:
@@ -327,7 +331,7 @@ async def run_dry_run(playbook: PlaybookSnapshot, directory: DirectorySnapshot,
                 IncidentWorkflow.run, start, id=start.incident_id, task_queue=queue)
             await _settle(handle)
             origin = (await handle.query(IncidentWorkflow.state)).incident.opened_at
-            session = _Session(env, handle, origin, start.opened_by)
+            session = _Session(env, handle, origin, start.opened_by, queue)
             try:
                 for event in scenario.events:
                     if session.resolved:

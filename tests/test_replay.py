@@ -32,7 +32,7 @@ KEPT = {  # every recorded history is a promise to running incidents: they repla
     *(f"{name}.{tag}" for name in SHIPPED
       for tag in ("v1-remote-projection", "v2-aggregate", "v3-drafts", "v3-faults", "v3-perf",
                   "v3-storm", "v4-merged", "v5-one-marker", "v6-answer-first",
-                  "v7-carried")),
+                  "v7-carried", "v8-time-off-read")),
     "at-most-once.v3-faults", "catch-up.v3-faults",
 }
 

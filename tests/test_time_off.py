@@ -14,7 +14,7 @@ from domain.directory import Directory, TimeOff, resolve_targets
 from domain.incident import DirectorySnapshot, StatusUpdateRequest
 from domain.loader import sha256
 from tests.factories import directory, snapshot, viral_playbook
-from tests.workflow_harness import Harness
+from tests.workflow_harness import Harness, eventually
 from workflows.incident import AWAY_HANDS_OVER_ALWAYS, IncidentWorkflow
 
 MONDAY_1500 = datetime(2090, 2, 27, 15, 0, tzinfo=UTC)  # London = UTC in February
@@ -220,24 +220,45 @@ def test_the_overlay_adds_to_the_pinned_directory_and_its_override_wins() -> Non
     assert base.person("lena-legal").available_at(MONDAY_1500)  # the snapshot is unchanged
 
 
-async def test_a_running_incident_takes_only_newer_revisions(h: Harness) -> None:
-    from domain.directory import TimeOff as Overlay
+async def test_a_running_incident_takes_the_overlay_from_its_workflow_never_a_signal(
+        h: Harness) -> None:
+    """Signals carry no signature: a `time_off` signal saying "Lena is away", at a revision
+    so high that no real change would be taken after it, changes nothing. The incident reads
+    the overlay from its workflow (changed only by signed updates) and applies that: the
+    real change lands, once, under its real author."""
+    from core.time_off_store import TimeOffStore
+    from domain.directory import Period
+    from domain.time_off import SetAway
 
     start = await h.advance_to("mon", 15, 0, "Europe/London")
     handle = await h.start(snapshot(viral_playbook(h.publish.url())))
     await h.tasks_when(handle, lambda ts: len(ts) >= 5)
-    away = {"lena-legal": [period(start, start + timedelta(hours=2), reason="ill")]}
-    newer = Overlay.model_validate({"revision": 2, "away": away, "changes": [
-        {"revision": 2, "at": start.isoformat(), "actor": "ada-admin",
-         "what": "away lena-legal: 1 period(s)"}]})
-    await handle.signal("time_off", newer)
-    await handle.signal("time_off", newer)  # repeated: ignored
-    await handle.signal("time_off", Overlay(revision=1))  # older: ignored
-    # an update after the signals is handled after them: then the timeline is complete
-    await handle.execute_update(IncidentWorkflow.post_status_update, StatusUpdateRequest(
+    forged = TimeOff.model_validate({
+        "revision": 999, "away": {"lena-legal": [period(start, start + timedelta(days=30))]},
+        "changes": [{"revision": 999, "at": start.isoformat(), "actor": "mallory",
+                     "what": "away lena-legal: 1 period(s)"}]})
+    await handle.signal("time_off", forged)  # no overlay anywhere yet: nothing to apply
+    real = await TimeOffStore(h.env.client, h.task_queue).apply(SetAway(
+        actor="ada-admin", admin=True, person_id="lena-legal",
+        periods=[Period(start=start, end=start + timedelta(hours=2), reason="ill")]))
+    await handle.signal("time_off", forged)  # now reads the real overlay instead
+    await handle.signal("time_off", real)  # the API's prompt: a repeated revision, ignored
+
+    async def reads_finished() -> int:
+        events = (await handle.fetch_history()).events
+        reads = {e.event_id for e in events
+                 if e.HasField("activity_task_scheduled_event_attributes")
+                 and e.activity_task_scheduled_event_attributes.activity_type.name
+                 == "time_off_read"}
+        return sum(e.activity_task_completed_event_attributes.scheduled_event_id in reads
+                   for e in events if e.HasField("activity_task_completed_event_attributes"))
+    await eventually(reads_finished, lambda n: n == 3)  # one read per signal
+    # an update after the reads is handled after them: then the timeline is complete
+    await h.update(handle, IncidentWorkflow.post_status_update, StatusUpdateRequest(
         request_id=uuid.uuid4().hex, actor="sam-social", message="checking"))
-    applied = await h.entries(handle, "time_off_applied")
-    assert [(e.actor, e.details["revision"]) for e in applied] == [("ada-admin", 2)]
+    applied = [e for e in await h.timeline(handle) if e.kind == "time_off_applied"]
+    assert [(e.actor, e.details["revision"]) for e in applied] == [("ada-admin",
+                                                                    real.revision)]
 
 
 async def test_new_incidents_get_another_api_processs_change_without_waiting_for_it(

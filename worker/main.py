@@ -39,6 +39,7 @@ from activities.incident_activities import IncidentActivities
 from activities.mail import SmtpSettings
 from activities.policy_activities import PolicyActivities
 from activities.review_reader import ReviewReader
+from activities.time_off_reader import TimeOffReader
 from api.intake import ReportRouter
 from core.action_links import ActionLinks, notification_links
 from core.actor_signing import ActorSigner, ActorVerifier, actor_keyring
@@ -89,7 +90,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
                    TimeOffWorkflow],
         activities=[*activities.activities, policy.dry_run, ReviewReader(client).read_review,
-                    forwarder.forward_reports],
+                    TimeOffReader(client).read_time_off, forwarder.forward_reports],
         workflow_runner=workflow_runner(),
         interceptors=[ActorVerifier(actor_keyring(settings))],  # unsigned updates refused
         max_concurrent_activities=64,

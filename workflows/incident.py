@@ -79,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.quorum import Outcome
     from domain.snapshot_cache import shared
     from domain.templates import render, render_url
+    from domain.time_off import TIME_OFF_READ_ACTIVITY, ReadTimeOff, TimeOffRead, time_off_id
 
 T = TypeVar("T")
 
@@ -134,6 +135,13 @@ FORWARD_CATCH_UP_FIRST = timedelta(minutes=5)
 FORWARD_CATCH_UP_MAX = timedelta(hours=1)
 
 
+# Reading the time-off overlay: a few minutes of retries (its worker restarting), then the
+# incident keeps the overlay it has and takes the next revision it is told of.
+READ_TIME_OFF_TIMEOUT = timedelta(minutes=5)
+READ_TIME_OFF_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                                  maximum_interval=timedelta(seconds=30))
+
+
 # The template root of text inserted as is (`IncidentWorkflow._render`); playbooks can't
 # use it (`domain.templates.check_placeholder` knows only incident. and steps.).
 SLOT = "slot"
@@ -147,6 +155,8 @@ def _business_error(error: LedgerError) -> ApplicationError:
 ALL_PATCHES_OF_WAVE_3 = "wave-3-patches-in-one-marker"
 # Later patches, each asked by its own name.
 AWAY_HANDS_OVER_ALWAYS = "away-hands-over-when-hours-ignored"
+# a `time_off` signal is a prompt: the overlay is read from its workflow, never the signal
+TIME_OFF_FROM_ITS_WORKFLOW = "time-off-read-from-its-workflow"
 
 
 def _patches() -> Callable[[str], bool]:
@@ -1235,9 +1245,37 @@ class IncidentWorkflow:
     @workflow.signal(name="time_off")
     async def time_off(self, overlay: TimeOff) -> None:
         """A new revision of the time-off overlay (away periods, roster overrides): used
-        from the next assignment on. Old or repeated revisions are ignored."""
+        from the next assignment on. Old or repeated revisions are ignored.
+
+        Signals are not signed, so the signal's overlay is only its sender's word: runs
+        since `time-off-read-from-its-workflow` read the overlay from the deployment's
+        `TimeOff` workflow (changed by signed updates only) and apply that, whatever the
+        signal said. Runs from before take the signal's copy, as they did."""
+        if not self.ledger.is_open:
+            return  # nothing left to route (the ledger refuses it too)
+        if workflow.patched(TIME_OFF_FROM_ITS_WORKFLOW):
+            read = await self._read_time_off()
+            if read is None:
+                return
+            overlay = read
         if self.ledger.apply_time_off(overlay, workflow.now()):
             await self._sync()
+
+    async def _read_time_off(self) -> TimeOff | None:
+        workflow_id = time_off_id(workflow.info().task_queue)
+        try:
+            read: TimeOffRead = await workflow.execute_activity(
+                TIME_OFF_READ_ACTIVITY, ReadTimeOff(workflow_id=workflow_id),
+                result_type=TimeOffRead, schedule_to_close_timeout=READ_TIME_OFF_TIMEOUT,
+                retry_policy=READ_TIME_OFF_RETRY)
+        except ActivityError as exc:
+            workflow.logger.error("time-off overlay not read from %s: %s", workflow_id,
+                                  exc.cause or exc)
+            return None
+        if read.overlay is None:
+            workflow.logger.warning("told of a time-off overlay, but %s holds none",
+                                    workflow_id)
+        return read.overlay
 
     @workflow.update(name="keep_posts_paused")
     async def keep_posts_paused(self, req: KeepPostsPausedRequest) -> TimelineEntry:

@@ -21,11 +21,10 @@ with workflow.unsafe.imports_passed_through():
         TimeOffStart,
         change,
         check,
+        time_off_id,
     )
 
-
-def time_off_id(task_queue: str) -> str:
-    return f"time-off-{task_queue}"
+__all__ = ["TimeOffWorkflow", "time_off_id"]
 
 
 def _refused(exc: TimeOffRefused) -> ApplicationError:

@@ -24,9 +24,11 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from core.config import ROOT, Settings
-from domain.directory import Directory
+from core.time_off_store import TimeOffStore
+from domain.directory import Directory, Period
 from domain.incident import (
     DecideRequest,
     IncidentView,
@@ -36,6 +38,7 @@ from domain.incident import (
 )
 from domain.loader import load_directory, snapshot_playbook
 from domain.playbook import Severity
+from domain.time_off import SetAway
 from tests.factories import start_input
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.servers import redis_server
@@ -83,6 +86,23 @@ async def drive(handle: WorkflowHandle[IncidentWorkflow, object], communicator: 
         request_id=uuid.uuid4().hex, actor=communicator, message="Statement is out"))
 
 
+async def set_away(env: WorkflowEnvironment,
+                   handle: WorkflowHandle[IncidentWorkflow, object], task_queue: str) -> None:
+    """As the API does when someone is set away (histories since v8-time-off-read): the
+    change goes to the overlay's workflow, the incident is told and reads it from there."""
+    now = await env.get_current_time()
+    overlay = await TimeOffStore(env.client, task_queue).apply(SetAway(
+        actor="ada-admin", admin=True, person_id="ada-admin",
+        periods=[Period(start=now, end=now + timedelta(hours=1), reason="recorded story")]))
+    await handle.signal("time_off", overlay)
+    for _ in range(100):
+        timeline = await handle.query(IncidentWorkflow.timeline)
+        if any(e.kind == "time_off_applied" for e in timeline):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the incident never applied the time-off overlay")
+
+
 async def record(playbook_id: str, severity: Severity, directory: Directory,
                  out: Path) -> None:
     with HttpReceiver() as sink, SmtpReceiver() as smtp, redis_server() as redis_url:
@@ -107,6 +127,7 @@ async def record(playbook_id: str, severity: Severity, directory: Directory,
                                     opened_by="ada-admin")
                 handle = await env.client.start_workflow(
                     IncidentWorkflow.run, start, id=start.incident_id, task_queue="record")
+                await set_away(env, handle, "record")
                 await drive(handle, "ada-admin")
                 await env.sleep(timedelta(hours=2, minutes=5))
                 await handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
