@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
+from activities.authority_workflows import authority_handle
 from domain.policy_versions import ReadReview, ReviewRead, ReviewState
-
-log = structlog.get_logger("crisis.policy")
 
 REVIEW_WORKFLOW = "PolicyChange"  # workflows.change_approval.ChangeApprovalWorkflow
 
@@ -30,17 +27,9 @@ class ReviewReader:
 
     @activity.defn(name="policy_read_review")
     async def read_review(self, req: ReadReview) -> ReviewRead:
-        handle = self.client.get_workflow_handle(req.proposal_id)
-        try:
-            described = await handle.describe()
-        except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND:
-                raise  # retried by the activity's policy
-            log.warning("review_not_found", proposal_id=req.proposal_id)
-            return ReviewRead()
-        if described.workflow_type != REVIEW_WORKFLOW or described.parent_id != req.catalog_id:
-            log.warning("review_not_started_by_catalog", proposal_id=req.proposal_id,
-                        workflow_type=described.workflow_type, parent_id=described.parent_id)
+        handle = await authority_handle(self.client, req.proposal_id,
+                                        workflow_type=REVIEW_WORKFLOW, parent_id=req.catalog_id)
+        if handle is None:
             return ReviewRead()
         review = await handle.query("review", result_type=ReviewState)
         return ReviewRead(review=review)

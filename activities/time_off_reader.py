@@ -13,15 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
+from activities.authority_workflows import authority_handle
 from domain.directory import TimeOff
 from domain.time_off import TIME_OFF_READ_ACTIVITY, ReadTimeOff, TimeOffRead
-
-log = structlog.get_logger("crisis.time_off")
 
 TIME_OFF_WORKFLOW = "TimeOff"  # workflows.time_off.TimeOffWorkflow
 
@@ -32,17 +29,9 @@ class TimeOffReader:
 
     @activity.defn(name=TIME_OFF_READ_ACTIVITY)
     async def read_time_off(self, req: ReadTimeOff) -> TimeOffRead:
-        handle = self.client.get_workflow_handle(req.workflow_id)
-        try:
-            described = await handle.describe()
-        except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND:
-                raise  # retried by the activity's policy
-            log.warning("time_off_workflow_not_found", workflow_id=req.workflow_id)
-            return TimeOffRead()
-        if described.workflow_type != TIME_OFF_WORKFLOW:
-            log.warning("time_off_workflow_of_another_type", workflow_id=req.workflow_id,
-                        workflow_type=described.workflow_type)
+        handle = await authority_handle(self.client, req.workflow_id,
+                                        workflow_type=TIME_OFF_WORKFLOW)
+        if handle is None:
             return TimeOffRead()
         overlay = await handle.query("time_off", result_type=TimeOff)
         return TimeOffRead(overlay=overlay)

@@ -50,6 +50,8 @@ def walks_change_nothing(converter: DataConverter) -> bool:
     return converter.payload_codec is None and converter.external_storage is None
 
 
+# Two functions, not one made twice: the SDK passes `decode_headers` / `encode_headers` and
+# `storage_concurrency_limit` by keyword, so each keeps the SDK's parameter names.
 async def decode_activation(activation: Any, data_converter: DataConverter,
                             decode_headers: bool, storage_concurrency_limit: int
                             ) -> StorageOperationMetrics:
