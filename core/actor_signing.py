@@ -236,7 +236,7 @@ class _SigningOutbound(OutboundInterceptor):
 
 
 class ActorSigner(Interceptor):
-    """Client interceptor: signs every update sent through the client.
+    """Client interceptor: signs every update and every workflow start sent through it.
 
     `roles_of(actor)` gives the roles the sender sees for the actor (the API: the
     directory's); it may be set after the client is made."""
