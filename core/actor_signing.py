@@ -22,6 +22,17 @@ a run continued as new (its input came from the run before it) and a child workf
 checked workflow starts children); and never on replay, so histories from before starts
 were signed, and incidents opened under a key since retired, replay as they ran.
 
+Signals that a workflow takes at their word (`SIGNED_SIGNALS`: the incident's reports, which
+put a reporter's name and words on the timeline) are signed the same way (command: the
+signal's name). Other signals are prompts whose handlers read the truth from the workflow
+that holds it (`time_off`, `proposal_closed`) or change nothing anyone sees (`recorded`). A
+signal has no validator and is written to history before any code sees it, so the worker
+checks it when it first arrives and, when it refuses one, records that as a patch marker
+(`crisis-refused-signal-<n>`, n counting the run's checked signals); a replay never checks
+again, it drops exactly the signals whose marker it finds. So a forged report is dropped
+now and on every replay, while histories from before signals were signed, and signals
+signed with a key since retired, replay as they ran.
+
 `ActorVerifier` is a worker interceptor: before any update validator runs, it recomputes the
 MAC from the update's own arguments and refuses (as the validator would: the update is
 rejected, nothing is written to history, the workflow changes nothing) a command that is
@@ -60,6 +71,7 @@ from temporalio.client import (
     Client,
     Interceptor,
     OutboundInterceptor,
+    SignalWorkflowInput,
     StartWorkflowInput,
     StartWorkflowUpdateInput,
     StartWorkflowUpdateWithStartInput,
@@ -69,6 +81,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ExecuteWorkflowInput,
+    HandleSignalInput,
     HandleUpdateInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
@@ -85,6 +98,9 @@ FILE_KEY_ID = "local"
 KEY_ID_CHARS = 64
 UNSIGNED = "UnsignedCommand"  # the ApplicationError type of a refusal (never retried)
 FORGED = "ForgedCommand"
+# signals whose handlers take the sender's word (see the module docstring)
+SIGNED_SIGNALS = frozenset({"add_report", "add_reports"})
+REFUSED_SIGNAL_MARKER = "crisis-refused-signal"
 
 RolesOf = Callable[[str], Iterable[str]]
 
@@ -142,11 +158,19 @@ def _who(arg: Any) -> tuple[str, str]:
     return actor, request
 
 
+def _canonical(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(value, list | tuple):  # a batch of models (`add_reports`)
+        return [_canonical(v) for v in value]
+    return to_jsonable_python(value)
+
+
 def body_digest(args: Sequence[Any]) -> str:
-    """sha256 of the arguments' canonical JSON. Defaults are left out, so a worker that
-    knows a new optional field still agrees with a sender that doesn't."""
-    data = [a.model_dump(mode="json", exclude_defaults=True) if isinstance(a, BaseModel)
-            else to_jsonable_python(a) for a in args]
+    """sha256 of the arguments' canonical JSON. Defaults are left out (in lists of models
+    too), so a worker that knows a new optional field still agrees with a sender that
+    doesn't."""
+    data = [_canonical(a) for a in args]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -234,9 +258,16 @@ class _SigningOutbound(OutboundInterceptor):
             input.id, start_command(input.workflow), input.args)}
         return await self.next.start_workflow(input)
 
+    async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+        if input.signal in SIGNED_SIGNALS:
+            input.headers = {**input.headers, HEADER: self._signer.header(
+                input.id, input.signal, input.args)}
+        await self.next.signal_workflow(input)
+
 
 class ActorSigner(Interceptor):
-    """Client interceptor: signs every update and every workflow start sent through it.
+    """Client interceptor: signs every update, every workflow start and every signal in
+    `SIGNED_SIGNALS` sent through it.
 
     `roles_of(actor)` gives the roles the sender sees for the actor (the API: the
     directory's); it may be set after the client is made."""
@@ -275,6 +306,10 @@ def unsigned_client(client: Client) -> Client:
 class _VerifyingInbound(WorkflowInboundInterceptor):
     keyring: Keyring  # set on the subclass `ActorVerifier` makes; never in workflow state
 
+    def __init__(self, next: WorkflowInboundInterceptor) -> None:
+        super().__init__(next)
+        self._signals_checked = 0  # this run's signals in SIGNED_SIGNALS, in arrival order
+
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         """A run started from outside (not continued as new, not a child of a checked
         workflow) must carry its sender's signature, or it fails before its first command.
@@ -293,6 +328,28 @@ class _VerifyingInbound(WorkflowInboundInterceptor):
                 raise
         return await super().execute_workflow(input)
 
+    async def handle_signal(self, input: HandleSignalInput) -> None:
+        """A signal in `SIGNED_SIGNALS` is handled only if signed. Checked when it first
+        arrives; a refusal is recorded as a patch marker, and a replay drops exactly the
+        signals whose marker it finds (it never checks again: see the module docstring)."""
+        if input.signal not in SIGNED_SIGNALS:
+            await super().handle_signal(input)
+            return
+        self._signals_checked += 1
+        refusal = f"{REFUSED_SIGNAL_MARKER}-{self._signals_checked}"
+        if workflow.unsafe.is_replaying():
+            if workflow.patched(refusal):  # refused when it arrived
+                return
+        else:
+            try:
+                verify(self.keyring, input.headers, workflow.info().workflow_id, input.signal,
+                       input.args)
+            except ApplicationError as exc:
+                workflow.logger.warning("refused signal %s: %s", input.signal, exc.message)
+                workflow.patched(refusal)  # recorded: every replay drops it too
+                return
+        await super().handle_signal(input)
+
     def handle_update_validator(self, input: HandleUpdateInput) -> None:
         try:
             verify(self.keyring, input.headers, workflow.info().workflow_id, input.update,
@@ -304,8 +361,9 @@ class _VerifyingInbound(WorkflowInboundInterceptor):
 
 
 class ActorVerifier(WorkerInterceptor):
-    """Worker interceptor: every update with a validator is refused unless signed with one
-    of `keyring`'s keys (each workflow's updates all have validators; a test checks it)."""
+    """Worker interceptor: every update with a validator, and every signal in
+    `SIGNED_SIGNALS`, is refused unless signed with one of `keyring`'s keys (each workflow's
+    updates all have validators; a test checks it); so is a start from outside."""
 
     def __init__(self, keyring: Keyring) -> None:
         self._class = type("ActorVerifyingInbound", (_VerifyingInbound,), {"keyring": keyring})

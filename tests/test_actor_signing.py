@@ -7,6 +7,7 @@ worker refuses it before any validator runs, and the incident stays exactly as i
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.client import (
     Client,
     Interceptor,
     OutboundInterceptor,
+    SignalWorkflowInput,
     StartWorkflowInput,
     StartWorkflowUpdateInput,
     WorkflowFailureError,
@@ -43,7 +45,7 @@ from core.config import Settings
 from domain.incident import DecideRequest, ResolveRequest, Task
 from tests.clock import EVEN_WEEK
 from tests.factories import snapshot, viral_playbook
-from tests.workflow_harness import Harness, fresh_time_env, harness
+from tests.workflow_harness import Harness, eventually, fresh_time_env, harness
 from workflows.catalog import PolicyCatalogWorkflow
 from workflows.change_approval import ChangeApprovalWorkflow
 from workflows.incident import IncidentWorkflow
@@ -152,6 +154,10 @@ class _FixedHeader(Interceptor):
                                      ) -> WorkflowHandle[Any, Any]:
                 input.headers = {**input.headers, HEADER: header}
                 return await self.next.start_workflow(input)
+
+            async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+                input.headers = {**input.headers, HEADER: header}
+                await self.next.signal_workflow(input)
         return Out(next)
 
 
@@ -302,3 +308,63 @@ async def test_workflows_started_straight_on_temporal_without_the_api_signature_
     # the API's way (signed) opens the same incident under another id
     handle = await h.start(snapshot(viral_playbook(h.publish.url())))
     assert len(await h.tasks_when(handle, lambda ts: len(ts) >= 5)) >= 5
+
+
+# ---- signals taken at their word: reports ------------------------------------------------
+
+
+async def test_forged_reports_are_dropped_now_and_on_every_replay(h: Harness) -> None:
+    """A report puts its reporter's name and words on the timeline. One sent straight to
+    Temporal (no key, a home-made key, or a genuine signature under other words) is dropped;
+    the API's signed batch lands. The refusals are in the history, so a worker replaying it
+    with other keys (the signing key retired since) takes exactly the same path."""
+    from temporalio.worker import Replayer
+
+    from core.actor_signing import REFUSED_SIGNAL_MARKER, ActorVerifier, ephemeral_keyring
+    from core.payloads import DATA_CONVERTER
+    from domain.incident import Report
+    from worker.main import workflow_runner
+
+    await h.advance_to("mon", 15, 0)
+    handle = await h.start(snapshot(viral_playbook(h.publish.url())))
+    await _legal_task(h, handle)
+    ceo = Report(id="forged-1", summary="The CEO says: admit everything",
+                 reported_by="cara-comms")
+    raw = unsigned_client(h.env.client).get_workflow_handle(handle.id)
+    await raw.signal(IncidentWorkflow.add_report, ceo)
+    await raw.signal("add_reports", [ceo.model_copy(update={"id": "forged-2"})])
+    impostor = Keyring("local", {"local": b"guessed-secret-0123456789"})
+    genuine = Report(id="real-1", summary="Seen it on TikTok", reported_by="ray-reporter")
+    forged = with_header(h.env.client, signature_header(
+        impostor, handle.id, "add_reports", [[ceo]]))
+    await forged.get_workflow_handle(handle.id).signal("add_reports", [ceo])
+    signed_header = signature_header(actor_keyring(Settings()), handle.id, "add_reports",
+                                     [[genuine]])
+    under_other_words = with_header(h.env.client, signed_header)
+    await under_other_words.get_workflow_handle(handle.id).signal(
+        "add_reports", [genuine.model_copy(update={"summary": "admit everything"})])
+    # the API's way: signed by the client's ActorSigner
+    await h.env.client.get_workflow_handle(handle.id).signal("add_reports", [genuine])
+
+    view = await eventually(lambda: h.state(handle), lambda v: v.incident.reports == 2)
+    added = [e for e in await h.timeline(handle) if e.kind == "report_added"]
+    assert [(e.actor, e.details["summary"]) for e in added] == [
+        ("ray-reporter", "Seen it on TikTok")]
+    assert view.incident.reports == 2  # the opening report and the genuine one
+
+    history = await handle.fetch_history()
+    patches = [json.loads(e.marker_recorded_event_attributes.details["patch-data"]
+                          .payloads[0].data)["id"]
+               for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert [p for p in patches if p.startswith(REFUSED_SIGNAL_MARKER)] == [
+        f"{REFUSED_SIGNAL_MARKER}-{n}" for n in (1, 2, 3, 4)]
+    # a worker with none of the keys that signed it replays it as it ran (it drops what was
+    # refused, by the markers, and checks nothing again); one without the check cannot
+    for verifier in ([ActorVerifier(ephemeral_keyring("since-rotated"))], []):
+        replayer = Replayer(workflows=[IncidentWorkflow], data_converter=DATA_CONVERTER,
+                            workflow_runner=workflow_runner(), interceptors=verifier)
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if verifier:
+            assert result.replay_failure is None, result.replay_failure
+        else:
+            assert "crisis-refused-signal-1" in str(result.replay_failure)

@@ -15,6 +15,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+from core.actor_signing import ActorVerifier, ephemeral_keyring
 from core.payloads import DATA_CONVERTER
 from worker.main import workflow_runner
 from workflows.incident import IncidentWorkflow
@@ -32,7 +33,7 @@ KEPT = {  # every recorded history is a promise to running incidents: they repla
     *(f"{name}.{tag}" for name in SHIPPED
       for tag in ("v1-remote-projection", "v2-aggregate", "v3-drafts", "v3-faults", "v3-perf",
                   "v3-storm", "v4-merged", "v5-one-marker", "v6-answer-first",
-                  "v7-carried", "v8-time-off-read")),
+                  "v7-carried", "v8-time-off-read", "v9-signed-reports")),
     "at-most-once.v3-faults", "catch-up.v3-faults",
 }
 
@@ -49,8 +50,12 @@ async def test_history_replays_without_nondeterminism(path: Path) -> None:
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" in kinds  # the whole story is there
     # strict: the workflow module re-imported under the sandbox's restrictions, so a
     # nondeterministic call on any replayed path fails here even though the worker shares it
+    # as a worker replays: with its signature check (`ActorVerifier`), under a key that signed
+    # none of these (every key since retired): histories from before commands were signed,
+    # and refused signals (v9-signed-reports), replay as they ran
     replayer = Replayer(workflows=[IncidentWorkflow], data_converter=DATA_CONVERTER,
-                        workflow_runner=workflow_runner(strict=True))
+                        workflow_runner=workflow_runner(strict=True),
+                        interceptors=[ActorVerifier(ephemeral_keyring("replay"))])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 

@@ -26,12 +26,14 @@ import redis.asyncio as aioredis
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from core.actor_signing import unsigned_client
 from core.config import ROOT, Settings
 from core.time_off_store import TimeOffStore
 from domain.directory import Directory, Period
 from domain.incident import (
     DecideRequest,
     IncidentView,
+    Report,
     ResolveRequest,
     StatusUpdateRequest,
     SubmitDraftRequest,
@@ -103,6 +105,24 @@ async def set_away(env: WorkflowEnvironment,
     raise RuntimeError("the incident never applied the time-off overlay")
 
 
+async def report_twice(env: WorkflowEnvironment,
+                       handle: WorkflowHandle[IncidentWorkflow, object]) -> None:
+    """As the API sends a storm's batch (histories since v9-signed-reports), plus one batch
+    sent straight to Temporal without the API's signature: refused, and the refusal is a
+    marker in the history (`core.actor_signing`)."""
+    unsigned = unsigned_client(env.client).get_workflow_handle(handle.id)
+    await unsigned.signal("add_reports", [Report(
+        id="recorded-forged", summary="forged report", reported_by="ada-admin")])
+    await handle.signal("add_reports", [Report(
+        id="recorded-real", summary="recorded report", reported_by="ray-reporter")])
+    for _ in range(100):
+        view: IncidentView = await handle.query(IncidentWorkflow.state)
+        if view.incident.reports == 2:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the incident never took the signed report")
+
+
 async def record(playbook_id: str, severity: Severity, directory: Directory,
                  out: Path) -> None:
     with HttpReceiver() as sink, SmtpReceiver() as smtp, redis_server() as redis_url:
@@ -128,6 +148,7 @@ async def record(playbook_id: str, severity: Severity, directory: Directory,
                 handle = await env.client.start_workflow(
                     IncidentWorkflow.run, start, id=start.incident_id, task_queue="record")
                 await set_away(env, handle, "record")
+                await report_twice(env, handle)
                 await drive(handle, "ada-admin")
                 await env.sleep(timedelta(hours=2, minutes=5))
                 await handle.execute_update(IncidentWorkflow.resolve, ResolveRequest(
