@@ -71,6 +71,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
 from core.time_off_store import TimeOffStore
+from core.with_start import settle_start
 from domain import errors as codes
 from domain.ids import dedup_digest, dedup_incident_id
 from domain.incident import Incident, IncidentStatus, Report, ReportResult, StartIncident
@@ -567,7 +568,7 @@ class ReportRouter:
                 # the SDK's stubs type an async update's result as its coroutine: cast
                 result = cast(ReportResult, await update.result())
             except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError) as exc:
-                await _settle_start(operation)
+                await settle_start(operation)
                 if isinstance(exc, WorkflowUpdateFailedError) and not _is_closed_rejection(exc):
                     raise
                 # a resolved incident holds this id (its run may still be finishing)
@@ -676,14 +677,6 @@ def _fail(batch: list[_Pending], exc: BaseException) -> None:
     for pending in batch:
         if not pending.future.done():
             pending.future.set_exception(exc)
-
-
-async def _settle_start(operation: WithStartWorkflowOperation[Any, Any]) -> None:
-    """The SDK also stores a refused start (the id belongs to a resolved incident) on the
-    operation; we act on the update's exception, so take it from there too, or asyncio logs
-    "Future exception was never retrieved" with a traceback for every such report."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(operation.workflow_handle(), timeout=1.0)
 
 
 def _is_closed_rejection(exc: WorkflowUpdateFailedError) -> bool:

@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
+from core.with_start import settle_start
 from domain.loader import load_directory, parse_yaml, sha256
 from domain.policy_versions import (
     DIRECTORY,
@@ -85,11 +86,16 @@ class PolicyStore:
             task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
 
     async def _update(self, name: str, arg: Any) -> VersionRecord:
+        operation = self._start()
         try:
             result = await self.client.execute_update_with_start_workflow(
-                name, arg, start_workflow_operation=self._start(), result_type=VersionRecord)
+                name, arg, start_workflow_operation=operation, result_type=VersionRecord)
         except WorkflowUpdateFailedError as exc:
+            await settle_start(operation)
             raise _translate(exc) from None
+        except BaseException:
+            await settle_start(operation)
+            raise
         assert isinstance(result, VersionRecord)
         return result
 

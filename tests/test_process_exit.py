@@ -10,6 +10,7 @@ against the dev server, and are started and stopped several times, since the cra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -171,3 +172,50 @@ def test_exit_descriptions_name_the_code_or_the_signal() -> None:
     assert exit_description(3) == "exited with code 3"
     assert exit_description(-signal.SIGSEGV) == "died of SIGSEGV"
     assert exit_description(-200) == "died of signal 200"
+
+
+@pytest.mark.stack
+async def test_a_worker_stopped_while_the_version_store_does_not_answer_stops_at_once(
+        dev_env: WorkflowEnvironment, redis_url: str, tmp_path: Path) -> None:
+    """A worker seeds the version store on start, through updates to the policy catalog. If
+    the catalog does not answer (here: a catalog of that id already runs on a queue nobody
+    serves), the worker still stops on SIGTERM at once and exits 0, where it used to wait for
+    the server to give up on the update first (CI, stop 22: past the test's 60 s)."""
+    queue = f"exit-{uuid.uuid4().hex[:8]}"
+    stuck = f"catalog-{uuid.uuid4().hex[:8]}"
+    await dev_env.client.start_workflow("PolicyCatalog", id=stuck,
+                                        task_queue=f"{queue}-nobody-serves")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRISIS_")}
+    env = {**clean, "CRISIS_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+           "CRISIS_REDIS_URL": with_db(redis_url, 13), "CRISIS_TASK_QUEUE": queue,
+           "CRISIS_POLICY_CATALOG_ID": stuck,
+           "CRISIS_TOKENS_FILE": str(tmp_path / "tokens.json"), "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "worker", cwd=ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while '"worker started"' not in log_path.read_text():
+            assert worker.returncode is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the worker did not start within 60 s"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # seeding: its first update waits on the stuck catalog
+        assert worker.returncode is None
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(worker.wait(), timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    output = log_path.read_text()
+    assert code == 0, output
+    events = [json.loads(line)["event"] for line in output.splitlines()]
+    assert "policy_seed_interrupted" in events and events[-1] == "worker stopped", output
+    # nothing was seeded, and a stop is no failure: no traceback
+    assert not {"policy_seed", "policy_seed_failed"} & set(events), output
+    assert "Traceback" not in output, output
+    assert took < 10, f"stopping took {took:.1f} s"

@@ -22,6 +22,7 @@ guarded against is kept other ways:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from datetime import timedelta
 
@@ -107,6 +108,9 @@ async def seed_on_first_start(client: Client, settings: Settings) -> None:
     try:
         await seed_shipped_versions(client, settings)
     except Exception:  # the worker must run even if the shipped files are broken
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # stopped (the SDK re-raised it as its
+            raise asyncio.CancelledError from None  # own error): not a failure
         structlog.get_logger("worker").exception("policy_seed_failed")
 
 
@@ -153,8 +157,16 @@ async def run_worker(settings: Settings) -> None:
                  temporal=settings.temporal_address,
                  metrics_port=settings.worker_metrics_port or None)
         async with worker:
-            await seed_on_first_start(client, settings)
+            # seeding runs beside the worker (its updates are answered by this very worker)
+            # and never holds a stop: a bootstrap is idempotent, the next start seeds again
+            seeding = asyncio.create_task(seed_on_first_start(client, settings))
             await stop.wait()
+            if not seeding.done():
+                log.warning("policy_seed_interrupted",
+                            reason="stopped before the version store answered")
+                seeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await seeding
         log.info("worker stopped")
     await redis.aclose()
     shutdown_tracing()
