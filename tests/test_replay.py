@@ -20,7 +20,9 @@ from core.payloads import DATA_CONVERTER
 from worker.main import workflow_runner
 from workflows.incident import IncidentWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+RECORDED = sorted((Path(__file__).parent / "histories").glob("*.json"))
+CATALOG_HISTORIES = [p for p in RECORDED if p.stem.startswith("catalog.")]
+HISTORIES = [p for p in RECORDED if p not in CATALOG_HISTORIES]  # incidents
 
 
 def test_histories_cover_at_least_two_playbooks() -> None:
@@ -38,8 +40,29 @@ KEPT = {  # every recorded history is a promise to running incidents: they repla
 }
 
 
+KEPT_CATALOGS = {"catalog.v1-inline-texts"}  # python -m pytest tests/histories/record_catalog.py
+
+
 def test_no_recorded_history_was_deleted() -> None:
     assert KEPT <= {p.stem for p in HISTORIES}
+    assert KEPT_CATALOGS <= {p.stem for p in CATALOG_HISTORIES}
+
+
+@pytest.mark.parametrize("path", CATALOG_HISTORIES, ids=lambda p: p.stem)
+async def test_catalog_history_replays_without_nondeterminism(path: Path) -> None:
+    """A policy catalog runs for the deployment's whole life: its recorded history (versions
+    superseded by reviews, a directory change, a rollback) replays on today's code."""
+    from workflows.catalog import PolicyCatalogWorkflow
+    from workflows.change_approval import ChangeApprovalWorkflow
+
+    data = json.loads(path.read_text())  # noqa: ASYNC240 - a small fixture file
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", data)
+    replayer = Replayer(workflows=[PolicyCatalogWorkflow, ChangeApprovalWorkflow],
+                        data_converter=DATA_CONVERTER,
+                        workflow_runner=workflow_runner(strict=True),
+                        interceptors=[ActorVerifier(ephemeral_keyring("replay"))])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
