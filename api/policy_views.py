@@ -120,7 +120,7 @@ class VersionList(BaseModel):
 
 def version_out(record: VersionRecord, *, with_text: bool = False,
                 review: ReviewState | None = None) -> VersionOut:
-    data = record.model_dump(exclude={"text_z", "review"})
+    data = record.model_dump(exclude={"text_z", "text_ref", "review"})
     return VersionOut(**data, review=review or record.review,
                       yaml=record.text().decode("utf-8", "replace") if with_text else None)
 

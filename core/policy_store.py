@@ -32,6 +32,7 @@ from domain.loader import load_directory, parse_yaml, sha256
 from domain.policy_versions import (
     DIRECTORY,
     HTTP_STATUS,
+    TEXT_UNAVAILABLE,
     VERSION_NOT_FOUND,
     ActiveSet,
     BootstrapRequest,
@@ -44,10 +45,12 @@ from domain.policy_versions import (
     describe_subject,
     pack_text,
     playbook_subject,
+    unpack_text,
 )
 from domain.validation import PlaybookInvalid
 
 log = structlog.get_logger("crisis.policy")
+KEPT_TEXTS_CACHED = 64  # texts read from PolicyText workflows, kept per process
 
 
 def catalog_id(settings: Settings) -> str:
@@ -74,6 +77,7 @@ class PolicyStore:
         self.task_queue = settings.task_queue
         self.policy = settings.change_policy
         self.public_url = settings.public_url
+        self._texts: dict[str, str] = {}  # sha256 -> text kept by a PolicyText workflow
 
     def _catalog(self) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(self.catalog_id)
@@ -154,13 +158,34 @@ class PolicyStore:
         return result or []
 
     async def version(self, subject: str, number: int) -> VersionRecord:
-        """One version with its text (`number` 0: the active one)."""
+        """One version with its text (`number` 0: the active one), read from the workflow
+        that keeps it when the catalog keeps only its reference."""
         result: VersionRecord | None = await self._query(
             self._catalog(), "version", [subject, number], VersionRecord)
         if result is None:
             which = f"v{number}" if number else "an active version"
             raise PolicyError(VERSION_NOT_FOUND, f"{describe_subject(subject)} has no {which}")
+        if not result.text_z and result.text_ref:
+            result = result.model_copy(update={"text_z": await self._kept_text(result)})
         return result
+
+    async def _kept_text(self, record: VersionRecord) -> str:
+        """The text a `PolicyText` workflow keeps for `record`, checked against its sha256
+        (texts never change, so each is read once per process)."""
+        assert record.text_ref is not None
+        cached = self._texts.get(record.sha256)
+        if cached is not None:
+            return cached
+        text_z: str | None = await self._query(
+            self.client.get_workflow_handle(record.text_ref), "text", [], str)
+        if text_z is None or sha256(unpack_text(text_z)) != record.sha256:
+            raise PolicyError(TEXT_UNAVAILABLE, (
+                f"the text of {describe_subject(record.subject)} v{record.number} is missing "
+                f"or altered in {record.text_ref}"))
+        if len(self._texts) >= KEPT_TEXTS_CACHED:
+            self._texts.pop(next(iter(self._texts)))
+        self._texts[record.sha256] = text_z
+        return text_z
 
     async def review(self, proposal_id: str) -> ReviewState | None:
         """The live state of a review (dry run, votes); None once the review is gone."""

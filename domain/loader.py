@@ -109,13 +109,63 @@ _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_CSafeLoader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+class _UniqueKeyCLoader(_CSafeLoader or yaml.SafeLoader):  # type: ignore[misc]
+    """`_UniqueKeyLoader`'s scalars and duplicate-key check over libyaml's parser, ~5x
+    faster (a 5,000-person directory: 0.5 s instead of 2.3 s; the policy catalog and its
+    reviews parse the active directory inside a workflow task, which must yield within 2 s).
+    libyaml composes nodes in C, past `compose_node`'s depth and alias limits, so
+    `_fast_path_safe` checks those first from the event stream."""
+
+    yaml_implicit_resolvers = _UniqueKeyLoader.yaml_implicit_resolvers
+
+
+_UniqueKeyCLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_OPENS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSES = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _fast_path_safe(text: str | bytes) -> bool:
+    """Whether libyaml may load `text`: nested well inside `MAX_YAML_DEPTH` and with no more
+    aliases than `MAX_YAML_ALIASES` (anything else goes the checked, slower way)."""
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=_UniqueKeyCLoader):
+        if isinstance(event, _OPENS):
+            depth += 1
+            if depth >= MAX_YAML_DEPTH - 1:
+                return False
+        elif isinstance(event, _CLOSES):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                return False
+    return True
+
+
+def _load(text: str | bytes) -> Any:
+    """The document, read by libyaml when it is there and the text is safe for it; any
+    doubt or error goes through the pure-Python loader, whose limits and messages rule."""
+    if _CSafeLoader is not None:
+        try:
+            if _fast_path_safe(text):
+                return yaml.load(text, Loader=_UniqueKeyCLoader)
+        except yaml.YAMLError:
+            pass  # reported below, in the pure-Python loader's words
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+
+
 def parse_yaml(text: str | bytes, source: str) -> Any:
     size = len(text.encode() if isinstance(text, str) else text)
     if size > MAX_YAML_BYTES:
         raise PlaybookInvalid([PlaybookIssue(
             "(top)", f"YAML document of {size} bytes; the limit is {MAX_YAML_BYTES}")], source)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        return _load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(top)"

@@ -16,6 +16,7 @@ one set of rules:
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import zlib
 from datetime import datetime, timedelta
@@ -52,6 +53,7 @@ ALREADY_DECIDED: Final = "AlreadyDecided"
 CATALOG_FULL: Final = "CatalogFull"
 NOT_AN_ADMIN: Final = "NotAnAdmin"
 ROLLBACK_INVALID: Final = "RollbackInvalid"
+TEXT_UNAVAILABLE: Final = "TextUnavailable"  # a kept text is gone or altered: data loss
 
 HTTP_STATUS: Final[dict[str, int]] = {
     VERSION_TAKEN: 409,
@@ -70,6 +72,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     CATALOG_FULL: 409,
     NOT_AN_ADMIN: 403,
     ROLLBACK_INVALID: 422,
+    TEXT_UNAVAILABLE: 500,
 }
 
 
@@ -278,8 +281,14 @@ class VersionRecord(BaseModel):
     superseded_at: datetime | None = None
     superseded_by: int | None = None
     text_z: str = Field(default="", repr=False)
+    # a version no longer active or proposed keeps its text in a workflow of its own (its id),
+    # so the catalog's state stays small however many versions it keeps (`texts_to_store`)
+    text_ref: str | None = None
 
     def text(self) -> bytes:
+        if not self.text_z and self.text_ref:
+            raise ValueError(f"{describe_subject(self.subject)} v{self.number} keeps its text "
+                             f"in workflow {self.text_ref}: read it through PolicyStore")
         return unpack_text(self.text_z)
 
     def without_text(self) -> VersionRecord:
@@ -438,17 +447,38 @@ def check_propose(state: CatalogState, req: ProposeRequest) -> VersionRecord | N
         raise PolicyError(VERSION_NOT_FOUND, f"{what} has no v{req.rollback_of} to roll back to")
     if len(state.model_dump_json()) + len(req.text_z) > MAX_STATE_BYTES:
         raise PolicyError(CATALOG_FULL, "the version catalog is full (its state would pass "
-                          f"{MAX_STATE_BYTES} bytes); archive old versions first")
+                          f"{MAX_STATE_BYTES} bytes with this text): the active versions and "
+                          "open proposals take the room (see docs/scaling.md)")
     return None
 
 
-def active_directory(state: CatalogState) -> Directory:
+_DIRECTORIES_KEPT = 8
+_directories: dict[str, Directory] = {}
+
+
+def directory_of(text_z: str) -> Directory:
+    """The directory a stored text holds, parsed once per worker process: the catalog checks
+    every proposal's author against the active directory, and each review reads who may
+    approve, inside workflow tasks (a 5,000-person directory takes ~0.5 s to parse). Keyed by
+    the text itself, so equal texts share a copy; shared copies are read-only by convention
+    (as in `domain.snapshot_cache`), and a race costs a second parse, never a wrong one."""
     from domain.loader import parse_yaml  # pure; imported here to keep this module light
 
+    key = hashlib.sha256(text_z.encode("ascii")).hexdigest()
+    found = _directories.get(key)
+    if found is None:
+        parsed = Directory.model_validate(parse_yaml(unpack_text(text_z), "directory"))
+        if len(_directories) >= _DIRECTORIES_KEPT:
+            _directories.clear()
+        found = _directories.setdefault(key, parsed)
+    return found
+
+
+def active_directory(state: CatalogState) -> Directory:
     record = state.active_record(DIRECTORY)
     if record is None:
         raise PolicyError(STORE_NOT_SEEDED, "the version store has no active directory yet")
-    return Directory.model_validate(parse_yaml(record.text(), "directory"))
+    return directory_of(record.text_z)
 
 
 def check_author(state: CatalogState, req: ProposeRequest) -> None:
@@ -515,6 +545,38 @@ def close_proposal(state: CatalogState, review: ReviewState, now: datetime) -> V
     subject.versions[index] = record
     state.revision += 1
     return record
+
+
+# ---- texts kept by reference ---------------------------------------------------------------
+
+def texts_to_store(state: CatalogState) -> list[VersionRecord]:
+    """Versions whose text the catalog should hand to a workflow of its own: every version
+    that is neither active nor proposed (superseded, rejected) and still holds its text. The
+    catalog keeps inline only what it works with (the active texts feed dry runs and
+    reviews; a proposal's text is being reviewed), so its carried state no longer grows with
+    every directory change."""
+    return [v for s in state.subjects.values() for v in s.versions
+            if v.text_z and v.status in (VersionStatus.superseded, VersionStatus.rejected)]
+
+
+def policy_text_id(catalog_id: str, text_sha256: str) -> str:
+    """The workflow that keeps one text: by content, so the same text is kept once."""
+    return f"{catalog_id}/text/{text_sha256}"
+
+
+def text_stored(state: CatalogState, subject: str, number: int, ref: str) -> None:
+    """That version's text now lives in workflow `ref`: the state keeps only the reference."""
+    record = state.subject(subject).find(number)
+    if record is not None:
+        record.text_ref = ref
+        record.text_z = ""
+
+
+class PolicyTextStart(BaseModel):
+    """A `PolicyText` workflow's input: one version's exact bytes, compressed."""
+
+    sha256: str
+    text_z: str = Field(min_length=1, repr=False)
 
 
 # ---- workflow inputs ----------------------------------------------------------------------------

@@ -603,3 +603,101 @@ async def test_a_forged_signal_that_a_review_ended_activates_nothing(
     second = await decide(stack, path, CAT)
     assert second.status_code == 200, second.text
     assert second.json()["status"] == "active"
+
+
+async def test_old_versions_keep_their_text_in_workflows_of_their_own(
+        policy_stack: ApiStack) -> None:
+    """A superseded version's text leaves the catalog's state for a `PolicyText` workflow
+    (by content), and every reader still gets the exact bytes: the version, a diff, a
+    rollback to it."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    from domain.policy_versions import VersionRecord, policy_text_id
+
+    stack = policy_stack
+    v1 = await new_playbook(stack, "pv-kept")
+    subject = playbook_subject("pv-kept")
+    assert (await propose(stack, playbook_text("pv-kept", 2, quorum="quorum: all"))
+            ).status_code == 202
+    await reviewed(stack, "/playbooks/pv-kept/versions/2")
+    for admin in (BEN, CAT):
+        assert (await decide(stack, "/playbooks/pv-kept/versions/2", admin)).status_code == 200
+
+    catalog = stack.env.client.get_workflow_handle(store(stack).catalog_id)
+
+    async def kept_elsewhere(number: int) -> VersionRecord | None:
+        record: VersionRecord = await catalog.query("version", args=[subject, number],
+                                                    result_type=VersionRecord)
+        return record if record.text_ref else None
+    record = await eventually(lambda: kept_elsewhere(1), what="v1's text kept elsewhere")
+    assert record.text_z == "" and record.status == "superseded"
+    assert record.text_ref == policy_text_id(store(stack).catalog_id, sha256(v1.encode()))
+    keeper = await stack.env.client.get_workflow_handle(record.text_ref).describe()
+    assert keeper.status == WorkflowExecutionStatus.RUNNING
+    active: VersionRecord = await catalog.query("version", args=[subject, 2],
+                                                result_type=VersionRecord)
+    assert active.text_z and active.text_ref is None  # the active text stays inline
+
+    shown = (await stack.call("GET", "/playbooks/pv-kept/versions/1", COMMS)).json()
+    assert shown["yaml"] == v1 and shown["sha256"] == sha256(v1.encode())
+    assert "text_ref" not in shown
+    diff = (await stack.call("GET", "/playbooks/pv-kept/diff", COMMS,
+                             params={"from": 1, "to": 2})).json()
+    assert "version: 1 -> 2" in diff["summary"]
+    back = await stack.call("POST", "/playbooks/pv-kept/rollback", AUTHOR,
+                            json={"to": 1, "note": "back to any"})
+    assert back.status_code == 202, back.text
+    version = await reviewed(stack, "/playbooks/pv-kept/versions/3")
+    assert version["yaml"] == v1.replace("version: 1", "version: 3")
+
+
+async def test_the_catalog_state_stays_small_however_often_a_big_directory_changes(
+        policy_stack: ApiStack) -> None:
+    """Each version of a 3,000-person directory is tens of KB compressed; the catalog carries
+    only the active one, so its state (which must fit Temporal's 2 MB payloads across
+    continue-as-new) no longer grows by a whole directory per change."""
+    import uuid
+
+    from domain.policy_versions import DIRECTORY as DIRECTORY_SUBJECT
+    from domain.policy_versions import pack_text
+
+    stack = policy_stack
+    catalog_name = f"policy-big-{uuid.uuid4().hex[:6]}"
+    big = PolicyStore(stack.env.client,
+                      stack.settings.model_copy(update={"policy_catalog_id": catalog_name}))
+
+    def company(version: int) -> bytes:
+        staff = [{"id": f"emp-{n:05d}", "name": f"Employee {n} (v{version})",
+                  "access": ["reporter"]} for n in range(3000)]
+        return yaml.safe_dump({**DIRECTORY, "people": [*DIRECTORY["people"], *staff]}).encode()
+
+    (stack.settings.playbooks_dir / "scenarios" / "pv-big.yaml").write_text(
+        scenario_text("pv-big"))
+    (stack.settings.playbooks_dir / "pv-big.yaml").write_text(playbook_text("pv-big", 1))
+    await big.bootstrap(DIRECTORY_SUBJECT, company(1), 1)
+    await big.bootstrap(playbook_subject("pv-big"), playbook_text("pv-big", 1).encode(), 1)
+    handle = stack.env.client.get_workflow_handle(catalog_name)
+    for version in (2, 3, 4):
+        proposed = await big.propose(DIRECTORY_SUBJECT, company(version), AUTHOR,
+                                     number=version)
+        proposal = proposed.proposal_id or ""
+
+        async def review_ready(proposal: str = proposal) -> bool:
+            review = await big.review(proposal)
+            return review is not None and review.dry_run is not None
+        await eventually(review_ready, within=90, what=f"the dry run of v{version}")
+        await big.decide(proposal, BEN, True)
+        assert (await big.decide(proposal, CAT, True)).outcome == "approved"
+
+    async def settled() -> dict[str, int] | None:
+        stats: dict[str, int] = await handle.query("stats", result_type=dict)
+        versions = await big.versions(DIRECTORY_SUBJECT)
+        return stats if all(v.text_ref for v in versions if v.status != "active") else None
+    stats = await eventually(settled, what="the superseded texts kept elsewhere")
+    one_text = len(pack_text(company(4)))
+    assert one_text > 20_000
+    # inline: the active directory and the playbook, plus reviews and references (before:
+    # all four directory texts, over 4 x one_text)
+    assert stats["state_bytes"] < one_text + 30_000, (stats, one_text)
+    for version in (1, 2, 3, 4):  # every version still reads back exactly
+        assert (await big.version(DIRECTORY_SUBJECT, version)).text() == company(version)

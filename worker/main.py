@@ -52,6 +52,7 @@ from worker.payload_walks import skip_unchanging_payload_walks
 from workflows.catalog import PolicyCatalogWorkflow
 from workflows.change_approval import ChangeApprovalWorkflow
 from workflows.incident import IncidentWorkflow
+from workflows.policy_text import PolicyTextWorkflow
 from workflows.time_off import TimeOffWorkflow
 
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zoneinfo", "yaml",
@@ -89,7 +90,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
-                   TimeOffWorkflow],
+                   PolicyTextWorkflow, TimeOffWorkflow],
         activities=[*activities.activities, policy.dry_run, ReviewReader(client).read_review,
                     TimeOffReader(client).read_time_off, forwarder.forward_reports],
         workflow_runner=workflow_runner(),

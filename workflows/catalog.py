@@ -1,10 +1,14 @@
 """`PolicyCatalogWorkflow`: the version store of the playbooks and the directory.
 
 One long-lived workflow per deployment (id from `core.policy_store.catalog_id`). Its state,
-`domain.policy_versions.CatalogState`, holds every version of every subject (exact bytes,
-compressed, with sha256, number, author, time, note, status and review) and which version is
-active; it is carried across continue-as-new. Temporal is the source of truth: the API's
-registry only caches what the `active` query answers.
+`domain.policy_versions.CatalogState`, holds every version of every subject (sha256, number,
+author, time, note, status and review) and which version is active; it is carried across
+continue-as-new. The texts (exact bytes, compressed) of the active versions and of open
+proposals are kept inline; every other version's text is handed to a `PolicyText` child
+workflow of its own (`workflows/policy_text.py`) as soon as it is superseded or rejected, so
+the state stays far below Temporal's 2 MB payload limit however often the directory changes
+(catalogs from before that keep texts inline until they next continue as new). Temporal is
+the source of truth: the API's registry only caches what the `active` query answers.
 
 Handlers:
 - update `propose`: record a `proposed` version and start its `ChangeApprovalWorkflow`
@@ -12,7 +16,7 @@ Handlers:
 - update `bootstrap`: the first version of a subject, active without review;
 - signal `proposal_closed`: a review ended; read the review from the review workflow itself
   (a signal is only its sender's word), activate or reject, then tell the review;
-- queries `active`, `versions`, `version`.
+- queries `active`, `versions`, `version` (a version kept elsewhere answers its `text_ref`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from domain.policy_versions import (
@@ -34,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ChangeInput,
         DryRunRequest,
         PolicyError,
+        PolicyTextStart,
         ProposalClosed,
         ProposeRequest,
         ReadReview,
@@ -46,8 +51,12 @@ with workflow.unsafe.imports_passed_through():
         check_propose,
         close_proposal,
         confirms,
+        policy_text_id,
+        text_stored,
+        texts_to_store,
     )
     from workflows.change_approval import ChangeApprovalWorkflow
+    from workflows.policy_text import PolicyTextWorkflow
 
 
 # A closed review is read from the review workflow before it changes what is active: a signal
@@ -57,6 +66,9 @@ READS_THE_REVIEW = "proposal-closed-reads-the-review"
 # all attempts together, well inside the review's wait for `recorded` (30 s)
 READ_REVIEW_TIMEOUT = timedelta(seconds=20)
 READ_REVIEW_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5))
+# Texts of versions neither active nor proposed go to `PolicyText` workflows. Asked when the
+# first such text is waiting in a run; runs from before it keep them inline.
+TEXTS_KEPT_ELSEWHERE = "catalog-keeps-old-texts-in-workflows"
 
 
 def proposal_id_template(catalog_id: str, subject: str) -> str:
@@ -75,12 +87,37 @@ class PolicyCatalogWorkflow:
         self.state = start.state or CatalogState()
         if start.state is not None:
             self.state.runs += 1
+        self._keeps_texts_elsewhere: bool | None = None  # asked once a text waits
 
     @workflow.run
     async def run(self, start: CatalogStart) -> None:
-        await workflow.wait_condition(self._should_continue)
+        while not self._should_continue():
+            await workflow.wait_condition(
+                lambda: self._should_continue() or self._texts_waiting())
+            if self._texts_waiting():
+                if self._keeps_texts_elsewhere is None:
+                    self._keeps_texts_elsewhere = workflow.patched(TEXTS_KEPT_ELSEWHERE)
+                if self._keeps_texts_elsewhere:
+                    await self._store_texts()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(start.model_copy(update={"state": self.state}))
+
+    def _texts_waiting(self) -> bool:
+        return self._keeps_texts_elsewhere is not False and bool(texts_to_store(self.state))
+
+    async def _store_texts(self) -> None:
+        """Hand each waiting text to a `PolicyText` workflow of its own (by content: the
+        same text is kept once), then keep only the reference."""
+        for record in texts_to_store(self.state):
+            ref = policy_text_id(self.start.catalog_id, record.sha256)
+            try:
+                await workflow.start_child_workflow(
+                    PolicyTextWorkflow.run,
+                    PolicyTextStart(sha256=record.sha256, text_z=record.text_z), id=ref,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+            except WorkflowAlreadyStartedError:
+                pass  # this very text is kept already
+            text_stored(self.state, record.subject, record.number, ref)
 
     def _should_continue(self) -> bool:
         info = workflow.info()
@@ -201,6 +238,8 @@ class PolicyCatalogWorkflow:
 
     @workflow.query(name="stats")
     def stats(self) -> dict[str, int]:
-        """How many runs (continue-as-new), changes and subjects the catalog has seen."""
+        """How many runs (continue-as-new), changes and subjects the catalog has seen, and
+        the size of the state it carries (the 2 MB payload limit applies to it)."""
         return {"runs": self.state.runs, "revision": self.state.revision,
-                "subjects": len(self.state.subjects)}
+                "subjects": len(self.state.subjects),
+                "state_bytes": len(self.state.model_dump_json())}

@@ -24,10 +24,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.directory import Directory, Target, resolve_targets
+    from domain.directory import Target, resolve_targets
     from domain.durations import format_duration
     from domain.effects import NotifyRequest, NotifyResult, Recipient
-    from domain.loader import parse_yaml
     from domain.policy_versions import (
         ALREADY_DECIDED,
         AUTHOR_CANNOT_APPROVE,
@@ -45,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewOutcome,
         ReviewState,
         describe_subject,
-        unpack_text,
+        directory_of,
     )
     from domain.quorum import Outcome, QuorumError, Tally
 
@@ -68,8 +67,7 @@ class ChangeApprovalWorkflow:
     @workflow.init
     def __init__(self, change: ChangeInput) -> None:
         self.change = change
-        directory = Directory.model_validate(
-            parse_yaml(unpack_text(change.reviewers_directory_z), "directory"))
+        directory = directory_of(change.reviewers_directory_z)
         self.directory = directory
         try:
             self.tally = change.policy.tally(directory, change.author)
