@@ -59,6 +59,11 @@ PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "zonein
                "opentelemetry")  # the tracing interceptor's spans, when tracing is on
 
 
+# every workflow type the worker runs
+WORKFLOWS = (IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow, PolicyTextWorkflow,
+             TimeOffWorkflow)
+
+
 def workflow_runner(*, strict: bool = False) -> WorkflowRunner:
     """How the worker runs workflows: unsandboxed (see above). `strict`: the SDK's sandbox,
     every workflow module re-imported per instance under its restrictions, with the pure
@@ -89,8 +94,7 @@ def build_worker(client: Client, settings: Settings, redis: aioredis.Redis,
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[IncidentWorkflow, PolicyCatalogWorkflow, ChangeApprovalWorkflow,
-                   PolicyTextWorkflow, TimeOffWorkflow],
+        workflows=list(WORKFLOWS),
         activities=[*activities.activities, policy.dry_run, ReviewReader(client).read_review,
                     TimeOffReader(client).read_time_off, forwarder.forward_reports],
         workflow_runner=workflow_runner(),

@@ -34,6 +34,7 @@ from domain.playbook_diff import VersionDiff
 from domain.policy_versions import (
     DIRECTORY,
     ROLLBACK_INVALID,
+    TEXT_UNAVAILABLE,
     VERSION_NOT_FOUND,
     PolicyError,
     VersionStatus,
@@ -114,7 +115,8 @@ async def list_directory_versions(user: PlaybookAdmin, services: ServicesDep) ->
 @router.get("/versions/{number}", response_model=VersionOut,
             operation_id="getDirectoryVersion",
             summary="One directory version: its text, status, dry-run report and votes",
-            responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
+            responses={**responses(401, 403, 422),
+                       **error_doc(VERSION_NOT_FOUND, TEXT_UNAVAILABLE)})
 async def get_directory_version(number: Annotated[int, Path(ge=1)], user: PlaybookAdmin,
                                 services: ServicesDep) -> VersionOut:
     return await get_version(store_of(services), DIRECTORY, number)
@@ -122,7 +124,8 @@ async def get_directory_version(number: Annotated[int, Path(ge=1)], user: Playbo
 
 @router.get("/diff", response_model=VersionDiff, operation_id="diffDirectory",
             summary="What changed between two directory versions: people, roles, rosters",
-            responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
+            responses={**responses(401, 403, 422),
+                       **error_doc(VERSION_NOT_FOUND, TEXT_UNAVAILABLE)})
 async def diff_directory_versions(user: PlaybookAdmin, services: ServicesDep,
                                   from_: Annotated[int, Query(alias="from", ge=1)],
                                   to: Annotated[int, Query(ge=1)]) -> VersionDiff:
@@ -151,7 +154,8 @@ async def reject_directory(number: VersionNumber, body: ReviewVoteBody, user: Pl
              operation_id="rollbackDirectory",
              summary="Propose an earlier directory text again, as the next number",
              responses={**responses(401, 403, 422),
-                        **error_doc(VERSION_NOT_FOUND, ROLLBACK_INVALID, *PROPOSE_ERRORS)})
+                        **error_doc(VERSION_NOT_FOUND, ROLLBACK_INVALID, TEXT_UNAVAILABLE,
+                                  *PROPOSE_ERRORS)})
 async def rollback_directory(body: RollbackBody, user: PlaybookAdmin,
                              services: ServicesDep) -> VersionOut:
     store = store_of(services)

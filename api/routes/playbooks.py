@@ -34,6 +34,7 @@ from domain.policy_versions import (
     PROPOSAL_OPEN,
     ROLLBACK_INVALID,
     STORE_NOT_SEEDED,
+    TEXT_UNAVAILABLE,
     VERSION_NOT_FOUND,
     VERSION_OUTDATED,
     VERSION_TAKEN,
@@ -262,7 +263,8 @@ async def list_playbook_versions(playbook_id: PlaybookId, user: PlaybookReader,
 @router.get("/{playbook_id}/versions/{number}", response_model=VersionOut,
             operation_id="getPlaybookVersion",
             summary="One version: its exact text, status, dry-run report and votes",
-            responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
+            responses={**responses(401, 403, 422),
+                       **error_doc(VERSION_NOT_FOUND, TEXT_UNAVAILABLE)})
 async def get_playbook_version(playbook_id: PlaybookId, number: VersionNumber,
                                user: PlaybookReader, services: ServicesDep) -> VersionOut:
     return await get_version(store_of(services), playbook_subject(playbook_id), number)
@@ -272,7 +274,8 @@ async def get_playbook_version(playbook_id: PlaybookId, number: VersionNumber,
             operation_id="diffPlaybookVersions",
             summary="What changed between two versions: unified diff, steps, quorum rules, "
                     "escalation tiers",
-            responses={**responses(401, 403, 422), **error_doc(VERSION_NOT_FOUND)})
+            responses={**responses(401, 403, 422),
+                       **error_doc(VERSION_NOT_FOUND, TEXT_UNAVAILABLE)})
 async def diff_playbook_versions(
         playbook_id: PlaybookId, user: PlaybookReader, services: ServicesDep,
         from_: Annotated[int, Query(alias="from", ge=1)],
@@ -304,7 +307,8 @@ async def reject_playbook(playbook_id: PlaybookId, number: VersionNumber, body: 
              operation_id="rollbackPlaybook",
              summary="Propose an earlier version's text again, as the next number, for review",
              responses={**responses(401, 403, 422),
-                        **error_doc(VERSION_NOT_FOUND, ROLLBACK_INVALID, *PROPOSE_ERRORS)})
+                        **error_doc(VERSION_NOT_FOUND, ROLLBACK_INVALID, TEXT_UNAVAILABLE,
+                                  *PROPOSE_ERRORS)})
 async def rollback_playbook(playbook_id: PlaybookId, body: RollbackBody, user: PlaybookAdmin,
                             registry: RegistryDep, services: ServicesDep) -> VersionOut:
     store = store_of(services)
