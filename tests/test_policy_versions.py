@@ -134,6 +134,19 @@ async def decide(stack: ApiStack, path: str, as_: str, verdict: str = "approve",
     return await stack.call("POST", f"{path}/{verdict}", as_, json={"comment": comment})
 
 
+async def approved(stack: ApiStack, playbook_id: str, text: str, number: int,
+                   admins: tuple[str, ...] = (BEN, CAT)) -> dict[str, Any]:
+    """Propose `text` as v`number`, wait for its dry run, approve it by `admins`."""
+    assert (await propose(stack, text)).status_code == 202
+    path = f"/playbooks/{playbook_id}/versions/{number}"
+    await reviewed(stack, path)
+    for admin in admins:
+        response = await decide(stack, path, admin)
+        assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 async def incident_playbook(stack: ApiStack, playbook_id: str) -> tuple[str, dict[str, Any]]:
     opened = await stack.open_incident(COMMS, playbook_id)
     return opened["id"], opened["playbook"]
@@ -617,11 +630,7 @@ async def test_old_versions_keep_their_text_in_workflows_of_their_own(
     stack = policy_stack
     v1 = await new_playbook(stack, "pv-kept")
     subject = playbook_subject("pv-kept")
-    assert (await propose(stack, playbook_text("pv-kept", 2, quorum="quorum: all"))
-            ).status_code == 202
-    await reviewed(stack, "/playbooks/pv-kept/versions/2")
-    for admin in (BEN, CAT):
-        assert (await decide(stack, "/playbooks/pv-kept/versions/2", admin)).status_code == 200
+    await approved(stack, "pv-kept", playbook_text("pv-kept", 2, quorum="quorum: all"), 2)
 
     catalog = stack.env.client.get_workflow_handle(store(stack).catalog_id)
 

@@ -23,11 +23,11 @@ from tests.test_policy_versions import (
     CAT,
     DAN,
     DIRECTORY,
+    approved,
     decide,
     new_playbook,
     playbook_text,
     policy_stack,
-    propose,
     reviewed,
     store,
 )
@@ -46,12 +46,7 @@ async def test_record_a_catalog_history(policy_stack: ApiStack) -> None:
     assert not out.exists(), f"refusing to overwrite {out}"
     stack = policy_stack
     await new_playbook(stack, "recorded")
-    assert (await propose(stack, playbook_text("recorded", 2, quorum="quorum: all"))
-            ).status_code == 202
-    path = "/playbooks/recorded/versions/2"
-    await reviewed(stack, path)
-    for admin in (BEN, CAT):
-        assert (await decide(stack, path, admin)).status_code == 200
+    await approved(stack, "recorded", playbook_text("recorded", 2, quorum="quorum: all"), 2)
 
     number = (await stack.call("GET", "/directory/versions", BEN)).json()["active"]
     bigger = {**DIRECTORY, "people": [*DIRECTORY["people"], {
