@@ -94,11 +94,10 @@ class PolicyStore:
         try:
             result = await self.client.execute_update_with_start_workflow(
                 name, arg, start_workflow_operation=operation, result_type=VersionRecord)
-        except WorkflowUpdateFailedError as exc:
+        except BaseException as exc:
             await settle_start(operation)
-            raise _translate(exc) from None
-        except BaseException:
-            await settle_start(operation)
+            if isinstance(exc, WorkflowUpdateFailedError):
+                raise _translate(exc) from None
             raise
         assert isinstance(result, VersionRecord)
         return result

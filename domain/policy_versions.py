@@ -452,26 +452,17 @@ def check_propose(state: CatalogState, req: ProposeRequest) -> VersionRecord | N
     return None
 
 
-_DIRECTORIES_KEPT = 8
-_directories: dict[str, Directory] = {}
-
-
 def directory_of(text_z: str) -> Directory:
-    """The directory a stored text holds, parsed once per worker process: the catalog checks
-    every proposal's author against the active directory, and each review reads who may
-    approve, inside workflow tasks (a 5,000-person directory takes ~0.5 s to parse). Keyed by
-    the text itself, so equal texts share a copy; shared copies are read-only by convention
-    (as in `domain.snapshot_cache`), and a race costs a second parse, never a wrong one."""
+    """The directory a stored text holds, parsed once per worker process
+    (`domain.snapshot_cache`): the catalog checks every proposal's author against the active
+    directory, and each review reads who may approve, inside workflow tasks (a 5,000-person
+    directory takes ~0.5 s to parse). Keyed by the text itself; the copy is read-only."""
     from domain.loader import parse_yaml  # pure; imported here to keep this module light
+    from domain.snapshot_cache import shared_from
 
-    key = hashlib.sha256(text_z.encode("ascii")).hexdigest()
-    found = _directories.get(key)
-    if found is None:
-        parsed = Directory.model_validate(parse_yaml(unpack_text(text_z), "directory"))
-        if len(_directories) >= _DIRECTORIES_KEPT:
-            _directories.clear()
-        found = _directories.setdefault(key, parsed)
-    return found
+    return shared_from(
+        Directory, hashlib.sha256(text_z.encode("ascii")).hexdigest(),
+        lambda: Directory.model_validate(parse_yaml(unpack_text(text_z), "directory")))
 
 
 def active_directory(state: CatalogState) -> Directory:

@@ -18,6 +18,7 @@ second copy, never a wrong one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -42,6 +43,19 @@ def shared(model: M) -> M:
             _shared.clear()
         found = _shared.setdefault(key, model)
     assert isinstance(found, type(model))
+    return found
+
+
+def shared_from(model_type: type[M], key: str, make: Callable[[], M]) -> M:
+    """The process's copy of what `make()` builds from a content whose hash is `key` (built
+    only the first time: for models whose building is the cost, e.g. a parsed directory)."""
+    found = _shared.get((model_type, f"from:{key}"))
+    if found is None:
+        built = make()
+        if len(_shared) >= LIMIT:
+            _shared.clear()
+        found = _shared.setdefault((model_type, f"from:{key}"), built)
+    assert isinstance(found, model_type)
     return found
 
 
