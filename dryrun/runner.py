@@ -70,6 +70,11 @@ class DryRunError(Exception):
     """The dry run could not be set up (no test server, a start in the past, ...)."""
 
 
+# The SDK waits 5 s for a spawned test server by default; on a loaded 2-core machine its
+# start took longer (CI, stop 24: "did not start within 5s"), failing a dry run, so a review.
+TEST_SERVER_STARTUP = timedelta(seconds=60)
+
+
 def test_server_path() -> str:
     """`temporal-test-server` from PATH, or next to this Python (an unactivated venv)."""
     found = shutil.which("temporal-test-server")
@@ -94,7 +99,8 @@ async def time_skipping_env(keyring: Keyring) -> AsyncIterator[WorkflowEnvironme
     """A private test server whose client signs every command with `keyring`."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_path(), data_converter=DATA_CONVERTER,
-        runtime=quiet_runtime(), interceptors=[ActorSigner(keyring)])
+        runtime=quiet_runtime(), interceptors=[ActorSigner(keyring)],
+        test_server_startup_timeout=TEST_SERVER_STARTUP)
     try:
         yield env
     finally:

