@@ -101,23 +101,28 @@ def test_a_stopped_worker_and_api_exit_0_and_write_only_json(
                  tmp_path / "demo-tokens.json", tmp_path / "tokens.json")
     for round_ in range(ROUNDS):
         port = free_port()
-        worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=ROOT,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
+        worker_log = tmp_path / f"worker-{round_}.log"
+        with worker_log.open("w") as log:  # read while it runs: it says when it has started
+            worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=ROOT,
+                                      env=env, stdout=log, stderr=subprocess.STDOUT)
         api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + 60
-            while True:  # the API answers ready once Temporal and Redis do
+            # the API answers ready once Temporal and Redis do; the worker logs "worker
+            # started" once it handles signals (stopped while still importing, a process
+            # takes the signal's default action and dies of it)
+            while True:
                 try:
                     if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2,
-                                 trust_env=False).status_code == 200:
+                                 trust_env=False).status_code == 200 \
+                            and '"worker started"' in worker_log.read_text():
                         break
                 except httpx.HTTPError:
                     pass
                 assert api.poll() is None and worker.poll() is None, "a server exited early"
-                assert time.monotonic() < deadline, "the API was not ready within 60 s"
+                assert time.monotonic() < deadline, "the servers were not ready within 60 s"
                 time.sleep(0.1)
             # the worker exits 0; uvicorn ends its graceful shutdown by raising a caught
             # SIGTERM again (the API dies of SIGTERM, as a supervisor expects), and exits 0
@@ -126,6 +131,8 @@ def test_a_stopped_worker_and_api_exit_0_and_write_only_json(
             for name, process, status in (("api", api, api_status), ("worker", worker, 0)):
                 process.send_signal(stop_with)
                 output, _ = process.communicate(timeout=60)
+                if process is worker:
+                    output = worker_log.read_text()
                 assert process.returncode == status, (
                     f"round {round_}: {name} {exit_description(process.returncode)}\n{output}")
                 assert output.strip(), f"{name} wrote nothing"
